@@ -1,0 +1,72 @@
+import { z } from 'zod';
+import { parseByteSize } from './units.js';
+
+/** A size given as a number of bytes or a string such as "200MB", "64KiB". */
+const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
+  if (typeof value === 'number') return value;
+  const bytes = parseByteSize(value);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: `expected a size such as 200MB, 64KiB or a number of bytes, got "${value}"` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+/** "host:port" or "[v6]:port". */
+const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:10025');
+
+const database = z.strictObject({
+  /** PostgreSQL connection string; unset = embedded PGlite in data_dir. */
+  url: z.string().min(1).optional(),
+  data_dir: z.string().min(1).default('./data'),
+  pool_size: z.number().int().min(1).max(100).default(10),
+});
+
+const smtp = z.strictObject({
+  listen: listenAddress.default('127.0.0.1:10025'),
+  lmtp: z.boolean().default(false),
+  max_size: byteSize.default(200 * 1024 * 1024),
+  max_header_size: byteSize.default(1024 * 1024),
+  max_clients: z.number().int().min(1).default(200),
+  hostname: z.string().min(1).optional(),
+  socket_timeout_seconds: z.number().positive().default(300),
+});
+
+const relay = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.number().int().min(1).max(65535).default(10026),
+  max_connections: z.number().int().min(1).max(1000).default(20),
+  timeout_seconds: z.number().positive().default(120),
+});
+
+const encryption = z.strictObject({
+  /** One copy per keyed recipient (false, keeps Bcc private) or one copy per style. */
+  group_recipients: z.boolean().default(false),
+  /** What a recipient whose keys are all expired/revoked/unusable gets. */
+  on_unusable_key: z.enum(['plain', 'tempfail', 'reject']).default('plain'),
+  /** Where ciphertext (never plaintext) spills when a message outgrows spool_memory. */
+  spool_dir: z.string().min(1).optional(),
+  spool_memory: byteSize.default(1024 * 1024),
+});
+
+const keys = z.strictObject({
+  local_part_case_sensitive: z.boolean().default(false),
+  cache_ttl_seconds: z.number().nonnegative().default(300),
+});
+
+const log = z.strictObject({
+  level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export const configSchema = z.strictObject({
+  database: database.prefault({}),
+  smtp: smtp.prefault({}),
+  relay: relay.prefault({}),
+  encryption: encryption.prefault({}),
+  keys: keys.prefault({}),
+  log: log.prefault({}),
+});
+
+export type Config = z.output<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+export const configSections = Object.keys(configSchema.shape) as (keyof Config)[];

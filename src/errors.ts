@@ -1,0 +1,33 @@
+/** Typed failures; src/filter/reply.ts is the one place that turns them into SMTP replies. */
+export class LacreError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+/** The key store could not be read or written (temporary). */
+export class DatabaseUnavailableError extends LacreError {}
+/** The relay (Postfix reinjection listener) refused or could not be reached. */
+export class RelayError extends LacreError {
+  constructor(message: string, readonly permanent: boolean, readonly responseCode?: number, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+/** The message itself cannot be processed as received (permanent). */
+export class MessageRejectedError extends LacreError {
+  constructor(message: string, readonly enhancedCode: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+/** Message larger than smtp.max_size. */
+export class MessageTooLargeError extends LacreError {}
+/** Policy says a recipient must not get this message now (e.g. on_unusable_key = tempfail/reject). */
+export class RecipientPolicyError extends LacreError {
+  constructor(message: string, readonly permanent: boolean, readonly recipient: string) {
+    super(message);
+  }
+}
+/** A key was refused at import. */
+export class KeyRejectedError extends LacreError {}
+/** Configuration is invalid; message names the key. */
+export class ConfigError extends LacreError {}
