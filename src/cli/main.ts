@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { LacreError } from '../errors.js';
+import { createLogger } from '../log/logger.js';
+import { registerKeysCommands } from './keys.js';
+import { registerMessageCommands } from './message.js';
+import { registerServeCommands } from './serve.js';
+
+const program = new Command('lacre')
+  .description('Encrypting mail gateway: a Postfix content filter that OpenPGP-encrypts mail to recipients with keys')
+  .option('-c, --config <file>', 'TOML configuration file (default: $LACRE_CONFIG, else built-in defaults)')
+  .showHelpAfterError();
+
+/** Loads the configuration named by the global --config option (or LACRE_CONFIG, or defaults). */
+export function configFrom(command: Command): Config {
+  const file = command.optsWithGlobals<{ config?: string }>().config;
+  return loadConfig({ file, env: process.env });
+}
+
+const context = { configFrom, createLogger };
+registerServeCommands(program, context);
+registerMessageCommands(program, context);
+registerKeysCommands(program, context);
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  if (error instanceof LacreError) {
+    process.stderr.write(`lacre: ${error.message}\n`);
+  } else {
+    process.stderr.write(`lacre: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  }
+  process.exitCode = process.exitCode || 1;
+});

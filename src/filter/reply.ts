@@ -1,0 +1,79 @@
+import {
+  DatabaseUnavailableError,
+  LacreError,
+  MessageRejectedError,
+  MessageTooLargeError,
+  RecipientPolicyError,
+  RelayError,
+} from '../errors.js';
+import type { MessageResult } from './pipeline.js';
+
+/** The one place where an outcome becomes an SMTP reply (and, for `lacre pipe`, an exit code). */
+export interface SmtpReply {
+  readonly code: number;
+  readonly enhanced: string;
+  readonly text: string;
+}
+
+export const ACCEPTED: SmtpReply = { code: 250, enhanced: '2.0.0', text: 'message accepted' };
+
+export function errorReply(error: unknown): SmtpReply {
+  if (error instanceof DatabaseUnavailableError) return { code: 451, enhanced: '4.3.0', text: 'key store unavailable, try again later' };
+  if (error instanceof MessageTooLargeError) return { code: 552, enhanced: '5.3.4', text: 'message too large' };
+  if (error instanceof MessageRejectedError) return { code: 554, enhanced: error.enhancedCode, text: error.message };
+  if (error instanceof RecipientPolicyError) {
+    return error.permanent
+      ? { code: 550, enhanced: '5.7.1', text: error.message }
+      : { code: 450, enhanced: '4.7.1', text: error.message };
+  }
+  if (error instanceof RelayError) {
+    return error.permanent
+      ? { code: 554, enhanced: '5.3.0', text: `reinjection refused: ${oneLine(error.message)}` }
+      : { code: 451, enhanced: '4.4.1', text: `reinjection failed, try again later: ${oneLine(error.message)}` };
+  }
+  return { code: 451, enhanced: '4.3.0', text: 'temporary failure processing the message, try again later' };
+}
+
+/**
+ * SMTP mode: one answer for the whole transaction. 250 only when every copy was accepted; any temporary
+ * failure makes it a 4xx (Postfix keeps the message and retries); permanent failures alone make it a 5xx.
+ */
+export function messageReply(result: MessageResult): SmtpReply {
+  const errors = result.results.flatMap((r) => (r.error ? [r.error] : []));
+  if (errors.length === 0) return ACCEPTED;
+  const temporary = errors.find((error) => errorReply(error).code < 500);
+  return errorReply(temporary ?? errors[0]);
+}
+
+/** LMTP mode: one answer per envelope recipient, in envelope order. */
+export function recipientReplies(recipients: readonly string[], result: MessageResult): SmtpReply[] {
+  const byRecipient = new Map<string, LacreError | undefined>();
+  for (const { copy, error } of result.results) for (const rcpt of copy.recipients) byRecipient.set(rcpt, error);
+  return recipients.map((rcpt) => {
+    const error = byRecipient.get(rcpt);
+    return error ? errorReply(error) : ACCEPTED;
+  });
+}
+
+export type SmtpReplyError = Error & { responseCode: number };
+
+/** smtp-server sends `${responseCode} ${message}`. */
+export function toSmtpError(reply: SmtpReply): SmtpReplyError {
+  return Object.assign(new Error(`${reply.enhanced} ${reply.text}`), { responseCode: reply.code });
+}
+
+export function replyText(reply: SmtpReply): string {
+  return `${reply.enhanced} ${reply.text}`;
+}
+
+/** sysexits(3) for `lacre pipe`: Postfix's pipe(8) retries 75 and bounces the rest. */
+export function exitCodeFor(reply: SmtpReply): number {
+  if (reply.code < 400) return 0;
+  if (reply.code < 500) return 75; // EX_TEMPFAIL
+  if (reply.enhanced.startsWith('5.3.4') || reply.enhanced.startsWith('5.6')) return 65; // EX_DATAERR
+  return 69; // EX_UNAVAILABLE
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').slice(0, 200);
+}

@@ -1,0 +1,91 @@
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir, readdir, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+
+/**
+ * Holds one ciphertext so that every copy can re-read it. Small messages stay in memory (up to
+ * memoryLimit); bigger ones spill to a 0600 file in `dir`. Only ciphertext is ever written here: the
+ * session key lives in memory alone, so a spilled file left by a crash is unreadable noise.
+ */
+export class CipherSpool extends Writable {
+  private readonly chunks: Buffer[] = [];
+  private memoryBytes = 0;
+  private file: { path: string; stream: WriteStream } | undefined;
+  private totalBytes = 0;
+
+  constructor(private readonly dir: string, private readonly memoryLimit: number) {
+    super();
+  }
+
+  get size(): number {
+    return this.totalBytes;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
+    this.totalBytes += chunk.length;
+    if (!this.file && this.memoryBytes + chunk.length <= this.memoryLimit) {
+      this.chunks.push(chunk);
+      this.memoryBytes += chunk.length;
+      done();
+      return;
+    }
+    this.spill().then(() => this.file!.stream.write(chunk, (error) => done(error)), done);
+  }
+
+  override _final(done: (error?: Error | null) => void): void {
+    if (!this.file) return done();
+    this.file.stream.end(() => done());
+  }
+
+  /** A fresh reader over the whole ciphertext; call after 'finish'. */
+  reader(): Readable {
+    return this.file ? createReadStream(this.file.path, { highWaterMark: 256 * 1024 }) : Readable.from(this.chunks);
+  }
+
+  async dispose(): Promise<void> {
+    const file = this.file;
+    this.file = undefined;
+    this.chunks.length = 0;
+    if (!file) return;
+    file.stream.destroy();
+    await unlink(file.path).catch(() => undefined);
+  }
+
+  private async spill(): Promise<void> {
+    if (this.file) return;
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const path = join(this.dir, `lacre-${process.pid}-${randomBytes(8).toString('hex')}.pgp`);
+    const stream = createWriteStream(path, { mode: 0o600, flags: 'wx' });
+    this.file = { path, stream };
+    for (const chunk of this.chunks.splice(0)) stream.write(chunk);
+    this.memoryBytes = 0;
+  }
+}
+
+/** Removes ciphertext spilled by Lacre processes that no longer run (a crash or a kill mid-message). */
+export async function cleanStaleSpool(dir: string | undefined, logger: { info(obj: object, msg: string): void }): Promise<void> {
+  const spoolDir = dir ?? defaultSpoolDir();
+  const names = await readdir(spoolDir).catch(() => [] as string[]);
+  const stale = names.filter((name) => {
+    const pid = Number(/^lacre-(\d+)-[0-9a-f]+\.pgp$/.exec(name)?.[1]);
+    return Number.isInteger(pid) && pid > 0 && !processAlive(pid);
+  });
+  await Promise.all(stale.map((name) => unlink(join(spoolDir, name)).catch(() => undefined)));
+  if (stale.length > 0) logger.info({ spoolDir, removed: stale.length }, 'removed stale spool files');
+}
+
+export function defaultSpoolDir(): string {
+  return join(tmpdir(), 'lacre-spool');
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

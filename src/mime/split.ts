@@ -1,0 +1,83 @@
+import { MessageRejectedError } from '../errors.js';
+import { classifyLine, detectEol, fieldName, type HeaderField, type SplitMessage } from './header.js';
+
+const LF = 0x0a;
+
+/**
+ * Reads chunks until the header block ends (a blank line, or the first line that cannot be a header field),
+ * holding at most maxHeaderSize bytes. The rest of the body stays in `chunks` for the caller to stream.
+ */
+export async function splitMessage(chunks: AsyncIterator<Buffer>, maxHeaderSize: number): Promise<SplitMessage> {
+  const scanner = new HeaderScanner();
+  for (;;) {
+    const result = scanner.scan();
+    if (result) return result;
+    if (scanner.size > maxHeaderSize) {
+      throw new MessageRejectedError(`message header block exceeds ${maxHeaderSize} bytes (smtp.max_header_size)`, '5.3.4');
+    }
+    const next = await chunks.next();
+    if (next.done) return scanner.finish();
+    scanner.push(next.value);
+  }
+}
+
+class HeaderScanner {
+  private buffer: Buffer = Buffer.alloc(0);
+  private lineStart = 0;
+  private fieldStart = -1;
+  private readonly fields: HeaderField[] = [];
+
+  get size(): number {
+    return this.buffer.length;
+  }
+
+  push(chunk: Buffer): void {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+  }
+
+  /** Classifies every complete line; returns the split once the header block has ended. */
+  scan(): SplitMessage | undefined {
+    for (;;) {
+      const lf = this.buffer.indexOf(LF, this.lineStart);
+      if (lf === -1) return undefined;
+      const line = this.buffer.subarray(this.lineStart, lf + 1);
+      const kind = classifyLine(line, this.fieldStart !== -1);
+      if (kind === 'blank') return this.done(line, this.buffer.subarray(lf + 1));
+      if (kind === 'body') return this.done(Buffer.alloc(0), this.buffer.subarray(this.lineStart));
+      if (kind === 'field') this.startField();
+      this.lineStart = lf + 1;
+    }
+  }
+
+  /** The input ended inside the header block (header-only message, or no final newline). */
+  finish(): SplitMessage {
+    const rest = this.buffer.subarray(this.lineStart);
+    if (rest.length === 0) return this.done(Buffer.alloc(0), rest);
+    const kind = classifyLine(rest, this.fieldStart !== -1);
+    if (kind === 'field') this.startField();
+    if (kind === 'field' || kind === 'continuation') {
+      this.lineStart = this.buffer.length;
+      return this.done(Buffer.alloc(0), Buffer.alloc(0));
+    }
+    return this.done(Buffer.alloc(0), rest);
+  }
+
+  private startField(): void {
+    this.closeField();
+    this.fieldStart = this.lineStart;
+  }
+
+  private closeField(): void {
+    if (this.fieldStart === -1) return;
+    const raw = this.buffer.subarray(this.fieldStart, this.lineStart);
+    const name = fieldName(raw);
+    this.fields.push({ name, lowerName: name.toLowerCase(), raw });
+  }
+
+  private done(separator: Buffer, bodyStart: Buffer): SplitMessage {
+    this.closeField();
+    this.fieldStart = -1;
+    const headerBlock = this.buffer.subarray(0, this.buffer.length - bodyStart.length - separator.length);
+    return { headerBlock, fields: this.fields, separator, bodyStart, eol: detectEol(this.buffer) };
+  }
+}

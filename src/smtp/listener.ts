@@ -1,0 +1,114 @@
+import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import type { RecipientKeys } from '../keys/types.js';
+import type { MessageFilter } from '../filter/filter.js';
+import { errorReply, replyText, toSmtpError } from '../filter/reply.js';
+
+export interface SmtpListener {
+  /** Resolves with the bound address (port 0 picks a free one). */
+  listen(): Promise<AddressInfo>;
+  close(): Promise<void>;
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const at = listen.lastIndexOf(':');
+  return { host: listen.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(at + 1)) };
+}
+
+/**
+ * The inbound side for Postfix's content_filter (SMTP, or LMTP with per-recipient answers). Keys are looked
+ * up at RCPT time, so a recipient refused by policy, or a key store that is down, is answered per recipient.
+ */
+export function createSmtpListener(config: Config, filter: MessageFilter, logger: Logger): SmtpListener {
+  const lookups = new WeakMap<SMTPServerAddress, RecipientKeys>();
+  const server = new SMTPServer({
+    lmtp: config.smtp.lmtp,
+    ...(config.smtp.hostname ? { name: config.smtp.hostname } : {}),
+    banner: 'Lacre',
+    size: config.smtp.max_size,
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    useXForward: true,
+    disableReverseLookup: true,
+    maxClients: config.smtp.max_clients,
+    socketTimeout: config.smtp.socket_timeout_seconds * 1000,
+    closeTimeout: 30_000,
+    logger: false,
+    onRcptTo(address, session, callback) {
+      filter.lookupRecipient(address.address).then(
+        (lookup) => {
+          lookups.set(address, lookup);
+          callback();
+        },
+        (error: unknown) => {
+          const reply = errorReply(error);
+          sessionLogger(logger, session).warn({ to: address.address, reply: `${reply.code} ${replyText(reply)}` }, 'recipient not accepted');
+          callback(toSmtpError(reply));
+        },
+      );
+    },
+    onData(stream, session, callback) {
+      handleData(stream, session, filter, lookups, logger).then(
+        (replies) => callback(null, replies as unknown as string),
+        (error: unknown) => callback(toSmtpError(errorReply(error))),
+      );
+    },
+  });
+  server.on('error', (error) => logger.error({ err: error }, 'SMTP listener error'));
+  const { host, port } = parseListen(config.smtp.listen);
+  return {
+    listen: () =>
+      new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve(server.server.address() as AddressInfo);
+        });
+      }),
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+async function handleData(
+  stream: SMTPServerDataStream,
+  session: SMTPServerSession,
+  filter: MessageFilter,
+  lookups: WeakMap<SMTPServerAddress, RecipientKeys>,
+  logger: Logger,
+): Promise<string | Array<string | Error>> {
+  const recipients = session.envelope.rcptTo.map((rcpt) => {
+    const lookup = lookups.get(rcpt);
+    if (!lookup) throw new Error(`recipient ${rcpt.address} was not looked up`);
+    return { address: rcpt.address, lookup };
+  });
+  const mailFrom = session.envelope.mailFrom;
+  const outcome = await filter.process({
+    from: mailFrom ? mailFrom.address : '',
+    recipients,
+    body: stream,
+    use8BitMime: (session.envelope as { bodyType?: string }).bodyType === '8bitmime',
+    sizeExceeded: () => stream.sizeExceeded,
+    bytesRead: () => stream.byteLength,
+    log: sessionLogger(logger, session),
+  });
+  // smtp-server answers 552 by itself when the size was exceeded, whatever is returned here.
+  if (isLmtp(session)) return outcome.recipientReplies.map((reply) => (reply.code < 400 ? replyText(reply) : toSmtpError(reply)));
+  if (outcome.reply.code >= 400) throw toSmtpError(outcome.reply);
+  return replyText(outcome.reply);
+}
+
+function isLmtp(session: SMTPServerSession): boolean {
+  return session.openingCommand === 'LHLO';
+}
+
+function sessionLogger(logger: Logger, session: SMTPServerSession): Logger {
+  const xforward = (session as { xForward?: Map<string, string> }).xForward;
+  return logger.child({
+    session: session.id,
+    queueId: xforward?.get('IDENT'),
+    client: xforward?.get('ADDR') ?? session.remoteAddress,
+    clientName: xforward?.get('NAME'),
+  });
+}

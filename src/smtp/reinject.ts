@@ -1,0 +1,68 @@
+import nodemailer, { type Mail } from 'nodemailer';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import { RelayError } from '../errors.js';
+import type { Downstream, OutboundEnvelope } from '../filter/pipeline.js';
+
+interface SmtpFailure {
+  message?: string;
+  code?: string;
+  responseCode?: number;
+  response?: string;
+}
+
+/**
+ * Reinjection into Postfix (relay.host:relay.port) over a pool of kept-alive SMTP connections. The message
+ * goes as raw bytes with the envelope given: nodemailer composes nothing.
+ */
+export class Relay implements Downstream {
+  private readonly transport: Mail;
+
+  constructor(config: Config['relay'], hostname: string | undefined, private readonly logger: Logger) {
+    this.transport = nodemailer.createTransport({
+      pool: true,
+      host: config.host,
+      port: config.port,
+      secure: false,
+      ignoreTLS: true,
+      maxConnections: config.max_connections,
+      maxMessages: Infinity,
+      connectionTimeout: 10_000,
+      greetingTimeout: 10_000,
+      socketTimeout: config.timeout_seconds * 1000,
+      ...(hostname ? { name: hostname } : {}),
+    });
+  }
+
+  async send(envelope: OutboundEnvelope, raw: Readable): Promise<string> {
+    try {
+      const info = await this.transport.sendMail({
+        envelope: { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.use8BitMime } as { from: string; to: string[] },
+        raw,
+      });
+      const rejected = (info.rejected ?? []) as unknown[];
+      if (rejected.length > 0) throw new RelayError(`relay rejected ${rejected.length} recipient(s): ${info.response}`, false);
+      return String(info.response ?? '');
+    } catch (error) {
+      throw toRelayError(error);
+    }
+  }
+
+  /** True when a connection to the relay can be opened and greets us. */
+  async verify(): Promise<boolean> {
+    return this.transport.verify().then(() => true, () => false);
+  }
+
+  close(): void {
+    this.transport.close();
+  }
+}
+
+export function toRelayError(error: unknown): RelayError {
+  if (error instanceof RelayError) return error;
+  const failure = (error ?? {}) as SmtpFailure;
+  const code = failure.responseCode;
+  const detail = failure.response ?? failure.message ?? String(error);
+  return new RelayError(`relay: ${detail}`, code !== undefined && code >= 500, code, { cause: error });
+}

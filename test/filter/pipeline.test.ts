@@ -1,0 +1,219 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
+import * as openpgp from 'openpgp';
+import { processMessage, type Downstream, type OutboundEnvelope, type MessageInput } from '../../src/filter/pipeline.js';
+import type { RecipientKeys } from '../../src/keys/types.js';
+import { RelayError } from '../../src/errors.js';
+import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { armoredBlock, contentEntity, corpus, inlinePgpMessage, nonContentHeaderLines, pgpMimeMessage, smimeMessage } from '../helpers/corpus.js';
+
+interface Received {
+  envelope: OutboundEnvelope;
+  data: Buffer;
+}
+
+/** Collects each copy's bytes as a downstream would receive them. */
+class CollectingDownstream implements Downstream {
+  readonly received: Received[] = [];
+  async send(envelope: OutboundEnvelope, raw: Readable): Promise<string> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of raw) chunks.push(chunk as Buffer);
+    this.received.push({ envelope, data: Buffer.concat(chunks) });
+    return '250 ok';
+  }
+  copyFor(address: string): Buffer {
+    const found = this.received.find((r) => r.envelope.to.includes(address));
+    assert.ok(found, `no copy for ${address}`);
+    return found.data;
+  }
+}
+
+const options = { maxHeaderSize: 64 * 1024, groupRecipients: false, spoolMemory: 1024 * 1024 };
+
+function chunked(raw: Buffer, size = 7): Readable {
+  const parts: Buffer[] = [];
+  for (let i = 0; i < raw.length; i += size) parts.push(raw.subarray(i, i + size));
+  return Readable.from(parts);
+}
+
+describe('pipeline', () => {
+  let home: GpgHome;
+  let alice: GpgKey;
+  let bob: GpgKey;
+  let aliceKey: openpgp.PublicKey;
+  let bobKey: openpgp.PublicKey;
+  const usable = (address: string, key: openpgp.PublicKey, style: 'mime' | 'inline' = 'mime'): RecipientKeys => ({ kind: 'usable', address, style, keys: [key] });
+  const none = (address: string): RecipientKeys => ({ kind: 'none', address });
+  const input = (raw: Buffer, recipients: MessageInput['recipients']): MessageInput => ({
+    from: 'sender@example.net',
+    recipients,
+    body: chunked(raw),
+    use8BitMime: true,
+  });
+
+  before(async () => {
+    home = await createGpgHome();
+    alice = await generateKey(home, { email: 'alice@example.test' });
+    bob = await generateKey(home, { email: 'bob@example.test', algo: 'rsa3072' });
+    aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+    bobKey = await openpgp.readKey({ armoredKey: bob.publicArmored });
+  });
+  after(() => home.remove());
+
+  for (const message of corpus) {
+    it(`PGP/MIME copy of "${message.name}" decrypts with gpg to the exact content entity`, async () => {
+      const downstream = new CollectingDownstream();
+      const result = await processMessage(input(message.raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, options);
+      assert.equal(result.results.length, 1);
+      assert.equal(result.results[0]!.error, undefined);
+      const copy = downstream.copyFor('alice@example.test');
+      assert.deepEqual(await decrypt(home, armoredBlock(copy)), contentEntity(message.raw));
+      const outer = Buffer.concat(nonContentHeaderLines(message.raw));
+      const withEol = outer.length > 0 && outer[outer.length - 1] !== 0x0a ? Buffer.concat([outer, Buffer.from('\r\n')]) : outer;
+      assert.deepEqual(copy.subarray(0, withEol.length), withEol, 'outer header lines kept byte for byte, in order');
+      const added = copy.subarray(withEol.length).toString('latin1');
+      assert.match(added, /^(MIME-Version: 1\.0\r?\n)?Content-Type: multipart\/encrypted; protocol="application\/pgp-encrypted";/);
+    });
+
+    it(`plain recipient of "${message.name}" gets the identical bytes`, async () => {
+      const downstream = new CollectingDownstream();
+      await processMessage(input(message.raw, [{ address: 'carol@example.test', lookup: none('carol@example.test') }]), downstream, options);
+      assert.deepEqual(downstream.copyFor('carol@example.test'), message.raw);
+    });
+  }
+
+  for (const [name, raw] of [['PGP/MIME', pgpMimeMessage], ['inline PGP', inlinePgpMessage], ['S/MIME', smimeMessage]] as const) {
+    it(`passes an already encrypted ${name} message through untouched, even to a keyed recipient`, async () => {
+      const downstream = new CollectingDownstream();
+      const result = await processMessage(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, options);
+      assert.deepEqual(downstream.copyFor('alice@example.test'), raw);
+      assert.equal(result.plan.actions.get('alice@example.test'), 'already-encrypted');
+    });
+  }
+
+  it('encrypts an S/MIME signed-only message (it is not encrypted)', async () => {
+    const raw = Buffer.from(smimeMessage.toString('latin1').replace('enveloped-data', 'signed-data'), 'latin1');
+    const downstream = new CollectingDownstream();
+    await processMessage(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, options);
+    assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(raw));
+  });
+
+  it('gives each keyed recipient a copy naming only their own key (Bcc privacy), and plain recipients the original', async () => {
+    const downstream = new CollectingDownstream();
+    const message = corpus[1]!.raw;
+    await processMessage(
+      input(message, [
+        { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
+        { address: 'bob@example.test', lookup: usable('bob@example.test', bobKey) },
+        { address: 'carol@example.test', lookup: none('carol@example.test') },
+      ]),
+      downstream,
+      options,
+    );
+    assert.equal(downstream.received.length, 3);
+    for (const r of downstream.received) assert.equal(r.envelope.to.length, 1, 'one recipient per copy');
+    const aliceCopy = armoredBlock(downstream.copyFor('alice@example.test'));
+    const bobCopy = armoredBlock(downstream.copyFor('bob@example.test'));
+    assert.deepEqual(await listPacketsKeyIds(home, aliceCopy), [alice.encryptionKeyId]);
+    assert.deepEqual(await listPacketsKeyIds(home, bobCopy), [bob.encryptionKeyId]);
+    assert.deepEqual(await decrypt(home, aliceCopy), contentEntity(message));
+    assert.deepEqual(await decrypt(home, bobCopy), contentEntity(message));
+    assert.deepEqual(downstream.copyFor('carol@example.test'), message);
+  });
+
+  it('groups keyed recipients of one style into one copy when asked', async () => {
+    const downstream = new CollectingDownstream();
+    await processMessage(
+      input(corpus[0]!.raw, [
+        { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
+        { address: 'bob@example.test', lookup: usable('bob@example.test', bobKey) },
+      ]),
+      downstream,
+      { ...options, groupRecipients: true },
+    );
+    assert.equal(downstream.received.length, 1);
+    assert.deepEqual([...downstream.received[0]!.envelope.to].sort(), ['alice@example.test', 'bob@example.test']);
+    const ids = await listPacketsKeyIds(home, armoredBlock(downstream.received[0]!.data));
+    assert.deepEqual(ids.sort(), [alice.encryptionKeyId, bob.encryptionKeyId].sort());
+  });
+
+  it('inline style encrypts the decoded text body as one armored block', async () => {
+    const qp = corpus.find((m) => m.name === 'quoted-printable text')!.raw;
+    const downstream = new CollectingDownstream();
+    const result = await processMessage(input(qp, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey, 'inline') }]), downstream, options);
+    assert.equal(result.plan.actions.get('alice@example.test'), 'encrypted-inline');
+    const copy = downstream.copyFor('alice@example.test');
+    const decrypted = await decrypt(home, armoredBlock(copy));
+    assert.equal(decrypted.toString('latin1'), 'Grüße aus Köln, a long line that is soft broken.\r\n');
+    const head = copy.toString('latin1').split('\r\n\r\n')[0]!;
+    assert.match(head, /Content-Type: text\/plain; charset=iso-8859-1/);
+    assert.doesNotMatch(head, /Content-Transfer-Encoding/i);
+  });
+
+  it('inline style falls back to PGP/MIME for a multipart message', async () => {
+    const downstream = new CollectingDownstream();
+    const result = await processMessage(input(corpus[1]!.raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey, 'inline') }]), downstream, options);
+    assert.equal(result.plan.actions.get('alice@example.test'), 'encrypted-mime');
+    assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(corpus[1]!.raw));
+  });
+
+  it('spills big ciphertext to the spool directory and still decrypts exactly', async () => {
+    const body = Buffer.alloc(3 * 1024 * 1024, 'abcdefghij\r\n');
+    const raw = Buffer.concat([Buffer.from('From: s@example.net\r\nContent-Type: text/plain\r\n\r\n'), body]);
+    const downstream = new CollectingDownstream();
+    await processMessage({ ...input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), body: chunked(raw, 65536) }, downstream, { ...options, spoolMemory: 64 * 1024 });
+    assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(raw));
+  });
+
+  it('rejects a header block over the limit', async () => {
+    const raw = Buffer.from(`From: a@b\r\nX-Big: ${'x'.repeat(200 * 1024)}\r\n\r\nbody\r\n`);
+    await assert.rejects(
+      processMessage(input(raw, [{ address: 'carol@example.test', lookup: none('carol@example.test') }]), new CollectingDownstream(), options),
+      /header block exceeds/,
+    );
+  });
+
+  it('a failing plain copy fails the message and stops the encrypted ones', async () => {
+    class FailingDownstream extends CollectingDownstream {
+      override async send(envelope: OutboundEnvelope, raw: Readable): Promise<string> {
+        if (envelope.to.includes('carol@example.test')) {
+          raw.resume();
+          throw new RelayError('relay down', false);
+        }
+        return super.send(envelope, raw);
+      }
+    }
+    const downstream = new FailingDownstream();
+    await assert.rejects(
+      processMessage(
+        input(corpus[0]!.raw, [
+          { address: 'carol@example.test', lookup: none('carol@example.test') },
+          { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
+        ]),
+        downstream,
+        options,
+      ),
+      RelayError,
+    );
+    assert.equal(downstream.received.length, 0, 'nothing was delivered');
+  });
+
+  it('a message that turns out too large delivers nothing', async () => {
+    const downstream = new CollectingDownstream();
+    await assert.rejects(
+      processMessage({ ...input(corpus[0]!.raw, [{ address: 'carol@example.test', lookup: none('carol@example.test') }]), sizeExceeded: () => true }, downstream, options),
+      /max_size/,
+    );
+    assert.equal(downstream.received.length, 0);
+  });
+
+  it('no plaintext of the body appears in an encrypted copy', async () => {
+    const downstream = new CollectingDownstream();
+    const raw = Buffer.from('From: s@example.net\r\nSubject: visible subject\r\n\r\nTOP-SECRET-BODY-TEXT\r\n');
+    await processMessage(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, options);
+    const copy = await text(Readable.from([downstream.copyFor('alice@example.test')]));
+    assert.doesNotMatch(copy, /TOP-SECRET-BODY-TEXT/);
+  });
+});
