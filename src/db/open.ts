@@ -1,0 +1,23 @@
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+import { EmbeddedDatabase } from './embedded.js';
+import { PostgresDatabase } from './postgres.js';
+import type { Database } from './types.js';
+
+export type DatabaseConfig = Config['database'];
+
+/**
+ * A Database that also tells when its NOTIFY connection came back after a loss (notifications sent
+ * meanwhile were missed, so caches fed by them must be flushed). The embedded one never loses it.
+ */
+export interface OpenedDatabase extends Database {
+  onReconnect(callback: () => void): () => void;
+}
+
+/** PostgreSQL when database.url is set, else the embedded PGlite in database.data_dir. */
+export async function openDatabase(config: DatabaseConfig, logger?: Logger): Promise<OpenedDatabase> {
+  if (config.url !== undefined) {
+    return new PostgresDatabase({ url: config.url, poolSize: config.pool_size, ...(logger ? { logger } : {}) });
+  }
+  return EmbeddedDatabase.open({ dataDir: config.data_dir, ...(logger ? { logger } : {}) });
+}
