@@ -4,7 +4,9 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { LacreError } from '../errors.js';
 import { createLogger } from '../log/logger.js';
-import { registerKeysCommands } from './keys.js';
+import { openDatabase } from '../db/open.js';
+import { assertMigrated, migrate } from '../db/migrate.js';
+import { registerKeysCommands, type OpenContext } from './keys.js';
 import { registerMessageCommands } from './message.js';
 import { registerServeCommands } from './serve.js';
 
@@ -22,7 +24,21 @@ export function configFrom(command: Command): Config {
 const context = { configFrom, createLogger };
 registerServeCommands(program, context);
 registerMessageCommands(program, context);
-registerKeysCommands(program, context);
+/** Key administration: the embedded database migrates itself; a PostgreSQL server must be migrated already. */
+const openKeysContext: OpenContext = async (command) => {
+  const config = configFrom(command);
+  const logger = createLogger(config.log.level, process.stderr);
+  const db = await openDatabase(config.database, logger);
+  try {
+    if (db.kind === 'embedded') await migrate(db);
+    else await assertMigrated(db);
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
+  return { config, db, logger };
+};
+registerKeysCommands(program, openKeysContext);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof LacreError) {

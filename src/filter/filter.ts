@@ -85,7 +85,7 @@ export class MessageFilter {
       durationMs: Math.round((performance.now() - started) * 10) / 10,
       outcome: outcome.reply.code,
       reply: `${outcome.reply.code} ${outcome.reply.enhanced} ${outcome.reply.text}`,
-      err: error instanceof Error ? { type: error.name, message: error.message } : undefined,
+      error: error instanceof Error ? { type: error.name, message: error.message } : undefined,
     };
     if (outcome.reply.code >= 400) request.log.warn(fields, 'message not accepted');
     else request.log.info(fields, 'message accepted');

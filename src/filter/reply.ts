@@ -62,6 +62,10 @@ export function toSmtpError(reply: SmtpReply): SmtpReplyError {
   return Object.assign(new Error(`${reply.enhanced} ${reply.text}`), { responseCode: reply.code });
 }
 
+export function isSmtpReplyError(error: unknown): error is SmtpReplyError {
+  return error instanceof Error && typeof (error as Partial<SmtpReplyError>).responseCode === 'number';
+}
+
 export function replyText(reply: SmtpReply): string {
   return `${reply.enhanced} ${reply.text}`;
 }

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { RecipientKeys } from '../keys/types.js';
 import type { MessageFilter } from '../filter/filter.js';
-import { errorReply, replyText, toSmtpError } from '../filter/reply.js';
+import { errorReply, isSmtpReplyError, replyText, toSmtpError } from '../filter/reply.js';
 
 export interface SmtpListener {
   /** Resolves with the bound address (port 0 picks a free one). */
@@ -52,7 +52,7 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
     onData(stream, session, callback) {
       handleData(stream, session, filter, lookups, logger).then(
         (replies) => callback(null, replies as unknown as string),
-        (error: unknown) => callback(toSmtpError(errorReply(error))),
+        (error: unknown) => callback(isSmtpReplyError(error) ? error : toSmtpError(errorReply(error))),
       );
     },
   });

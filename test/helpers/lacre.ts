@@ -1,0 +1,86 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+/** The built CLI, as `npx lacre` runs it. */
+export const LACRE_BIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+export interface RunResult {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs one lacre command to completion. */
+export function runLacre(args: string[], env: NodeJS.ProcessEnv, input?: Buffer | string): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [LACRE_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => stdout.push(c));
+    child.stderr.on('data', (c: Buffer) => stderr.push(c));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr).toString('utf8') }));
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input ?? '');
+  });
+}
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  [key: string]: unknown;
+}
+
+/** A running `lacre serve` child process and the JSON log lines it has written. */
+export class LacreServer {
+  readonly logs: LogLine[] = [];
+  port = 0;
+  private stderr = '';
+
+  private constructor(private readonly child: ChildProcess) {}
+
+  static async start(env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<LacreServer> {
+    const child = spawn(process.execPath, [LACRE_BIN, 'serve'], {
+      env: { ...process.env, LACRE_SMTP_LISTEN: '127.0.0.1:0', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const server = new LacreServer(child);
+    let pending = '';
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      pending += chunk;
+      const lines = pending.split('\n');
+      pending = lines.pop()!;
+      for (const line of lines) if (line.trim()) server.logs.push(JSON.parse(line) as LogLine);
+    });
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (server.stderr += chunk));
+    const ready = await server.waitForLog((l) => l.msg === 'lacre is ready', timeoutMs);
+    server.port = Number(String(ready.listen).split(':').pop());
+    return server;
+  }
+
+  async waitForLog(match: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.logs.find(match);
+      if (found) return found;
+      if (this.child.exitCode !== null) throw new Error(`lacre serve exited ${this.child.exitCode}: ${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`log line not seen within ${timeoutMs} ms; stderr: ${this.stderr}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  /** SIGTERM and wait for a clean exit; resolves with the exit code. */
+  async stop(): Promise<number> {
+    if (this.child.exitCode !== null) return this.child.exitCode;
+    const exited = new Promise<number>((resolve) => this.child.once('exit', (code) => resolve(code ?? -1)));
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
+    const code = await exited;
+    clearTimeout(timer);
+    return code;
+  }
+
+  kill(): void {
+    this.child.kill('SIGKILL');
+  }
+}
