@@ -1,0 +1,219 @@
+/** `lacre keys import|list|show|delete`: key administration from the command line. */
+import { readFile } from 'node:fs/promises';
+import { Option, type Command } from 'commander';
+import { readKey } from 'openpgp';
+import type { Config } from '../config/schema.js';
+import type { Database } from '../db/types.js';
+import type { Logger } from '../log/logger.js';
+import { KeyRejectedError } from '../errors.js';
+import { usableEncryptionKey } from '../crypto/keys.js';
+import { InvalidAddressError } from '../keys/address.js';
+import { KeyStore, type ImportOutcome, type KeyRow } from '../keys/store.js';
+import type { EncryptionStyle, KeyStatus } from '../keys/types.js';
+
+/** What a keys subcommand needs; the database is closed by the subcommand when it is done. */
+export interface CliContext {
+  config: Config;
+  db: Database;
+  logger: Logger;
+}
+
+/** Opens the context for the running subcommand (the command gives access to global options, e.g. --config). */
+export type OpenContext = (command: Command) => Promise<CliContext>;
+
+export interface CliIo {
+  stdin: NodeJS.ReadableStream;
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  setExitCode(code: number): void;
+}
+
+const processIo: CliIo = {
+  stdin: process.stdin,
+  stdout: process.stdout,
+  stderr: process.stderr,
+  setExitCode: (code) => {
+    process.exitCode = code;
+  },
+};
+
+interface ImportFlags {
+  email: string[];
+  style?: EncryptionStyle;
+  status: KeyStatus;
+}
+
+export function registerKeysCommands(program: Command, openContext: OpenContext, io: CliIo = processIo): Command {
+  const keys = program.command('keys').description('manage recipients\u2019 OpenPGP public keys');
+  const run = runner(openContext, io);
+
+  keys
+    .command('import')
+    .description('import armored public keys from files, or from standard input with "-"')
+    .argument('<files...>', 'files holding armored public keys, or - for standard input')
+    .option('--email <address>', 'store the key for this address instead of its user IDs (repeatable)', collect, [])
+    .addOption(new Option('--style <style>', 'message style for these addresses').choices(['mime', 'inline']))
+    .addOption(new Option('--status <status>', 'key status').choices(['pending', 'confirmed', 'disabled']).default('confirmed'))
+    .action((files: string[], flags: ImportFlags, command: Command) => run(command, (store) => importFiles(store, files, flags, io)));
+
+  keys
+    .command('list')
+    .description('list stored keys')
+    .option('--json', 'machine-readable output')
+    .action((flags: { json?: boolean }, command: Command) => run(command, async (store) => printRows(await store.list(), flags.json === true, io)));
+
+  keys
+    .command('show')
+    .description('show the keys of one address (any status), and whether each can encrypt now')
+    .argument('<address>')
+    .option('--json', 'machine-readable output')
+    .action((address: string, flags: { json?: boolean }, command: Command) => run(command, (store) => showAddress(store, address, flags.json === true, io)));
+
+  keys
+    .command('delete')
+    .description('delete an address (with all its keys) or one key by fingerprint (from every address)')
+    .argument('<address-or-fingerprint>')
+    .action((target: string, _flags: unknown, command: Command) =>
+      run(command, async (store) => {
+        const deleted = await store.delete(target);
+        if (deleted === 0) return fail(io, `no key matches ${target}`);
+        io.stdout.write(`deleted ${deleted} key${deleted === 1 ? '' : 's'}\n`);
+      }),
+    );
+
+  return keys;
+}
+
+function runner(openContext: OpenContext, io: CliIo) {
+  return async (command: Command, body: (store: KeyStore) => Promise<void>): Promise<void> => {
+    const context = await openContext(command);
+    try {
+      await body(new KeyStore(context.db, context.config.keys));
+    } catch (error) {
+      if (!(error instanceof KeyRejectedError || error instanceof InvalidAddressError)) throw error;
+      fail(io, error.message);
+    } finally {
+      await context.db.close();
+    }
+  };
+}
+
+async function importFiles(store: KeyStore, files: string[], flags: ImportFlags, io: CliIo): Promise<void> {
+  let refusals = 0;
+  for (const file of files) {
+    let armored: string;
+    try {
+      armored = file === '-' ? await readAll(io.stdin) : await readFile(file, 'utf8');
+    } catch (error) {
+      refusals += 1;
+      io.stderr.write(`refused ${file}: cannot read: ${error instanceof Error ? error.message : String(error)}\n`);
+      continue;
+    }
+    const outcomes = await store.importKeys(armored, {
+      ...(flags.email.length > 0 ? { emails: flags.email } : {}),
+      ...(flags.style ? { style: flags.style } : {}),
+      status: flags.status,
+    });
+    for (const outcome of outcomes) {
+      if (outcome.kind === 'refused') refusals += 1;
+      reportImport(file === '-' ? 'stdin' : file, outcome, io);
+    }
+  }
+  if (refusals > 0) io.setExitCode(1);
+}
+
+function reportImport(source: string, outcome: ImportOutcome, io: CliIo): void {
+  switch (outcome.kind) {
+    case 'imported': {
+      const verb = outcome.inserted.length > 0 ? 'imported' : 'updated';
+      const expiry = outcome.expiresAt ? ` (expires ${outcome.expiresAt.toISOString()})` : '';
+      io.stdout.write(`${verb} ${outcome.fingerprint} for ${outcome.emails.join(', ')}${expiry}\n`);
+      return;
+    }
+    case 'updated-unusable':
+      io.stdout.write(`updated ${outcome.fingerprint} for ${outcome.emails.join(', ')}: ${outcome.reason}; it will no longer be used\n`);
+      return;
+    case 'refused':
+      io.stderr.write(`refused ${source}${outcome.fingerprint ? ` key ${outcome.fingerprint}` : ''}: ${outcome.reason}\n`);
+  }
+}
+
+function printRows(rows: KeyRow[], json: boolean, io: CliIo): void {
+  if (json) {
+    io.stdout.write(`${JSON.stringify(rows.map(publicFields), null, 2)}\n`);
+    return;
+  }
+  if (rows.length === 0) {
+    io.stdout.write('no keys stored\n');
+    return;
+  }
+  const table = [['ADDRESS', 'STYLE', 'STATUS', 'FINGERPRINT', 'EXPIRES'], ...rows.map((row) => [row.email, row.style, row.status, row.fingerprint, expiry(row)])];
+  const widths = table[0]!.map((_, column) => Math.max(...table.map((line) => line[column]!.length)));
+  for (const line of table) io.stdout.write(`${line.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd()}\n`);
+}
+
+async function showAddress(store: KeyStore, address: string, json: boolean, io: CliIo): Promise<void> {
+  const rows = await store.show(address);
+  if (rows.length === 0) return fail(io, `no keys for ${address}`);
+  const now = new Date();
+  const described = await Promise.all(rows.map(async (row) => ({ ...publicFields(row), ...(await describeKey(row, now)) })));
+  if (json) {
+    io.stdout.write(`${JSON.stringify(described, null, 2)}\n`);
+    return;
+  }
+  for (const key of described) {
+    io.stdout.write(
+      [
+        `${key.email}  ${key.fingerprint}`,
+        `  status:   ${key.status}`,
+        `  style:    ${key.style}`,
+        `  expires:  ${key.expiresAt ?? 'never'}`,
+        `  usable:   ${key.usable ? 'yes' : `no (${key.unusableReason})`}`,
+        ...key.userIds.map((userId) => `  user ID:  ${userId}`),
+        `  imported: ${key.createdAt}, updated: ${key.updatedAt}`,
+        '',
+      ].join('\n'),
+    );
+  }
+}
+
+async function describeKey(row: KeyRow, now: Date): Promise<{ usable: boolean; unusableReason: string | null; userIds: string[] }> {
+  try {
+    const key = await readKey({ armoredKey: row.armored });
+    const usability = await usableEncryptionKey(key, now);
+    return { usable: usability.usable, unusableReason: usability.usable ? null : usability.reason, userIds: key.getUserIDs() };
+  } catch (error) {
+    return { usable: false, unusableReason: `cannot be read: ${error instanceof Error ? error.message : String(error)}`, userIds: [] };
+  }
+}
+
+function publicFields(row: KeyRow) {
+  return {
+    email: row.email,
+    style: row.style,
+    status: row.status,
+    fingerprint: row.fingerprint,
+    expiresAt: row.expiresAt?.toISOString() ?? null,
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+  };
+}
+
+function expiry(row: KeyRow): string {
+  return row.expiresAt ? row.expiresAt.toISOString().slice(0, 10) : 'never';
+}
+
+function fail(io: CliIo, message: string): void {
+  io.stderr.write(`${message}\n`);
+  io.setExitCode(1);
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -1,0 +1,269 @@
+/** The key store: identities (addresses with a preferred style) and their armored public keys, in SQL. */
+import { readKey, type Key, type PublicKey } from 'openpgp';
+import type { Config } from '../config/schema.js';
+import type { Database } from '../db/types.js';
+import { KeyRejectedError } from '../errors.js';
+import { fingerprintOf, readPublicKeys, UnusableKeyError, validateKey } from '../crypto/keys.js';
+import { canonicalAddress, InvalidAddressError, normaliseAddress } from './address.js';
+import type { EncryptionStyle, KeyStatus } from './types.js';
+
+export type KeysConfig = Config['keys'];
+
+export interface KeyRow {
+  id: string;
+  email: string;
+  style: EncryptionStyle;
+  fingerprint: string;
+  armored: string;
+  status: KeyStatus;
+  expiresAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface ImportOptions {
+  /** Store the key for these addresses instead of the ones in its user IDs (like `--email`). */
+  emails?: string[];
+  status?: KeyStatus;
+  /** Sets the identities' style; unset keeps an existing identity's style ('mime' for a new one). */
+  style?: EncryptionStyle;
+  now?: Date;
+}
+
+export type ImportOutcome =
+  /** Stored (inserted, or an existing row with this fingerprint refreshed). */
+  | { kind: 'imported'; fingerprint: string; emails: string[]; inserted: string[]; expiresAt: Date | null }
+  /** The key is revoked/expired/cannot encrypt, and was already stored: the stored copy now carries that news. */
+  | { kind: 'updated-unusable'; fingerprint: string; emails: string[]; reason: string }
+  | { kind: 'refused'; fingerprint: string | null; reason: string };
+
+const FINGERPRINT = /^(?:0x)?[0-9A-F]{40}(?:[0-9A-F]{24})?$/i;
+
+const SELECT_ROWS = `
+  select k.id::text as id, k.email, i.style, k.fingerprint, k.armored, k.status,
+         k.expires_at, k.created_at, k.updated_at
+    from lacre_keys k join lacre_identities i on i.email = k.email`;
+
+interface RawKeyRow {
+  id: string;
+  email: string;
+  style: EncryptionStyle;
+  fingerprint: string;
+  armored: string;
+  status: KeyStatus;
+  expires_at: Date | string | null;
+  created_at: Date | string;
+  updated_at: Date | string;
+}
+
+export class KeyStore {
+  constructor(
+    private readonly db: Database,
+    private readonly config: Pick<KeysConfig, 'local_part_case_sensitive'>,
+  ) {}
+
+  /** Imports one armored public key. Throws KeyRejectedError when refused. */
+  async importKey(armored: string, options: ImportOptions = {}): Promise<Exclude<ImportOutcome, { kind: 'refused' }>> {
+    const keys = await readPublicKeys(armored);
+    if (keys.length !== 1) throw new KeyRejectedError(`expected one public key, found ${keys.length}`);
+    const outcome = await this.importParsedKey(keys[0]!, options);
+    if (outcome.kind === 'refused') throw new KeyRejectedError(outcome.reason);
+    return outcome;
+  }
+
+  /** Imports every key of an armored block; each key gets its own outcome, refusals included. */
+  async importKeys(armored: string, options: ImportOptions = {}): Promise<ImportOutcome[]> {
+    let keys: Key[];
+    try {
+      keys = await readPublicKeys(armored);
+    } catch (error) {
+      if (error instanceof KeyRejectedError) return [{ kind: 'refused', fingerprint: null, reason: error.message }];
+      throw error;
+    }
+    const outcomes: ImportOutcome[] = [];
+    for (const key of keys) outcomes.push(await this.importParsedKey(key, options));
+    return outcomes;
+  }
+
+  async list(): Promise<KeyRow[]> {
+    const rows = await this.db.query<RawKeyRow>(`${SELECT_ROWS} order by lower(k.email) collate "C", k.email collate "C", k.created_at, k.id`);
+    return rows.map(toKeyRow);
+  }
+
+  /** All keys (any status) of an address, compared case-insensitively per configuration. */
+  async show(address: string): Promise<KeyRow[]> {
+    const rows = await this.db.query<RawKeyRow>(`${SELECT_ROWS} where ${this.emailMatch('k.email', '$1')} order by k.created_at, k.id`, [
+      this.lookupKey(address),
+    ]);
+    return rows.map(toKeyRow);
+  }
+
+  /** Confirmed keys of an address: the ones mail may be encrypted to. */
+  async confirmedKeysFor(address: string): Promise<KeyRow[]> {
+    const rows = await this.db.query<RawKeyRow>(
+      `${SELECT_ROWS} where ${this.emailMatch('k.email', '$1')} and k.status = 'confirmed' order by k.created_at, k.id`,
+      [this.lookupKey(address)],
+    );
+    return rows.map(toKeyRow);
+  }
+
+  /**
+   * Deletes by fingerprint (that key, for every address; addresses left without keys go too) or by address (the
+   * identity and all its keys). Resolves to the number of key rows deleted.
+   */
+  async delete(addressOrFingerprint: string): Promise<number> {
+    const compact = addressOrFingerprint.replace(/\s+/g, '');
+    if (FINGERPRINT.test(compact)) return this.deleteFingerprint(compact.replace(/^0x/i, '').toUpperCase());
+    const rows = await this.db.query<{ keys: number | string }>(
+      `with gone as (delete from lacre_identities where ${this.emailMatch('email', '$1')} returning email)
+       select count(*)::int as keys from lacre_keys where email in (select email from gone)`,
+      [this.lookupKey(addressOrFingerprint)],
+    );
+    return Number(rows[0]?.keys ?? 0);
+  }
+
+  /** The form an address is compared in (throws InvalidAddressError). */
+  lookupKey(address: string): string {
+    return normaliseAddress(address, { localPartCaseSensitive: this.config.local_part_case_sensitive });
+  }
+
+  private async deleteFingerprint(fingerprint: string): Promise<number> {
+    // Both statements see the rows as they were before this statement: hence "no other fingerprint" below.
+    const rows = await this.db.query<{ keys: number | string }>(
+      `with deleted as (delete from lacre_keys where fingerprint = $1 returning email),
+            orphans as (delete from lacre_identities i
+                         where i.email in (select email from deleted)
+                           and not exists (select 1 from lacre_keys k where k.email = i.email and k.fingerprint <> $1)
+                        returning 1)
+       select (select count(*) from deleted)::int as keys, (select count(*) from orphans)::int as orphans`,
+      [fingerprint],
+    );
+    return Number(rows[0]?.keys ?? 0);
+  }
+
+  private async importParsedKey(parsed: Key, options: ImportOptions): Promise<ImportOutcome> {
+    const now = options.now ?? new Date();
+    const fingerprint = fingerprintOf(parsed);
+    let key: Key;
+    try {
+      key = await this.mergeWithStored(parsed, now);
+    } catch (error) {
+      return refused(fingerprint, `cannot be merged with the stored copy: ${messageOf(error)}`);
+    }
+    try {
+      const validated = await validateKey(key, now);
+      const emails = options.emails ? this.explicitAddresses(options.emails, fingerprint) : this.userIdAddresses(validated.emails, fingerprint);
+      const inserted = await this.upsert(emails, fingerprint, validated.key.armor(), validated.expiresAt, options);
+      return { kind: 'imported', fingerprint, emails, inserted, expiresAt: validated.expiresAt };
+    } catch (error) {
+      if (error instanceof UnusableKeyError) return this.recordUnusable(key, error);
+      if (error instanceof KeyRejectedError || error instanceof InvalidAddressError) return refused(fingerprint, error.message);
+      throw error;
+    }
+  }
+
+  /** Merges a re-uploaded key into the stored copy, so that signatures (revocations above all) are never dropped. */
+  private async mergeWithStored(key: Key, now: Date): Promise<Key> {
+    const rows = await this.db.query<{ armored: string }>('select armored from lacre_keys where fingerprint = $1 order by updated_at desc limit 1', [
+      fingerprintOf(key),
+    ]);
+    if (rows.length === 0) return key;
+    const stored = await readKey({ armoredKey: rows[0]!.armored });
+    return stored.update(key as PublicKey, now);
+  }
+
+  /** A stored key that just became unusable (typically a revocation arriving): keep it, with the news. */
+  private async recordUnusable(key: Key, error: UnusableKeyError): Promise<ImportOutcome> {
+    const rows = await this.db.query<{ email: string }>(
+      `update lacre_keys set armored = $2, updated_at = now() where fingerprint = $1 returning email`,
+      [error.fingerprint, key.armor()],
+    );
+    if (rows.length === 0) return refused(error.fingerprint, error.message);
+    return { kind: 'updated-unusable', fingerprint: error.fingerprint, emails: rows.map((row) => row.email), reason: error.message };
+  }
+
+  private explicitAddresses(emails: string[], fingerprint: string): string[] {
+    if (emails.length === 0) throw new KeyRejectedError(`no address given for key ${fingerprint}`);
+    return [...new Set(emails.map(canonicalAddress))];
+  }
+
+  /** User-ID addresses that are addresses at all (a junk user ID does not sink the key). */
+  private userIdAddresses(emails: string[], fingerprint: string): string[] {
+    const addresses = new Set<string>();
+    for (const email of emails) {
+      try {
+        addresses.add(canonicalAddress(email));
+      } catch (error) {
+        if (!(error instanceof InvalidAddressError)) throw error;
+      }
+    }
+    if (addresses.size === 0) {
+      throw new KeyRejectedError(`key ${fingerprint} has no user ID with a valid email address; give the address explicitly (--email)`);
+    }
+    return [...addresses];
+  }
+
+  /** Upserts identities and key rows in one statement (atomic); returns the addresses that got a new key row. */
+  private async upsert(emails: string[], fingerprint: string, armored: string, expiresAt: Date | null, options: ImportOptions): Promise<string[]> {
+    const targets = await this.resolveExistingIdentities(emails);
+    const rows = await this.db.query<{ email: string; inserted: boolean }>(
+      `with wanted as (select jsonb_array_elements_text($1::jsonb) as email),
+            identity as (
+              insert into lacre_identities (email, style)
+              select email, coalesce($2::text, 'mime') from wanted
+              on conflict (email) do update
+                 set style = coalesce($2::text, lacre_identities.style),
+                     updated_at = case when coalesce($2::text, lacre_identities.style) = lacre_identities.style
+                                       then lacre_identities.updated_at else now() end
+              returning email)
+       insert into lacre_keys (email, fingerprint, armored, status, expires_at)
+       select email, $3, $4, $5, $6::timestamptz from identity
+       on conflict (email, fingerprint) do update
+          set armored = excluded.armored, status = excluded.status, expires_at = excluded.expires_at, updated_at = now()
+       returning email, (xmax = 0) as inserted`,
+      [JSON.stringify(targets), options.style ?? null, fingerprint, armored, options.status ?? 'confirmed', expiresAt?.toISOString() ?? null],
+    );
+    return rows.filter((row) => row.inserted).map((row) => row.email);
+  }
+
+  /** With case-insensitive local parts, "Alice@x" joins an existing "alice@x" instead of becoming a second identity. */
+  private async resolveExistingIdentities(emails: string[]): Promise<string[]> {
+    if (this.config.local_part_case_sensitive) return emails;
+    const resolved: string[] = [];
+    for (const email of emails) {
+      const rows = await this.db.query<{ email: string }>(
+        'select email from lacre_identities where lower(email) = lower($1) order by (email = $1) desc, created_at limit 1',
+        [email],
+      );
+      const target = rows[0]?.email ?? email;
+      if (!resolved.includes(target)) resolved.push(target);
+    }
+    return resolved;
+  }
+
+  private emailMatch(column: string, parameter: string): string {
+    return this.config.local_part_case_sensitive ? `${column} = ${parameter}` : `lower(${column}) = lower(${parameter})`;
+  }
+}
+
+function refused(fingerprint: string | null, reason: string): ImportOutcome {
+  return { kind: 'refused', fingerprint, reason };
+}
+
+function toKeyRow(row: RawKeyRow): KeyRow {
+  return {
+    id: String(row.id),
+    email: row.email,
+    style: row.style,
+    fingerprint: row.fingerprint,
+    armored: row.armored,
+    status: row.status,
+    expiresAt: row.expires_at === null ? null : new Date(row.expires_at),
+    createdAt: new Date(row.created_at),
+    updatedAt: new Date(row.updated_at),
+  };
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

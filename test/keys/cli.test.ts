@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { Command } from 'commander';
+import { registerKeysCommands, type CliIo } from '../../src/cli/keys.js';
+import { configSchema } from '../../src/config/schema.js';
+import { openDatabase, type DatabaseConfig } from '../../src/db/open.js';
+import { createLogger } from '../../src/log/logger.js';
+import { databaseBackends, withDatabase } from '../helpers/databases.js';
+import { createGpgHome, generateKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+
+interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+let home: GpgHome;
+let files: string;
+let alice: GpgKey;
+let bob: GpgKey;
+let signOnly: GpgKey;
+
+before(async () => {
+  home = await createGpgHome();
+  files = await mkdtemp(join(tmpdir(), 'lacre-keys-cli-'));
+  alice = await generateKey(home, { email: 'Alice@example.org' });
+  bob = await generateKey(home, { email: 'bob@example.org', algo: 'rsa3072' });
+  signOnly = await generateKey(home, { email: 'signer@example.org', signOnly: true });
+  await writeFile(join(files, 'alice.asc'), alice.publicArmored);
+  await writeFile(join(files, 'mixed.asc'), bob.publicArmored + signOnly.publicArmored);
+});
+after(async () => {
+  await home.remove();
+  await rm(files, { recursive: true, force: true });
+});
+
+/** Runs `lacre keys ...` in-process against the database described by `database`, capturing its output. */
+async function runKeys(database: DatabaseConfig, args: string[], stdin = ''): Promise<RunResult> {
+  const out: string[] = [];
+  const err: string[] = [];
+  let exitCode = 0;
+  const sink = (into: string[]) => new Writable({ write: (chunk, _encoding, done) => (into.push(String(chunk)), done()) });
+  const io: CliIo = { stdin: Readable.from([Buffer.from(stdin)]), stdout: sink(out), stderr: sink(err), setExitCode: (code) => (exitCode = code) };
+  const config = configSchema.parse({ database });
+  const program = new Command('lacre').exitOverride().configureOutput({ writeOut: (s) => out.push(s), writeErr: (s) => err.push(s) });
+  registerKeysCommands(program, async () => ({ config, db: await openDatabase(config.database), logger: createLogger('silent') }), io);
+  await program.parseAsync(['keys', ...args], { from: 'user' });
+  return { stdout: out.join(''), stderr: err.join(''), exitCode };
+}
+
+for (const backend of await databaseBackends()) {
+  describe(`lacre keys (${backend.name})`, () => {
+    it('imports from files and stdin, lists, shows and deletes', () =>
+      withDatabase(backend, async (db, database) => {
+        await db.close(); // the embedded data dir opens in one place at a time; each command opens its own
+
+        const imported = await runKeys(database, ['import', join(files, 'alice.asc'), join(files, 'mixed.asc')]);
+        assert.equal(imported.exitCode, 1, 'one key of mixed.asc is refused');
+        assert.match(imported.stdout, new RegExp(`^imported ${alice.fingerprint} for Alice@example.org \\(expires \\d{4}-`, 'm'));
+        assert.match(imported.stdout, new RegExp(`^imported ${bob.fingerprint} for bob@example.org`, 'm'));
+        assert.match(imported.stderr, new RegExp(`^refused .*mixed.asc key ${signOnly.fingerprint}: .*no usable encryption`, 'm'));
+
+        const piped = await runKeys(database, ['import', '-', '--email', 'Team@Example.org', '--email', 'ops@example.org', '--style', 'inline'], alice.publicArmored);
+        assert.equal(piped.exitCode, 0, piped.stderr);
+        assert.match(piped.stdout, new RegExp(`^imported ${alice.fingerprint} for Team@example.org, ops@example.org`, 'm'));
+
+        const listed = await runKeys(database, ['list', '--json']);
+        const rows = JSON.parse(listed.stdout) as { email: string; fingerprint: string; style: string; status: string }[];
+        assert.deepEqual(
+          rows.map((row) => [row.email, row.fingerprint, row.style, row.status]),
+          [
+            ['Alice@example.org', alice.fingerprint, 'mime', 'confirmed'],
+            ['bob@example.org', bob.fingerprint, 'mime', 'confirmed'],
+            ['ops@example.org', alice.fingerprint, 'inline', 'confirmed'],
+            ['Team@example.org', alice.fingerprint, 'inline', 'confirmed'],
+          ],
+        );
+        const table = await runKeys(database, ['list']);
+        assert.match(table.stdout, /^ADDRESS\s+STYLE\s+STATUS\s+FINGERPRINT\s+EXPIRES$/m);
+        assert.match(table.stdout, new RegExp(`^bob@example.org\\s+mime\\s+confirmed\\s+${bob.fingerprint}\\s+\\d{4}-\\d\\d-\\d\\d$`, 'm'));
+
+        const shown = await runKeys(database, ['show', 'ALICE@EXAMPLE.ORG']);
+        assert.equal(shown.exitCode, 0);
+        assert.match(shown.stdout, new RegExp(`^Alice@example.org  ${alice.fingerprint}$`, 'm'));
+        assert.match(shown.stdout, /usable:\s+yes/);
+        assert.match(shown.stdout, /user ID:\s+Alice <Alice@example.org>/);
+
+        const missing = await runKeys(database, ['show', 'nobody@example.org']);
+        assert.equal(missing.exitCode, 1);
+        assert.match(missing.stderr, /no keys for nobody@example.org/);
+        const invalid = await runKeys(database, ['show', 'not-an-address']);
+        assert.equal(invalid.exitCode, 1);
+        assert.match(invalid.stderr, /not an address/);
+
+        const deleted = await runKeys(database, ['delete', alice.fingerprint]);
+        assert.equal(deleted.stdout, 'deleted 3 keys\n');
+        const deletedBob = await runKeys(database, ['delete', 'BOB@example.org']);
+        assert.equal(deletedBob.stdout, 'deleted 1 key\n');
+        const nothing = await runKeys(database, ['delete', 'bob@example.org']);
+        assert.equal(nothing.exitCode, 1);
+        assert.match(nothing.stderr, /no key matches bob@example.org/);
+        assert.equal((await runKeys(database, ['list'])).stdout, 'no keys stored\n');
+      }));
+  });
+}
