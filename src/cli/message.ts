@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { FilterOutcome } from '../filter/filter.js';
-import type { Downstream, OutboundEnvelope } from '../filter/pipeline.js';
+import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/pipeline.js';
 import { errorReply, exitCodeFor, replyText, type SmtpReply } from '../filter/reply.js';
 import type { RecipientKeys } from '../keys/types.js';
 import { openRuntime, type Runtime } from '../runtime.js';
@@ -86,10 +86,10 @@ function collect(value: string, previous: string[]): string[] {
 abstract class SerialSink implements Downstream {
   private queue: Promise<unknown> = Promise.resolve();
 
-  send(envelope: OutboundEnvelope, raw: Readable): Promise<string> {
+  send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
     const turn = this.queue.then(() => this.write(envelope, raw));
     this.queue = turn.catch(() => undefined);
-    return turn.then(() => 'written');
+    return turn.then(() => new Map());
   }
 
   protected abstract write(envelope: OutboundEnvelope, raw: Readable): Promise<void>;

@@ -21,8 +21,11 @@ export interface OutboundEnvelope {
 
 /** Where copies go: Postfix's reinjection listener, or anything that accepts a whole message or fails. */
 export interface Downstream {
-  /** Resolves once the downstream has accepted the message; rejects with a LacreError otherwise. */
-  send(envelope: OutboundEnvelope, raw: Readable): Promise<string>;
+  /**
+   * Resolves once the downstream has accepted the message for at least one recipient, with the recipients
+   * it refused (empty when all were accepted); rejects with a LacreError when the copy was not accepted at all.
+   */
+  send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections>;
 }
 
 export interface FilterOptions {
@@ -41,9 +44,15 @@ export interface MessageInput {
   readonly sizeExceeded?: () => boolean;
 }
 
+/** Recipients a downstream refused while accepting the copy for others. */
+export type RecipientRejections = ReadonlyMap<string, LacreError>;
+
 export interface CopyResult {
   readonly copy: Copy;
+  /** The copy as a whole was not accepted. */
   readonly error?: LacreError;
+  /** The copy was accepted, but not for these recipients. */
+  readonly rejected?: RecipientRejections;
 }
 
 export interface MessageResult {
@@ -189,8 +198,8 @@ async function deliver(
 ): Promise<CopyResult> {
   try {
     signal.throwIfAborted();
-    await downstream.send(envelope, raw);
-    return { copy };
+    const rejected = await downstream.send(envelope, raw);
+    return rejected.size > 0 ? { copy, rejected } : { copy };
   } catch (error) {
     raw.destroy();
     // The plain copy streams while the input is read: its failure must stop the whole message.

@@ -39,7 +39,7 @@ export function errorReply(error: unknown): SmtpReply {
  * failure makes it a 4xx (Postfix keeps the message and retries); permanent failures alone make it a 5xx.
  */
 export function messageReply(result: MessageResult): SmtpReply {
-  const errors = result.results.flatMap((r) => (r.error ? [r.error] : []));
+  const errors = result.results.flatMap((r) => (r.error ? [r.error] : [...(r.rejected?.values() ?? [])]));
   if (errors.length === 0) return ACCEPTED;
   const temporary = errors.find((error) => errorReply(error).code < 500);
   return errorReply(temporary ?? errors[0]);
@@ -48,7 +48,9 @@ export function messageReply(result: MessageResult): SmtpReply {
 /** LMTP mode: one answer per envelope recipient, in envelope order. */
 export function recipientReplies(recipients: readonly string[], result: MessageResult): SmtpReply[] {
   const byRecipient = new Map<string, LacreError | undefined>();
-  for (const { copy, error } of result.results) for (const rcpt of copy.recipients) byRecipient.set(rcpt, error);
+  for (const { copy, error, rejected } of result.results) {
+    for (const rcpt of copy.recipients) byRecipient.set(rcpt, error ?? rejected?.get(rcpt));
+  }
   return recipients.map((rcpt) => {
     const error = byRecipient.get(rcpt);
     return error ? errorReply(error) : ACCEPTED;

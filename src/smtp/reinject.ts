@@ -2,10 +2,11 @@ import nodemailer, { type Mail } from 'nodemailer';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { RelayError } from '../errors.js';
-import type { Downstream, OutboundEnvelope } from '../filter/pipeline.js';
+import { RelayError, type LacreError } from '../errors.js';
+import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/pipeline.js';
 
 interface SmtpFailure {
+  recipient?: string;
   message?: string;
   code?: string;
   responseCode?: number;
@@ -35,18 +36,19 @@ export class Relay implements Downstream {
     });
   }
 
-  async send(envelope: OutboundEnvelope, raw: Readable): Promise<string> {
+  async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
+    let info: { rejectedErrors?: SmtpFailure[] };
     try {
-      const info = await this.transport.sendMail({
+      info = (await this.transport.sendMail({
         envelope: { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.use8BitMime } as { from: string; to: string[] },
         raw,
-      });
-      const rejected = (info.rejected ?? []) as unknown[];
-      if (rejected.length > 0) throw new RelayError(`relay rejected ${rejected.length} recipient(s): ${info.response}`, false);
-      return String(info.response ?? '');
+      })) as { rejectedErrors?: SmtpFailure[] };
     } catch (error) {
       throw toRelayError(error);
     }
+    const rejected = new Map<string, LacreError>();
+    for (const failure of info.rejectedErrors ?? []) rejected.set(String(failure.recipient), toRelayError(failure));
+    return rejected;
   }
 
   /** True when a connection to the relay can be opened and greets us. */

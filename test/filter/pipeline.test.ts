@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import * as openpgp from 'openpgp';
-import { processMessage, type Downstream, type OutboundEnvelope, type MessageInput } from '../../src/filter/pipeline.js';
+import { processMessage, type Downstream, type OutboundEnvelope, type MessageInput, type RecipientRejections } from '../../src/filter/pipeline.js';
 import type { RecipientKeys } from '../../src/keys/types.js';
 import { RelayError } from '../../src/errors.js';
 import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
@@ -17,11 +17,11 @@ interface Received {
 /** Collects each copy's bytes as a downstream would receive them. */
 class CollectingDownstream implements Downstream {
   readonly received: Received[] = [];
-  async send(envelope: OutboundEnvelope, raw: Readable): Promise<string> {
+  async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
     const chunks: Buffer[] = [];
     for await (const chunk of raw) chunks.push(chunk as Buffer);
     this.received.push({ envelope, data: Buffer.concat(chunks) });
-    return '250 ok';
+    return new Map();
   }
   copyFor(address: string): Buffer {
     const found = this.received.find((r) => r.envelope.to.includes(address));
@@ -177,7 +177,7 @@ describe('pipeline', () => {
 
   it('a failing plain copy fails the message and stops the encrypted ones', async () => {
     class FailingDownstream extends CollectingDownstream {
-      override async send(envelope: OutboundEnvelope, raw: Readable): Promise<string> {
+      override async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
         if (envelope.to.includes('carol@example.test')) {
           raw.resume();
           throw new RelayError('relay down', false);

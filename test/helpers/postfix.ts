@@ -12,6 +12,8 @@
  * Layout of the mail flow (FILTER_README "advanced content filter"):
  *   inbound smtpd (smtpPort) -> queue -> `lacre` smtp transport -> [127.0.0.1]:filterPort (the filter under test)
  *   filter -> reinjection smtpd (reinjectPort, content_filter cleared) -> queue -> virtual(8) -> Maildir
+ * With `pipeFilter`, the `lacre` transport is the pipe(8) one of deploy/postfix/pipe-master.cf.snippet instead:
+ *   inbound smtpd -> queue -> `lacre` pipe transport -> `COMMAND pipe -f sender -- recipients` (stdin: the message)
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
@@ -28,6 +30,8 @@ const SBIN_CANDIDATES = ['/usr/sbin', '/usr/local/sbin', '/sbin'];
 export interface PostfixOptions {
   /** Port of the content filter on 127.0.0.1. Omit to deliver without a content filter. */
   filterPort?: number;
+  /** Run the content filter as pipe(8) (deploy/postfix/pipe-master.cf.snippet) instead; excludes `filterPort`. */
+  pipeFilter?: PipeFilterOptions;
   /** The virtual mailbox domain. Default `example.test`. */
   domain?: string;
   /** Local parts (or full addresses in `domain`) that have a mailbox. Others are rejected with 550 at RCPT. */
@@ -36,6 +40,16 @@ export interface PostfixOptions {
   deliveryUser?: string;
   /** Extra or overriding main.cf parameters, e.g. `{ minimal_backoff_time: '2s' }`. */
   mainCf?: Record<string, string>;
+}
+
+export interface PipeFilterOptions {
+  /**
+   * What replaces `/usr/bin/lacre` in the snippet's argv, e.g. `/usr/bin/node /repo/dist/src/cli/main.js --config F`.
+   * pipe(8) splits argv on white space: no quoting, so no spaces inside a path.
+   */
+  command: string;
+  /** The unprivileged user the command runs as (pipe(8) refuses root and mail_owner). Default `nobody`. */
+  user?: string;
 }
 
 export interface QueuedMessage {
@@ -119,21 +133,29 @@ interface Ports {
   filter: number | undefined;
 }
 
+type Filter = { kind: 'none' } | { kind: 'smtp'; port: number } | { kind: 'pipe'; command: string; user: string };
+
 export async function startPostfix(options: PostfixOptions = {}): Promise<PostfixInstance> {
   const reason = postfixUnavailableReason();
   if (reason) throw new Error(`cannot start Postfix: ${reason}`);
   if (process.getuid?.() !== 0) {
     throw new Error('cannot start Postfix: a private instance needs root (master(8) runs as root)');
   }
+  if (options.pipeFilter && options.filterPort !== undefined) throw new Error('startPostfix: filterPort or pipeFilter, not both');
   const domain = (options.domain ?? 'example.test').toLowerCase();
   const mailboxes = (options.mailboxes ?? ['alice', 'bob', 'carol']).map((box) => localPart(box, domain));
   const owner = systemUser(options.deliveryUser ?? 'nobody');
   const layout = await createLayout(owner);
   const [smtp, reinject] = await freePorts(2, options.filterPort === undefined ? [] : [options.filterPort]);
   const ports: Ports = { smtp: smtp!, reinject: reinject!, filter: options.filterPort };
+  const filter: Filter = options.pipeFilter
+    ? { kind: 'pipe', command: options.pipeFilter.command, user: options.pipeFilter.user ?? 'nobody' }
+    : ports.filter === undefined
+      ? { kind: 'none' }
+      : { kind: 'smtp', port: ports.filter };
 
-  await writeFile(join(layout.config, 'main.cf'), mainCf(layout, domain, owner, ports, options.mainCf ?? {}));
-  await writeFile(join(layout.config, 'master.cf'), masterCf(ports));
+  await writeFile(join(layout.config, 'main.cf'), mainCf(layout, domain, owner, filter, options.mainCf ?? {}));
+  await writeFile(join(layout.config, 'master.cf'), masterCf(ports, filter));
   await writeFile(join(layout.config, 'virtual_mailboxes'), mailboxMap(mailboxes, domain));
 
   const instance = new RunningPostfix(layout, ports, domain);
@@ -256,7 +278,7 @@ function mainCf(
   layout: Layout,
   domain: string,
   owner: SystemUser,
-  ports: Ports,
+  filter: Filter,
   extra: Record<string, string>,
 ): string {
   const base: Record<string, string> = {
@@ -293,20 +315,37 @@ function mainCf(
     maximal_backoff_time: '5s',
   };
   const filterLine = 'content_filter = lacre:[127.0.0.1]:10025\n';
-  const filter = ports.filter === undefined ? '' : `content_filter = lacre:[127.0.0.1]:${ports.filter}\n`;
-  const snippet = replaceOnce(deploySnippet('main.cf.snippet'), filterLine, filter);
+  const snippet = replaceOnce(deploySnippet('main.cf.snippet'), filterLine, contentFilterSettings(filter));
   return `${parameters(base)}\n${snippet}\n${parameters(extra)}`;
+}
+
+/** The content_filter line of main.cf.snippet, or what pipe-master.cf.snippet says to use instead. */
+function contentFilterSettings(filter: Filter): string {
+  switch (filter.kind) {
+    case 'none':
+      return '';
+    case 'smtp':
+      return `content_filter = lacre:[127.0.0.1]:${filter.port}\n`;
+    case 'pipe': {
+      const advised = ['content_filter = lacre:dummy', 'lacre_time_limit = 600s'];
+      const snippet = deploySnippet('pipe-master.cf.snippet');
+      for (const line of advised) {
+        if (!snippet.includes(`#   ${line}\n`)) throw new Error(`pipe-master.cf.snippet no longer advises "${line}"`);
+      }
+      return advised.map((line) => `${line}\n`).join('');
+    }
+  }
 }
 
 /**
  * master.cf: the production `lacre` transport and reinjection listener from deploy/postfix (on a test port),
  * the inbound listener, and the usual services without chroot.
  */
-function masterCf(ports: Ports): string {
+function masterCf(ports: Ports, filter: Filter): string {
   const reinjectListener = `127.0.0.1:${ports.reinject} inet`;
   const lacre = replaceOnce(deploySnippet('master.cf.snippet'), '127.0.0.1:10026 inet', reinjectListener);
   return [
-    lacre,
+    filter.kind === 'pipe' ? `${withoutService(lacre, 'lacre')}${pipeTransport(filter)}` : lacre,
     `127.0.0.1:${ports.smtp} inet n - n - - smtpd\n`,
     'pickup unix n - n 60 1 pickup\n',
     'cleanup unix n - n - 0 cleanup\n',
@@ -331,6 +370,23 @@ function masterCf(ports: Ports): string {
     'scache unix - - n - 1 scache\n',
     'postlog unix-dgram n - n - 1 postlogd\n',
   ].join('');
+}
+
+/** pipe-master.cf.snippet's `lacre` transport, running `command` as `user` instead of /usr/bin/lacre as lacre. */
+function pipeTransport(filter: { command: string; user: string }): string {
+  let snippet = deploySnippet('pipe-master.cf.snippet');
+  snippet = replaceOnce(snippet, ' user=lacre ', ` user=${filter.user} `);
+  return replaceOnce(snippet, 'argv=/usr/bin/lacre ', `argv=${filter.command} `);
+}
+
+/** master.cf text without the entry of one service (its line and the indented lines continuing it). */
+function withoutService(masterCfText: string, service: string): string {
+  const lines = masterCfText.split(/(?<=\n)/);
+  const start = lines.findIndex((line) => line.startsWith(`${service} `) || line.startsWith(`${service}\t`));
+  if (start < 0) throw new Error(`master.cf snippet: no service "${service}"`);
+  let end = start + 1;
+  while (end < lines.length && /^[ \t]+\S/.test(lines[end]!)) end += 1;
+  return [...lines.slice(0, start), ...lines.slice(end)].join('');
 }
 
 /** A file of deploy/postfix, so that the tests run the configuration that admins install. */
