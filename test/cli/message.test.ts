@@ -1,0 +1,82 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { armoredBlock, contentEntity, corpus } from '../helpers/corpus.js';
+import { SmtpSink } from '../helpers/smtp-sink.js';
+import { runLacre } from '../helpers/lacre.js';
+
+describe('one-shot modes: lacre encrypt and lacre pipe', () => {
+  let home: GpgHome;
+  let alice: GpgKey;
+  let bob: GpgKey;
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  const message = corpus[1]!.raw;
+
+  before(async () => {
+    home = await createGpgHome();
+    alice = await generateKey(home, { email: 'alice@example.test' });
+    bob = await generateKey(home, { email: 'bob@example.test' });
+    dir = await mkdtemp(join(tmpdir(), 'lacre-cli-'));
+    env = { LACRE_DATABASE_DATA_DIR: join(dir, 'db'), LACRE_LOG_LEVEL: 'warn' };
+    await writeFile(join(dir, 'keys.asc'), alice.publicArmored + bob.publicArmored);
+    const imported = await runLacre(['keys', 'import', join(dir, 'keys.asc')], env);
+    assert.equal(imported.code, 0, imported.stderr);
+  });
+
+  after(async () => {
+    await home?.remove();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('encrypt writes the one recipient\'s copy to stdout', async () => {
+    const result = await runLacre(['encrypt', '--from', 'sender@example.net', '--to', 'alice@example.test'], env, message);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout.toString('latin1'), /^Received: |^From: /);
+    assert.deepEqual(await decrypt(home, armoredBlock(result.stdout)), contentEntity(message));
+  });
+
+  it('encrypt passes a message through untouched for a recipient without a key', async () => {
+    const result = await runLacre(['encrypt', '--from', 'sender@example.net', '--to', 'nokey@example.test'], env, message);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(result.stdout, message);
+  });
+
+  it('encrypt --output-dir writes one file per copy', async () => {
+    const out = join(dir, 'out');
+    const result = await runLacre(['encrypt', '--from', 's@example.net', '--to', 'alice@example.test', '--to', 'bob@example.test', '--to', 'carol@example.test', '--output-dir', out], env, message);
+    assert.equal(result.code, 0, result.stderr);
+    const files = (await readdir(out)).sort();
+    assert.equal(files.length, 3);
+    const byName = (part: string) => readFile(join(out, files.find((f) => f.includes(part))!));
+    assert.deepEqual(await byName('carol'), message);
+    const bobCopy = await byName('bob');
+    assert.deepEqual(await listPacketsKeyIds(home, armoredBlock(bobCopy)), [bob.encryptionKeyId]);
+    assert.deepEqual(await decrypt(home, armoredBlock(bobCopy)), contentEntity(message));
+  });
+
+  it('pipe reinjects and exits 0, or exits 75 (EX_TEMPFAIL) when the relay is down', async () => {
+    const sink = await SmtpSink.start();
+    try {
+      const ok = await runLacre(['pipe', '-f', '', '--', 'alice@example.test', 'carol@example.test'], { ...env, LACRE_RELAY_PORT: String(sink.port) }, message);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(sink.messageFor('alice@example.test')!.from, '', 'the null sender stays null');
+      assert.deepEqual(await decrypt(home, armoredBlock(sink.messageFor('alice@example.test')!.data)), contentEntity(message));
+      assert.deepEqual(sink.messageFor('carol@example.test')!.data, message);
+    } finally {
+      await sink.stop();
+    }
+    const down = await runLacre(['pipe', '-f', 'sender@example.net', '--', 'alice@example.test'], { ...env, LACRE_RELAY_PORT: String(sink.port) }, message);
+    assert.equal(down.code, 75, down.stderr);
+    assert.match(down.stderr, /451 4\.4\.1/);
+  });
+
+  it('refuses a bad configuration value naming the key', async () => {
+    const result = await runLacre(['encrypt', '--from', 'a@b', '--to', 'c@d'], { ...env, LACRE_RELAY_PORT: 'abc' }, message);
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /relay\.port/);
+  });
+});
