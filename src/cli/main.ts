@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -12,8 +13,14 @@ import { registerServeCommands } from './serve.js';
 
 const program = new Command('lacre')
   .description('Encrypting mail gateway: a Postfix content filter that OpenPGP-encrypts mail to recipients with keys')
+  .version(packageVersion())
   .option('-c, --config <file>', 'TOML configuration file (default: $LACRE_CONFIG, else built-in defaults)')
   .showHelpAfterError();
+
+function packageVersion(): string {
+  const manifest = new URL('../../../package.json', import.meta.url);
+  return (JSON.parse(readFileSync(manifest, 'utf8')) as { version: string }).version;
+}
 
 /** Loads the configuration named by the global --config option (or LACRE_CONFIG, or defaults). */
 export function configFrom(command: Command): Config {

@@ -11,9 +11,9 @@ export interface RunResult {
 }
 
 /** Runs one lacre command to completion. */
-export function runLacre(args: string[], env: NodeJS.ProcessEnv, input?: Buffer | string): Promise<RunResult> {
+export function runLacre(args: string[], env: NodeJS.ProcessEnv, input?: Buffer | string, cwd?: string): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LACRE_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [LACRE_BIN, ...args], { cwd, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     child.stdout.on('data', (c: Buffer) => stdout.push(c));
@@ -39,8 +39,10 @@ export class LacreServer {
 
   private constructor(private readonly child: ChildProcess) {}
 
-  static async start(env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<LacreServer> {
+  static async start(env: NodeJS.ProcessEnv, options: { timeoutMs?: number; cwd?: string } = {}): Promise<LacreServer> {
+    const timeoutMs = options.timeoutMs ?? 60_000;
     const child = spawn(process.execPath, [LACRE_BIN, 'serve'], {
+      cwd: options.cwd,
       env: { ...process.env, LACRE_SMTP_LISTEN: '127.0.0.1:0', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
