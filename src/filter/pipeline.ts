@@ -139,12 +139,12 @@ async function produceAndDeliver(
   const sinks: Writable[] = [];
   const deliveries: Promise<CopyResult>[] = [];
   const plainCopy = plan.copies.find((copy) => copy.kind === 'plain');
-  if (plainCopy) {
-    const raw = new PassThrough();
-    raw.write(split.headerBlock);
-    raw.write(split.separator);
-    sinks.push(raw);
-    deliveries.push(deliver(downstream, envelopeFor(plainCopy), raw, plainCopy, abort.signal, fail));
+  const plainSink = plainCopy ? new PassThrough() : undefined;
+  if (plainCopy && plainSink) {
+    plainSink.write(split.headerBlock);
+    plainSink.write(split.separator);
+    sinks.push(plainSink);
+    deliveries.push(deliver(downstream, envelopeFor(plainCopy), plainSink, plainCopy, abort.signal, fail));
   }
   const encryptions: Encryption[] = [];
   try {
@@ -156,11 +156,12 @@ async function produceAndDeliver(
       encryptions.push(encryption);
       sinks.push(encryption.input);
     }
-    const checkSize = () => {
-      if (input.sizeExceeded?.()) throw new MessageTooLargeError('message exceeds smtp.max_size');
-    };
-    await fanOut(bodyChunks(split, rest), sinks, abort.signal, checkSize);
+    await fanOut(bodyChunks(split, rest), sinks, abort.signal);
+    if (input.sizeExceeded?.()) throw new MessageTooLargeError('message exceeds smtp.max_size');
+    for (const encryption of encryptions) encryption.input.end();
     await Promise.all(encryptions.map((encryption) => encryption.done));
+    // The plain copy is completed last: if an encryption fails, the relay has not accepted anything yet.
+    plainSink?.end();
     for (const encryption of encryptions) {
       for (const copy of plan.copies.filter((c) => c.kind === encryption.kind)) {
         const raw = await encryptedCopy(copy, encryption, split);

@@ -200,6 +200,23 @@ describe('pipeline', () => {
     assert.equal(downstream.received.length, 0, 'nothing was delivered');
   });
 
+  it('an encryption failure delivers nothing, not even the plain copy', async () => {
+    const signOnly = await generateKey(home, { email: 'signer@example.test', signOnly: true });
+    const brokenKey = await openpgp.readKey({ armoredKey: signOnly.publicArmored });
+    const downstream = new CollectingDownstream();
+    await assert.rejects(
+      processMessage(
+        input(corpus[1]!.raw, [
+          { address: 'carol@example.test', lookup: none('carol@example.test') },
+          { address: 'signer@example.test', lookup: usable('signer@example.test', brokenKey) },
+        ]),
+        downstream,
+        options,
+      ),
+    );
+    assert.equal(downstream.received.length, 0);
+  });
+
   it('a message that turns out too large delivers nothing', async () => {
     const downstream = new CollectingDownstream();
     await assert.rejects(
