@@ -54,6 +54,38 @@ const keys = z.strictObject({
   cache_ttl_seconds: z.number().nonnegative().default(300),
 });
 
+const serviceToken = z.string().regex(/^[^:\s]+:\S+$/, 'expected "service:token"');
+
+const incomingBox = z.strictObject({
+  // Delivery side (Lacre as the Trusted Application).
+  /** Base URL of the box that receives copies, e.g. http://127.0.0.1:9025; unset = no box delivery. */
+  url: z.string().url().optional(),
+  /** The "service:token" pair sent as `Authorization: Token base64(service:token)`. */
+  token: serviceToken.optional(),
+  namespace: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).default('mx'),
+  /** Domains whose every recipient is delivered to a box (others only when mapped per address). */
+  domains: z.array(z.string().min(1)).default([]),
+  /** Box recipients without a usable key: reinject in plaintext, or refuse at RCPT (4xx / 5xx). */
+  no_key: z.enum(['plain', 'tempfail', 'reject']).default('plain'),
+  /** What a box copy is: the whole message as one OpenPGP message, or a PGP/MIME message. */
+  scheme: z.enum(['openpgp', 'openpgp-mime']).default('openpgp'),
+  timeout_seconds: z.number().positive().default(60),
+  max_connections: z.number().int().min(1).max(1000).default(10),
+  // Box side (Lacre as the Incoming Box server).
+  serve: z.boolean().default(false),
+  listen: listenAddress.default('127.0.0.1:9025'),
+  blobs_path: z.string().min(1).default('./data/blobs'),
+  /** "service:token" pairs allowed to deliver to /incoming. */
+  trusted_tokens: z.array(serviceToken).default([]),
+  /** Per-user quota (0 = none) and how far past it a write may go. */
+  quota: byteSize.default(1024 ** 3),
+  quota_tolerance: byteSize.default(0),
+  processing_threshold_seconds: z.number().positive().default(600),
+  /** PROCESSED and permanently FAILED blobs older than this are purged. */
+  retention_hours: z.number().nonnegative().default(24),
+  purge_interval_seconds: z.number().positive().default(3600),
+});
+
 const log = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -64,6 +96,7 @@ export const configSchema = z.strictObject({
   relay: relay.prefault({}),
   encryption: encryption.prefault({}),
   keys: keys.prefault({}),
+  incoming_box: incomingBox.prefault({}),
   log: log.prefault({}),
 });
 
