@@ -92,7 +92,7 @@ function fieldSchema(loading: Loading, section: string, key: string): AnySchema 
   return shape && Object.hasOwn(shape, key) ? shape[key] : undefined;
 }
 
-type InputType = 'number' | 'boolean' | 'string';
+type InputType = 'number' | 'boolean' | 'string' | 'array';
 
 function acceptedTypes(schema: AnySchema): Set<InputType> {
   const inner = inputSchema(schema);
@@ -100,6 +100,7 @@ function acceptedTypes(schema: AnySchema): Set<InputType> {
   if (def.type === 'union') return new Set((def.options ?? []).flatMap((option) => [...acceptedTypes(option)]));
   if (def.type === 'number') return new Set(['number']);
   if (def.type === 'boolean') return new Set(['boolean']);
+  if (def.type === 'array') return new Set(['array']);
   return new Set(['string']);
 }
 
@@ -141,6 +142,7 @@ function describeExpected(schema: AnySchema, given: unknown): string | undefined
       return types.has('number') && types.has('string') ? 'a size such as 200MB, 64KiB or a number of bytes' : undefined;
     }
     case 'string': return typeof given === 'string' ? undefined : 'a string';
+    case 'array': return Array.isArray(given) ? undefined : 'a list, e.g. ["a", "b"] (comma-separated in the environment)';
     default: return undefined;
   }
 }
@@ -235,6 +237,8 @@ type Coerced = { ok: true; value: unknown } | { ok: false; expected: string };
 
 function coerceEnvValue(text: string, schema: AnySchema): Coerced {
   const types = acceptedTypes(schema);
+  // A list: comma-separated items, each trimmed, empty ones dropped (the schema then checks each item).
+  if (types.has('array')) return { ok: true, value: text.split(',').map((item) => item.trim()).filter((item) => item !== '') };
   if (types.has('string')) return { ok: true, value: text };
   if (types.has('number')) {
     const trimmed = text.trim();
@@ -255,12 +259,14 @@ function describeIssue(loading: Loading, issue: z.core.$ZodIssue): string[] {
     // Normally caught while reading; kept so nothing is ever reported without its key.
     return issue.keys.map((key) => `${[...path, key].join('.')}: unknown key`);
   }
-  const [section, key] = path;
+  const [section, key, item] = path;
   const dotted = path.join('.');
-  const origin = origins.get(dotted) ?? origins.get(section ?? '');
+  const origin = origins.get(dotted) ?? origins.get(`${section}.${key}`) ?? origins.get(section ?? '');
   const where = origin ? ` (from ${origin})` : '';
-  const given = section !== undefined && key !== undefined ? raw[section]?.[key] : undefined;
-  const schema = section !== undefined && key !== undefined ? fieldSchema(loading, section, key) : undefined;
+  const value = section !== undefined && key !== undefined ? raw[section]?.[key] : undefined;
+  // An item of a list is reported alone (path "section.key.N"), not with the whole list.
+  const given = item !== undefined && Array.isArray(value) ? value[Number(item)] : value;
+  const schema = section !== undefined && key !== undefined && item === undefined ? fieldSchema(loading, section, key) : undefined;
   const expected = schema && describeExpected(schema, given);
   if (expected) return [`${dotted}${where}: expected ${expected}, got ${formatValue(given)}`];
   const message = issue.message.includes('got ') ? issue.message : `${issue.message}, got ${formatValue(given)}`;
@@ -315,6 +321,7 @@ export function maskSecrets(config: Config): Config {
   const copy = structuredClone(config) as unknown as Record<string, Record<string, unknown>>;
   for (const section of Object.values(copy)) {
     for (const [key, value] of Object.entries(section)) {
+      if (Array.isArray(value) && SECRET_KEY.test(key)) section[key] = value.map(() => MASK);
       if (typeof value !== 'string') continue;
       if (SECRET_KEY.test(key)) section[key] = MASK;
       else if (key === 'url' || key.endsWith('_url')) section[key] = maskUrlPassword(value);

@@ -1,0 +1,131 @@
+/** `lacre inbox serve|user|token|purge`: the Incoming Box server and its administration. */
+import type { Command } from 'commander';
+import type { Config } from '../config/schema.js';
+import { openDatabase, type OpenedDatabase } from '../db/open.js';
+import { assertMigrated, migrate } from '../db/migrate.js';
+import type { Logger } from '../log/logger.js';
+import { purgeIncomingBox, startIncomingBoxServer } from '../incoming/server/index.js';
+import { BoxUserStore } from '../incoming/users.js';
+import type { CliContext } from './context.js';
+
+interface Opened {
+  config: Config;
+  db: OpenedDatabase;
+  logger: Logger;
+}
+
+/** Registers `inbox` and its subcommands; returns the `inbox` command so others (e.g. `inbox fetch`) can join it. */
+export function registerInboxCommands(program: Command, context: CliContext): Command {
+  const inbox = program.command('inbox').description('the Incoming Box: serve it, manage its users, tokens and purge');
+
+  inbox
+    .command('serve')
+    .description('run the Incoming Box HTTP server (incoming_box.listen); stops cleanly on SIGTERM')
+    .action(async (_options: unknown, command: Command) => {
+      const { config, db, logger } = await open(context, command, 'stdout');
+      try {
+        const server = await startIncomingBoxServer(config, db, logger);
+        await waitForSignal(['SIGTERM', 'SIGINT']);
+        logger.info('incoming box shutting down');
+        await server.close();
+      } finally {
+        await db.close();
+      }
+    });
+
+  const user = inbox.command('user').description('map addresses to box users');
+  user
+    .command('add')
+    .description('map an address to a user (a new one unless --user names one: aliases share a user); prints the user id')
+    .argument('<address>')
+    .option('--user <uuid>', 'the existing (or chosen) user id')
+    .action((address: string, options: { user?: string }, command: Command) =>
+      withUsers(context, command, async (users) => {
+        const { user: id } = await users.add(address, options.user?.toLowerCase());
+        process.stdout.write(`${id}\n`);
+      }),
+    );
+  user
+    .command('list')
+    .description('list addresses and their users')
+    .option('--json', 'machine-readable output')
+    .action((options: { json?: boolean }, command: Command) =>
+      withUsers(context, command, async (users) => {
+        const entries = await users.list();
+        if (options.json) process.stdout.write(`${JSON.stringify(entries.map((e) => ({ email: e.email, user: e.user, created_at: e.createdAt.toISOString() })))}\n`);
+        else for (const entry of entries) process.stdout.write(`${entry.user}  ${entry.email}\n`);
+      }),
+    );
+  user
+    .command('delete')
+    .description('remove an address mapping (the user keeps its blobs and tokens)')
+    .argument('<address>')
+    .action((address: string, _options: unknown, command: Command) =>
+      withUsers(context, command, async (users) => {
+        if ((await users.delete(address)) === 0) {
+          process.stderr.write(`lacre: no box user has the address ${address}\n`);
+          process.exitCode = 1;
+          return;
+        }
+        process.stdout.write(`deleted ${address}\n`);
+      }),
+    );
+
+  inbox
+    .command('token')
+    .description('user tokens for /blobs/{user}/')
+    .command('create')
+    .description('create a token for a user (by id or address) and print it; only its hash is stored')
+    .argument('<user>')
+    .action((target: string, _options: unknown, command: Command) =>
+      withUsers(context, command, async (users) => {
+        const { token } = await users.createToken(target);
+        process.stdout.write(`${token}\n`);
+      }),
+    );
+
+  inbox
+    .command('purge')
+    .description('delete PROCESSED and permanently FAILED blobs older than incoming_box.retention_hours (once)')
+    .action(async (_options: unknown, command: Command) => {
+      const { config, db } = await open(context, command, 'stderr');
+      try {
+        const removed = await purgeIncomingBox(config, db);
+        process.stdout.write(`purged ${removed} blob${removed === 1 ? '' : 's'}\n`);
+      } finally {
+        await db.close();
+      }
+    });
+
+  return inbox;
+}
+
+/** The embedded database migrates itself; a PostgreSQL server must be migrated already (`lacre migrate`). */
+async function open(context: CliContext, command: Command, logTo: 'stdout' | 'stderr'): Promise<Opened> {
+  const config = context.configFrom(command);
+  const logger = context.createConfiguredLogger(config.log, logTo);
+  const db = await openDatabase(config.database, logger);
+  try {
+    if (db.kind === 'embedded') await migrate(db, { logger });
+    else await assertMigrated(db);
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
+  return { config, db, logger };
+}
+
+async function withUsers(context: CliContext, command: Command, use: (users: BoxUserStore) => Promise<void>): Promise<void> {
+  const { config, db } = await open(context, command, 'stderr');
+  try {
+    await use(new BoxUserStore(db, config.keys));
+  } finally {
+    await db.close();
+  }
+}
+
+function waitForSignal(signals: NodeJS.Signals[]): Promise<void> {
+  return new Promise((resolve) => {
+    for (const signal of signals) process.once(signal, () => resolve());
+  });
+}

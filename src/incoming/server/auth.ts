@@ -1,0 +1,41 @@
+/**
+ * `Authorization: Token base64("name:secret")`, as Soledad reads it: decode, split at the first colon.
+ * The Trusted Application's name is a service (incoming_box.trusted_tokens); a user's is their UUID.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+export interface Credential {
+  name: string;
+  secret: string;
+}
+
+/** The credential in an Authorization header, or undefined when it is missing or malformed. */
+export function parseAuthorization(header: string | undefined): Credential | undefined {
+  const match = /^Token\s+([A-Za-z0-9+/_-]+={0,2})\s*$/i.exec(header ?? '');
+  if (!match) return undefined;
+  const decoded = Buffer.from(match[1]!, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon <= 0 || colon === decoded.length - 1) return undefined;
+  return { name: decoded.slice(0, colon), secret: decoded.slice(colon + 1) };
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** The configured "service:token" pairs, kept as hashes and compared in constant time. */
+export class TrustedTokens {
+  readonly #hashes: Buffer[];
+
+  constructor(pairs: readonly string[]) {
+    this.#hashes = pairs.map(sha256);
+  }
+
+  /** Compares against every configured pair, so the time taken says nothing about which one (if any) matched. */
+  accepts(credential: Credential): boolean {
+    const candidate = sha256(`${credential.name}:${credential.secret}`);
+    let match = false;
+    for (const hash of this.#hashes) match = timingSafeEqual(hash, candidate) || match;
+    return match;
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * The Incoming Box server (docs/incoming-box.md) on node:http: `lacre inbox serve`, or in-process in
+ * `lacre serve` with incoming_box.serve = true.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../../config/schema.js';
+import type { Database } from '../../db/types.js';
+import type { Logger } from '../../log/logger.js';
+import { FilesystemBlobStorage, type BlobStorage } from '../storage.js';
+import { BoxUserStore, isUserId } from '../users.js';
+import { TrustedTokens } from './auth.js';
+import { handleRequest, type BoxContext } from './handlers.js';
+import { BlobMetadata } from './metadata.js';
+
+export type BoxConfig = Pick<Config, 'incoming_box'>;
+
+export interface IncomingBoxServer {
+  readonly port: number;
+  /** host:port actually bound. */
+  readonly address: string;
+  /** One purge run now (the timer runs them every purge_interval_seconds); resolves to the blobs removed. */
+  purge(): Promise<number>;
+  /** Stops accepting, lets requests in flight finish (up to a grace period), stops the purge timer. */
+  close(): Promise<void>;
+}
+
+const CLOSE_GRACE_MS = 10_000;
+/** An upload may be slow; a connection silent this long is dropped. */
+const IDLE_SOCKET_MS = 120_000;
+
+/** Quota plus tolerance, or 0 for no quota. */
+export function quotaLimit(box: Config['incoming_box']): number {
+  return box.quota > 0 ? box.quota + box.quota_tolerance : 0;
+}
+
+export async function startIncomingBoxServer(config: BoxConfig, db: Database, logger: Logger): Promise<IncomingBoxServer> {
+  const box = config.incoming_box;
+  const log = logger.child({ component: 'incoming-box' });
+  const storage = new FilesystemBlobStorage(box.blobs_path);
+  const removedTemp = await storage.start();
+  const metadata = new BlobMetadata(db, box.processing_threshold_seconds);
+  let server: Server | undefined;
+  try {
+    const orphans = await sweepOrphans(storage, metadata);
+    if (removedTemp + orphans > 0) log.info({ temporaryFiles: removedTemp, orphans }, 'removed what an interrupted run left in the blob storage');
+    if (box.trusted_tokens.length === 0) log.warn('incoming_box.trusted_tokens is empty: every delivery to /incoming is refused');
+    const ctx: BoxContext = { metadata, users: new BoxUserStore(db), storage, trusted: new TrustedTokens(box.trusted_tokens), quotaLimit: quotaLimit(box), logger: log };
+    server = createHttpServer(ctx);
+    const address = await listen(server, box.listen);
+    const purger = new Purger(metadata, storage, box.retention_hours, log);
+    const timer = setInterval(() => void purger.run(), box.purge_interval_seconds * 1000);
+    timer.unref();
+    void purger.run();
+    log.info({ listen: `${address.address}:${address.port}`, blobsPath: storage.root }, 'incoming box is ready');
+    const listening = server;
+    return {
+      port: address.port,
+      address: `${address.address}:${address.port}`,
+      purge: () => purger.run(),
+      async close() {
+        clearInterval(timer);
+        await closeServer(listening);
+        await purger.idle();
+        storage.close();
+      },
+    };
+  } catch (error) {
+    server?.close();
+    storage.close();
+    throw error;
+  }
+}
+
+function createHttpServer(ctx: BoxContext): Server {
+  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 });
+  server.setTimeout(IDLE_SOCKET_MS);
+  const onRequest = (expectsContinue: boolean) => (req: IncomingMessage, res: ServerResponse) => void handleRequest(ctx, req, res, expectsContinue);
+  server.on('request', onRequest(false));
+  // Listening for this event makes node leave "100 Continue" to us: refusals (401/404/409/507) go out before any body.
+  server.on('checkContinue', onRequest(true));
+  return server;
+}
+
+function listen(server: Server, address: string): Promise<AddressInfo> {
+  const match = /^\[?([^\]]+?)\]?:(\d+)$/.exec(address);
+  if (!match) throw new Error(`invalid listen address ${address}`);
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(match[2]), match[1], () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+async function closeServer(server: Server): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+  await closed;
+  clearTimeout(grace);
+}
+
+/** Deletes objects no metadata row names (left by a crash between storing an object and recording it). */
+async function sweepOrphans(storage: BlobStorage, metadata: BlobMetadata): Promise<number> {
+  let removed = 0;
+  for await (const { user, namespace, names } of storage.listObjects()) {
+    if (!isUserId(user)) continue;
+    const known = await metadata.objectNames(user, namespace);
+    for (const name of names) {
+      if (known.has(name)) continue;
+      await storage.remove({ user, namespace, id: name }, name);
+      removed++;
+    }
+  }
+  return removed;
+}
+
+/** Runs purges one at a time; a run asked for while one is going joins it. */
+class Purger {
+  #running: Promise<number> | undefined;
+
+  constructor(
+    private readonly metadata: BlobMetadata,
+    private readonly storage: BlobStorage,
+    private readonly retentionHours: number,
+    private readonly logger: Logger,
+  ) {}
+
+  run(): Promise<number> {
+    this.#running ??= this.#purge().finally(() => {
+      this.#running = undefined;
+    });
+    return this.#running;
+  }
+
+  async idle(): Promise<void> {
+    await this.#running?.catch(() => undefined);
+  }
+
+  async #purge(): Promise<number> {
+    try {
+      const removed = await purgeBlobs(this.metadata, this.storage, this.retentionHours);
+      if (removed > 0) this.logger.info({ removed }, 'purged processed and permanently failed blobs');
+      return removed;
+    } catch (error) {
+      this.logger.error({ err: error }, 'purge failed');
+      return 0;
+    }
+  }
+}
+
+function purgeBlobs(metadata: BlobMetadata, storage: BlobStorage, retentionHours: number): Promise<number> {
+  return metadata.purge(retentionHours, (key, name) => storage.remove(key, name));
+}
+
+/** One purge run without a server (`lacre inbox purge`): safe beside a running box. */
+export function purgeIncomingBox(config: BoxConfig, db: Database): Promise<number> {
+  const box = config.incoming_box;
+  return purgeBlobs(new BlobMetadata(db, box.processing_threshold_seconds), new FilesystemBlobStorage(box.blobs_path), box.retention_hours);
+}

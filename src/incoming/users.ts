@@ -1,0 +1,138 @@
+/**
+ * Incoming Box users: addresses (and aliases) mapped to a user UUID (lacre_box_users), and per-user tokens
+ * stored as SHA-256 hashes (lacre_box_tokens). A user exists while some address maps to it or it has a token.
+ */
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { Database } from '../db/types.js';
+import { LacreError } from '../errors.js';
+import { canonicalAddress, normaliseAddress } from '../keys/address.js';
+
+export interface BoxUserOptions {
+  /** Same meaning as keys.local_part_case_sensitive; domains are always case-insensitive. */
+  local_part_case_sensitive?: boolean;
+}
+
+export interface BoxUserEntry {
+  email: string;
+  user: string;
+  createdAt: Date;
+}
+
+export class BoxUserError extends LacreError {}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** A user id as the box names it: a lower-case canonical UUID. */
+export function isUserId(value: string): boolean {
+  return UUID.test(value);
+}
+
+export function hashToken(token: string): Buffer {
+  return createHash('sha256').update(token, 'utf8').digest();
+}
+
+/** Address → user lookup for the filter (which recipients go to which box). */
+export function createBoxUserDirectory(db: Database, options: BoxUserOptions = {}): { userFor(address: string): Promise<string | undefined> } {
+  const users = new BoxUserStore(db, options);
+  return { userFor: (address) => users.userFor(address) };
+}
+
+export class BoxUserStore {
+  readonly #caseSensitive: boolean;
+
+  constructor(
+    private readonly db: Database,
+    options: BoxUserOptions = {},
+  ) {
+    this.#caseSensitive = options.local_part_case_sensitive ?? false;
+  }
+
+  /** The user an address maps to (an invalid address maps to none). */
+  async userFor(address: string): Promise<string | undefined> {
+    let canonical: string;
+    try {
+      canonical = canonicalAddress(address);
+    } catch {
+      return undefined;
+    }
+    return (await this.#matching(canonical))?.user_uuid;
+  }
+
+  /**
+   * Maps an address to `user` (a new UUID when not given). An address already mapped to that same user is
+   * left alone; one mapped to another user is an error. Returns the user and whether a row was added.
+   */
+  async add(address: string, user?: string): Promise<{ user: string; added: boolean }> {
+    const canonical = canonicalAddress(address);
+    if (user !== undefined && !isUserId(user)) throw new BoxUserError(`"${user}" is not a user id (a lower-case UUID)`);
+    const existing = await this.#matching(canonical);
+    if (existing) {
+      if (user === undefined || existing.user_uuid === user) return { user: existing.user_uuid, added: false };
+      throw new BoxUserError(`${existing.email} already belongs to user ${existing.user_uuid}`);
+    }
+    const target = user ?? randomUUID();
+    await this.db.query('INSERT INTO lacre_box_users (email, user_uuid) VALUES ($1, $2)', [canonical, target]);
+    return { user: target, added: true };
+  }
+
+  async list(): Promise<BoxUserEntry[]> {
+    const rows = await this.db.query<{ email: string; user_uuid: string; created_at: Date }>(
+      'SELECT email, user_uuid, created_at FROM lacre_box_users ORDER BY user_uuid, email',
+    );
+    return rows.map((row) => ({ email: row.email, user: row.user_uuid, createdAt: new Date(row.created_at) }));
+  }
+
+  /** Removes an address mapping (the user's blobs and tokens stay); returns how many rows went. */
+  async delete(address: string): Promise<number> {
+    const existing = await this.#matching(canonicalAddress(address));
+    if (!existing) return 0;
+    const rows = await this.db.query('DELETE FROM lacre_box_users WHERE email = $1 RETURNING email', [existing.email]);
+    return rows.length;
+  }
+
+  /** A user exists while an address maps to it or it has a token. */
+  async exists(user: string): Promise<boolean> {
+    if (!isUserId(user)) return false;
+    const [row] = await this.db.query<{ known: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM lacre_box_users WHERE user_uuid = $1)
+           OR EXISTS (SELECT 1 FROM lacre_box_tokens WHERE user_uuid = $1) AS known`,
+      [user],
+    );
+    return row?.known === true;
+  }
+
+  /** Creates a token for an existing user (named by UUID or by one of its addresses); the token is returned once. */
+  async createToken(userOrAddress: string): Promise<{ user: string; token: string }> {
+    const user = userOrAddress.includes('@') ? await this.userFor(userOrAddress) : userOrAddress.toLowerCase();
+    if (user === undefined || !(await this.exists(user))) {
+      throw new BoxUserError(`no box user ${userOrAddress}: add an address first (lacre inbox user add ADDR)`);
+    }
+    const token = randomBytes(32).toString('base64url');
+    await this.db.query('INSERT INTO lacre_box_tokens (token_hash, user_uuid) VALUES ($1, $2)', [hashToken(token).toString('hex'), user]);
+    return { user, token };
+  }
+
+  /** True when `token` is one of the user's tokens; hashes are compared in constant time. */
+  async verifyToken(user: string, token: string): Promise<boolean> {
+    if (!isUserId(user)) return false;
+    const candidate = hashToken(token);
+    const rows = await this.db.query<{ token_hash: string }>('SELECT token_hash FROM lacre_box_tokens WHERE user_uuid = $1', [user]);
+    let match = false;
+    for (const row of rows) match = timingSafeEqual(Buffer.from(row.token_hash, 'hex'), candidate) || match;
+    return match;
+  }
+
+  /** The stored row an address matches: the exact one first, then (case-insensitive local part) any case variant. */
+  async #matching(canonical: string): Promise<{ email: string; user_uuid: string } | undefined> {
+    if (this.#caseSensitive) {
+      const [row] = await this.db.query<{ email: string; user_uuid: string }>('SELECT email, user_uuid FROM lacre_box_users WHERE email = $1', [canonical]);
+      return row;
+    }
+    const lowered = normaliseAddress(canonical, { localPartCaseSensitive: false });
+    const [row] = await this.db.query<{ email: string; user_uuid: string }>(
+      'SELECT email, user_uuid FROM lacre_box_users WHERE lower(email) = $1 ORDER BY (email = $2) DESC, email LIMIT 1',
+      [lowered, canonical],
+    );
+    return row;
+  }
+}

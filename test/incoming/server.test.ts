@@ -1,0 +1,424 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { describe, it } from 'node:test';
+import { createBoxUserDirectory } from '../../src/incoming/users.js';
+import { databaseBackends } from '../helpers/databases.js';
+import { chunked, sleep, tokenHeader, trustedAuth, withBox, type TestBox } from './server-box.js';
+
+const ALICE = 'alice@example.org';
+const BOB = 'bob@example.org';
+
+async function usage(box: TestBox, user: string): Promise<number> {
+  const [row] = await box.db.query<{ used_bytes: number }>('SELECT used_bytes FROM lacre_box_usage WHERE user_uuid = $1', [user]);
+  return Number(row?.used_bytes ?? 0);
+}
+
+async function json(response: Response): Promise<unknown> {
+  assert.equal(response.status, 200, `expected 200, got ${response.status}: ${await response.clone().text()}`);
+  return response.json();
+}
+
+/** Sets created_at so that listings have a known order without sleeping. */
+async function age(box: TestBox, user: string, id: string, secondsAgo: number): Promise<void> {
+  await box.db.query(`UPDATE lacre_blobs SET created_at = now() - make_interval(secs => $3) WHERE user_uuid = $1 AND blob_id = $2`, [user, id, secondsAgo]);
+}
+
+async function reserve(box: TestBox, auth: string, user: string, id: string): Promise<Response> {
+  return box.request('POST', `/blobs/${user}/${id}/reserve`, { auth });
+}
+
+async function setFlags(box: TestBox, auth: string, user: string, id: string, flags: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  return box.request('POST', `/blobs/${user}/${id}`, { auth, body: JSON.stringify(flags), headers: { 'content-type': 'application/json', ...headers } });
+}
+
+for (const backend of await databaseBackends()) {
+  describe(`Incoming Box server (${backend.name})`, () => {
+    it('stores a delivery durably and answers a redelivery 409 without storing it twice', () =>
+      withBox(backend, {}, async (box) => {
+        const alice = await box.createUser(ALICE);
+        const payload = randomBytes(70_000);
+        const first = await box.deliver(alice.id, 'msg-1', payload, { scheme: 'openpgp-mime' });
+        assert.equal(first.status, 200);
+        assert.equal(await first.text(), '');
+        const again = await box.deliver(alice.id, 'msg-1', randomBytes(10));
+        assert.equal(again.status, 409);
+        assert.equal(await again.text(), 'Blob already exists');
+        assert.equal(box.files(alice.id).length, 1, 'one file for one blob');
+        assert.deepEqual(box.tempFiles(), []);
+        assert.equal(await usage(box, alice.id), payload.length);
+
+        const fetched = await box.request('GET', `/blobs/${alice.id}/msg-1`, { auth: alice.auth });
+        assert.equal(fetched.status, 200);
+        assert.equal(fetched.headers.get('content-type'), 'application/octet-stream');
+        assert.equal(fetched.headers.get('content-length'), String(payload.length));
+        assert.equal(fetched.headers.get('accept-ranges'), 'bytes');
+        assert.equal(fetched.headers.get('x-incoming-scheme'), 'openpgp-mime');
+        assert.deepEqual(Buffer.from(await fetched.arrayBuffer()), payload);
+      }));
+
+    it('answers bad deliveries: 404 unknown user, 400 bad id/namespace/scheme, 401 bad credentials, 405 other methods', () =>
+      withBox(backend, {}, async (box) => {
+        const alice = await box.createUser(ALICE);
+        assert.equal((await box.deliver('00000000-0000-4000-8000-000000000000', 'm', 'x')).status, 404);
+        assert.equal((await box.deliver('not-a-uuid', 'm', 'x')).status, 404);
+        assert.equal((await box.deliver(alice.id.toUpperCase(), 'm', 'x')).status, 404, 'user ids are lower-case');
+        assert.equal((await box.deliver(alice.id, 'bad%2Fid', 'x')).status, 400);
+        assert.equal((await box.deliver(alice.id, 'x'.repeat(129), 'x')).status, 400);
+        assert.equal((await box.deliver(alice.id, 'm', 'x', { namespace: 'no%20spaces' })).status, 400);
+        assert.equal((await box.deliver(alice.id, 'm', 'x', { scheme: 'rot13' })).status, 400);
+        for (const auth of [undefined, 'Bearer abc', 'Token !!!', tokenHeader('lacre-mx', 'wrong'), tokenHeader('other', 'trusted-secret'), alice.auth]) {
+          const answer = await box.request('PUT', `/incoming/${alice.id}/m`, { auth, body: 'x' });
+          assert.equal(answer.status, 401, `credential ${auth}`);
+          assert.equal(answer.headers.get('www-authenticate'), 'Token');
+        }
+        assert.equal((await box.request('GET', `/incoming/${alice.id}/m`, { auth: trustedAuth })).status, 405);
+        assert.equal((await box.request('GET', '/elsewhere', { auth: trustedAuth })).status, 404);
+        assert.deepEqual(box.files(alice.id), [], 'nothing refused was stored');
+        // An address alone, or a token alone, makes a user that can receive.
+        const tokenOnly = (await box.users.add('carol@example.org')).user;
+        await box.users.createToken(tokenOnly);
+        await box.users.delete('carol@example.org');
+        assert.equal((await box.deliver(tokenOnly, 'm', 'x')).status, 200);
+      }));
+
+    it('keeps each box to its own user: other users, trusted tokens and forged names get 401', () =>
+      withBox(backend, {}, async (box) => {
+        const alice = await box.createUser(ALICE);
+        const bob = await box.createUser(BOB);
+        assert.equal((await box.deliver(alice.id, 'private', 'for alice only')).status, 200);
+        const attempts: [string, string | undefined][] = [
+          ['no credential', undefined],
+          ['bob', bob.auth],
+          ['bob naming alice', tokenHeader(alice.id, bob.token)],
+          ['trusted application', trustedAuth],
+          ['a wrong token', tokenHeader(alice.id, 'guess')],
+        ];
+        for (const [who, auth] of attempts) {
+          for (const [method, path] of [['GET', `/blobs/${alice.id}/`], ['GET', `/blobs/${alice.id}/private`], ['DELETE', `/blobs/${alice.id}/private`], ['POST', `/blobs/${alice.id}/private/reserve`]] as const) {
+            const answer = await box.request(method, path, { auth });
+            assert.equal(answer.status, 401, `${who}: ${method} ${path}`);
+          }
+        }
+        // The same answer for a box that does not exist: nothing reveals which ones do.
+        assert.equal((await box.request('GET', '/blobs/00000000-0000-4000-8000-000000000000/', { auth: bob.auth })).status, 401);
+        assert.deepEqual(await json(await box.request('GET', `/blobs/${alice.id}/`, { auth: alice.auth })), ['private']);
+        assert.deepEqual(await json(await box.request('GET', `/blobs/${bob.id}/`, { auth: bob.auth })), []);
+      }));
+
+    it('fetches byte ranges: 206 with Content-Range, 416 when unsatisfiable, 404 when absent', () =>
+      withBox(backend, {}, async (box) => {
+        const alice = await box.createUser(ALICE);
+        const payload = Buffer.from('0123456789abcdefghij');
+        await box.deliver(alice.id, 'r', payload);
+        const range = async (header: string) => box.request('GET', `/blobs/${alice.id}/r`, { auth: alice.auth, headers: { range: header } });
+        const cases: [string, number, string, string][] = [
+          ['bytes=2-5', 206, '2345', 'bytes 2-5/20'],
+          ['bytes=15-', 206, 'fghij', 'bytes 15-19/20'],
+          ['bytes=-3', 206, 'hij', 'bytes 17-19/20'],
+          ['bytes=18-100', 206, 'ij', 'bytes 18-19/20'],
+        ];
+        for (const [header, status, body, contentRange] of cases) {
+          const answer = await range(header);
+          assert.equal(answer.status, status, header);
+          assert.equal(answer.headers.get('content-range'), contentRange, header);
+          assert.equal(answer.headers.get('content-length'), String(body.length), header);
+          assert.equal(await answer.text(), body, header);
+        }
+        const unsatisfiable = await range('bytes=20-');
+        assert.equal(unsatisfiable.status, 416);
+        assert.equal(unsatisfiable.headers.get('content-range'), 'bytes */20');
+        const several = await range('bytes=0-1,4-5');
+        assert.equal(several.status, 200, 'several ranges: the whole blob');
+        assert.equal(await several.text(), payload.toString());
+        assert.equal((await box.request('GET', `/blobs/${alice.id}/missing`, { auth: alice.auth })).status, 404);
+      }));
+
+    it('lists PENDING blobs oldest first, with every qualifier, without touching blob files', () =>
+      withBox(backend, {}, async (box) => {
+        const alice = await box.createUser(ALICE);
+        const sizes: Record<string, number> = { a: 10, b: 2000, c: 30, d: 40, e: 50 };
+        for (const [id, size] of Object.entries(sizes)) assert.equal((await box.deliver(alice.id, id, randomBytes(size), { scheme: 'openpgp' })).status, 200);
+        assert.equal((await box.deliver(alice.id, 'other-ns', 'x', { namespace: 'MX' })).status, 200);
+        for (const [index, id] of ['a', 'b', 'c', 'd', 'e'].entries()) await age(box, alice.id, id, 100 - index);
+        const list = async (query: string) => json(await box.request('GET', `/blobs/${alice.id}/${query}`, { auth: alice.auth }));
+
+        assert.deepEqual(await list(''), ['a', 'b', 'c', 'd', 'e']);
+        assert.deepEqual(await json(await box.request('GET', `/blobs/${alice.id}`, { auth: alice.auth })), ['a', 'b', 'c', 'd', 'e'], 'no trailing slash');
+        assert.deepEqual(await list('?namespace=MX'), ['other-ns']);
+        assert.deepEqual(await list('?order_by=-date'), ['e', 'd', 'c', 'b', 'a']);
+        assert.deepEqual(await list('?order_by=+date'), ['a', 'b', 'c', 'd', 'e'], '"+" arrives as a space');
+        assert.deepEqual(await list('?order_by=%2Bdate'), ['a', 'b', 'c', 'd', 'e']);
+        assert.deepEqual(await list('?limit=2'), ['a', 'b']);
+        assert.deepEqual(await list('?limit=2&page=2'), ['c', 'd']);
+        assert.deepEqual(await list('?limit=2&page=3'), ['e']);
+        assert.deepEqual(await list('?limit=2&page=4'), []);
+        assert.deepEqual(await list('?size_limit=40'), ['a', 'c', 'd']);
+        assert.deepEqual(await list('?only_count=1'), { count: 5 });
+        assert.deepEqual(await list('?only_count=1&size_limit=40'), { count: 3 });
+        const details = (await list('?details=1&limit=1&order_by=-date')) as Record<string, unknown>[];
+        assert.equal(details.length, 1);
+        assert.deepEqual({ ...details[0], created_at: undefined }, { id: 'e', size: 50, state: 'PENDING', flags: ['PENDING'], scheme: 'openpgp', created_at: undefined });
+        assert.ok(Math.abs(Date.parse(String(details[0]!.created_at)) - (Date.now() - 96_000)) < 30_000, 'created_at is the arrival time');
+
+        // State filters.
+        const reserved = await reserve(box, alice.auth, alice.id, 'b');
+        const { reservation } = (await json(reserved)) as { reservation: string };
+        assert.deepEqual(await list(''), ['a', 'c', 'd', 'e'], 'PROCESSING is not listed by default');
+        assert.deepEqual(await list('?include_processing=1'), ['a', 'b', 'c', 'd', 'e']);
+        assert.deepEqual(await list('?filter_flag=PROCESSING'), ['b']);
+        assert.equal((await setFlags(box, alice.auth, alice.id, 'b', ['FAILED'], { 'x-reservation': reservation })).status, 200);
+        assert.deepEqual(await list('?include_processing=1'), ['a', 'c', 'd', 'e'], 'FAILED is skipped');
+        assert.deepEqual(await list('?filter_flag=FAILED'), ['b']);
+        assert.deepEqual(await list('?filter_flag=PERMANENT'), []);
+        assert.deepEqual(await list('?only_count=1&filter_flag=FAILED'), { count: 1 });
+
+        for (const bad of ['?page=2', '?limit=0', '?limit=x', '?order_by=size', '?filter_flag=SEEN', '?only_count=maybe', '?size_limit=-1', '?namespace=a.b']) {
+          assert.equal((await box.request('GET', `/blobs/${alice.id}/${bad}`, { auth: alice.auth })).status, 400, bad);
+        }
+        // Listing reads metadata only: it works with the files gone.
+        for (const file of box.files(alice.id)) (await import('node:fs')).rmSync(`${box.blobsPath}/${alice.id}/mx/${file}`);
+        assert.deepEqual(await list('?order_by=-date'), ['e', 'd', 'c', 'a']);
+      }));
+
+    it('runs the state machine: reserve, 409 for a second client, confirm only with the reservation', () =>
+      withBox(backend, {}, async (box) => {
+        const alice = await box.createUser(ALICE);
+        await box.deliver(alice.id, 'm1', 'one');
+        const flags = async (id: string) => json(await box.request('GET', `/blobs/${alice.id}/${id}?only_flags=1`, { auth: alice.auth }));
+        assert.deepEqual(await flags('m1'), ['PENDING']);
+        assert.equal((await reserve(box, alice.auth, alice.id, 'absent')).status, 404);
+        const first = await reserve(box, alice.auth, alice.id, 'm1');
+        const { reservation, expires_at: expiresAt } = (await json(first)) as { reservation: string; expires_at: string };
+        assert.match(reservation, /^[A-Za-z0-9_-]{40,}$/);
+        assert.ok(Math.abs(Date.parse(expiresAt) - (Date.now() + 1000)) < 5000, `expires in about the threshold: ${expiresAt}`);
+        assert.equal((await reserve(box, alice.auth, alice.id, 'm1')).status, 409, 'a second client cannot take it');
+        assert.deepEqual(await flags('m1'), ['PROCESSING']);
+        assert.equal((await box.request('GET', `/blobs/${alice.id}/m1`, { auth: alice.auth })).status, 200, 'the holder downloads it');
+
+        assert.equal((await setFlags(box, alice.auth, alice.id, 'm1', ['PROCESSED'])).status, 409, 'no reservation');
+        assert.equal((await setFlags(box, alice.auth, alice.id, 'm1', ['PROCESSED'], { 'x-reservation': 'forged' })).status, 409, 'wrong reservation');
+        const unknown = await setFlags(box, alice.auth, alice.id, 'm1', ['PROCESSED', 'SEEN'], { 'x-reservation': reservation });
+        assert.equal(unknown.status, 406);
+        assert.equal(await unknown.text(), 'invalid flag: SEEN');
+        assert.equal((await setFlags(box, alice.auth, alice.id, 'm1', ['PROCESSING'], { 'x-reservation': reservation })).status, 409, 'the server reserves, not the client');
+        for (const bad of [[], ['PERMANENT'], ['PROCESSED', 'FAILED'], 'PROCESSED', { flags: [] }]) {
+          assert.equal((await setFlags(box, alice.auth, alice.id, 'm1', bad, { 'x-reservation': reservation })).status, 400, JSON.stringify(bad));
+        }
+        assert.equal((await box.request('POST', `/blobs/${alice.id}/m1`, { auth: alice.auth, body: 'not json' })).status, 400);
+        assert.equal((await setFlags(box, alice.auth, alice.id, 'absent', ['PROCESSED'], { 'x-reservation': reservation })).status, 404);
+        assert.deepEqual(await flags('m1'), ['PROCESSING'], 'refused changes changed nothing');
+
+        assert.equal((await setFlags(box, alice.auth, alice.id, 'm1', ['PROCESSED'], { 'x-reservation': reservation })).status, 200);
+        assert.deepEqual(await flags('m1'), ['PROCESSED']);
+        assert.equal((await setFlags(box, alice.auth, alice.id, 'm1', ['PROCESSED'], { 'x-reservation': reservation })).status, 409, 'a reservation is used once');
+        assert.equal((await reserve(box, alice.auth, alice.id, 'm1')).status, 409, 'a PROCESSED blob is not reserved again');
+
+        // Releasing gives it back.
+        await box.deliver(alice.id, 'm2', 'two');
+        const second = (await json(await reserve(box, alice.auth, alice.id, 'm2'))) as { reservation: string };
+        assert.equal((await setFlags(box, alice.auth, alice.id, 'm2', ['PENDING'], { 'x-reservation': second.reservation })).status, 200);
+        assert.deepEqual(await flags('m2'), ['PENDING']);
+        assert.equal((await reserve(box, alice.auth, alice.id, 'm2')).status, 200);
+      }));
+
+    it('expires a reservation after the threshold: PENDING again, the stalled client can no longer confirm', () =>
+      withBox(backend, { processing_threshold_seconds: 1 }, async (box) => {
+        const alice = await box.createUser(ALICE);
+        await box.deliver(alice.id, 'slow', 'x');
+        const stalled = (await json(await reserve(box, alice.auth, alice.id, 'slow'))) as { reservation: string };
+        assert.deepEqual(await json(await box.request('GET', `/blobs/${alice.id}/`, { auth: alice.auth })), []);
+        await sleep(1300);
+        assert.deepEqual(await json(await box.request('GET', `/blobs/${alice.id}/slow?only_flags=1`, { auth: alice.auth })), ['PENDING']);
+        assert.deepEqual(await json(await box.request('GET', `/blobs/${alice.id}/`, { auth: alice.auth })), ['slow']);
+        assert.equal((await setFlags(box, alice.auth, alice.id, 'slow', ['PROCESSED'], { 'x-reservation': stalled.reservation })).status, 409);
+        const taken = (await json(await reserve(box, alice.auth, alice.id, 'slow'))) as { reservation: string };
+        assert.equal((await setFlags(box, alice.auth, alice.id, 'slow', ['PROCESSED'], { 'x-reservation': taken.reservation })).status, 200);
+
+        // Expiry without a listing in between: reserve takes over an expired reservation directly.
+        await box.deliver(alice.id, 'again', 'y');
+        await json(await reserve(box, alice.auth, alice.id, 'again'));
+        assert.equal((await reserve(box, alice.auth, alice.id, 'again')).status, 409);
+        await sleep(1300);
+        assert.equal((await reserve(box, alice.auth, alice.id, 'again')).status, 200);
+      }));
+
+    it('records failures with the client version; permanent ones are purged with PROCESSED ones after the retention', () =>
+      withBox(backend, { retention_hours: 1.5 / 3600 }, async (box) => {
+        const alice = await box.createUser(ALICE);
+        for (const id of ['done', 'temp-fail', 'perm-fail', 'waiting']) await box.deliver(alice.id, id, Buffer.alloc(100, id));
+        const finish = async (id: string, flags: string[], version?: string) => {
+          const { reservation } = (await json(await reserve(box, alice.auth, alice.id, id))) as { reservation: string };
+          const headers: Record<string, string> = { 'x-reservation': reservation, ...(version ? { 'x-client-version': version } : {}) };
+          assert.equal((await setFlags(box, alice.auth, alice.id, id, flags, headers)).status, 200);
+        };
+        await finish('done', ['PROCESSED']);
+        await finish('temp-fail', ['FAILED'], 'bitmask-0.10.1');
+        await finish('perm-fail', ['PERMANENT', 'FAILED'], 'bitmask-0.11.0');
+        const flags = async (id: string) => json(await box.request('GET', `/blobs/${alice.id}/${id}?only_flags=1`, { auth: alice.auth }));
+        assert.deepEqual(await flags('temp-fail'), ['FAILED']);
+        assert.deepEqual(await flags('perm-fail'), ['FAILED', 'PERMANENT']);
+        const rows = await box.db.query<{ blob_id: string; failed_version: string | null; failed_permanent: boolean }>(
+          `SELECT blob_id, failed_version, failed_permanent FROM lacre_blobs WHERE state = 'FAILED' ORDER BY blob_id`,
+        );
+        assert.deepEqual(rows.map((r) => ({ ...r })), [
+          { blob_id: 'perm-fail', failed_version: 'bitmask-0.11.0', failed_permanent: true },
+          { blob_id: 'temp-fail', failed_version: 'bitmask-0.10.1', failed_permanent: false },
+        ]);
+        assert.deepEqual(await json(await box.request('GET', `/blobs/${alice.id}/`, { auth: alice.auth })), ['waiting']);
+        assert.equal((await reserve(box, alice.auth, alice.id, 'temp-fail')).status, 409, 'failed blobs are not handed out again');
+
+        assert.equal(await box.server.purge(), 0, 'nothing is older than the retention yet');
+        assert.equal(box.files(alice.id).length, 4);
+        await sleep(1700);
+        assert.equal(await box.server.purge(), 2);
+        const left = (await json(await box.request('GET', `/blobs/${alice.id}/?details=1&include_processing=1`, { auth: alice.auth }))) as { id: string }[];
+        assert.deepEqual(left.map((b) => b.id), ['waiting']);
+        assert.deepEqual(await json(await box.request('GET', `/blobs/${alice.id}/?filter_flag=FAILED`, { auth: alice.auth })), ['temp-fail']);
+        assert.equal((await box.request('GET', `/blobs/${alice.id}/done`, { auth: alice.auth })).status, 404);
+        assert.equal(box.files(alice.id).length, 2, 'the purged blobs\u2019 files are gone');
+        assert.equal(await usage(box, alice.id), 200);
+      }));
+
+    it('deletes blobs and lets users store their own (409 exists, 507 over quota)', () =>
+      withBox(backend, { quota: 1000 }, async (box) => {
+        const alice = await box.createUser(ALICE);
+        const own = await box.request('PUT', `/blobs/${alice.id}/draft?namespace=drafts`, { auth: alice.auth, body: Buffer.alloc(600, 1) });
+        assert.equal(own.status, 200);
+        assert.equal((await box.request('PUT', `/blobs/${alice.id}/draft?namespace=drafts`, { auth: alice.auth, body: 'x' })).status, 409);
+        const over = await box.request('PUT', `/blobs/${alice.id}/big?namespace=drafts`, { auth: alice.auth, body: Buffer.alloc(500, 2) });
+        assert.equal(over.status, 507);
+        assert.equal(await over.text(), 'Quota Exceeded!');
+        assert.deepEqual(await json(await box.request('GET', `/blobs/${alice.id}/?namespace=drafts`, { auth: alice.auth })), ['draft']);
+        assert.equal((await box.request('DELETE', `/blobs/${alice.id}/draft?namespace=drafts`, { auth: alice.auth })).status, 200);
+        assert.equal((await box.request('DELETE', `/blobs/${alice.id}/draft?namespace=drafts`, { auth: alice.auth })).status, 404);
+        assert.deepEqual(box.files(alice.id, 'drafts'), []);
+        assert.equal(await usage(box, alice.id), 0);
+        assert.equal((await box.request('PUT', `/blobs/${alice.id}/big?namespace=drafts`, { auth: alice.auth, body: Buffer.alloc(500, 2) })).status, 200, 'room again after the delete');
+        assert.equal((await box.request('PATCH', `/blobs/${alice.id}/big`, { auth: alice.auth })).status, 405);
+      }));
+
+    it('refuses writes over quota plus tolerance with 507 and stores nothing, streamed or declared', () =>
+      withBox(backend, { quota: 1000, quota_tolerance: 100 }, async (box) => {
+        const alice = await box.createUser(ALICE);
+        assert.equal((await box.deliver(alice.id, 'fits', Buffer.alloc(900))).status, 200);
+        const streamed = await box.request('PUT', `/incoming/${alice.id}/too-big`, { auth: trustedAuth, body: chunked(randomBytes(300_000)) });
+        assert.equal(streamed.status, 507, 'chunked upload larger than the room left');
+        assert.equal(await streamed.text(), 'Quota Exceeded!');
+        const declared = await box.deliver(alice.id, 'too-big', Buffer.alloc(201));
+        assert.equal(declared.status, 507, 'Content-Length over the room left');
+        assert.deepEqual(box.tempFiles(), [], 'no temporary file is left');
+        assert.equal(box.files(alice.id).length, 1, 'nothing of the refused blobs was kept');
+        assert.equal((await box.request('GET', `/blobs/${alice.id}/too-big?only_flags=1`, { auth: alice.auth })).status, 404);
+        assert.equal((await box.deliver(alice.id, 'tolerated', Buffer.alloc(200))).status, 200, 'up to quota + tolerance');
+        assert.equal(await usage(box, alice.id), 1100);
+        assert.equal((await box.deliver(alice.id, 'one-more-byte', Buffer.alloc(1))).status, 507);
+      }));
+
+    it('checks quota race-free: of concurrent writes, only those that fit are stored', () =>
+      withBox(backend, { quota: 1000 }, async (box) => {
+        const alice = await box.createUser(ALICE);
+        const answers = await Promise.all(
+          Array.from({ length: 10 }, (_, index) => box.request('PUT', `/incoming/${alice.id}/c${index}`, { auth: trustedAuth, body: chunked(Buffer.alloc(300, index), 100) })),
+        );
+        const statuses = answers.map((answer) => answer.status).sort();
+        assert.deepEqual(statuses, [200, 200, 200, 507, 507, 507, 507, 507, 507, 507]);
+        assert.equal(await usage(box, alice.id), 900);
+        assert.equal(box.files(alice.id).length, 3);
+        assert.deepEqual(box.tempFiles(), []);
+        // Concurrent deliveries of one id: exactly one is stored.
+        const same = await Promise.all(Array.from({ length: 5 }, () => box.deliver(alice.id, 'dup', Buffer.alloc(10))));
+        assert.deepEqual(same.map((answer) => answer.status).sort(), [200, 409, 409, 409, 409]);
+        assert.equal(box.files(alice.id).length, 4);
+      }));
+
+    it('answers "Expect: 100-continue" before the body: a refused delivery is never sent', () =>
+      withBox(backend, {}, async (box) => {
+        const alice = await box.createUser(ALICE);
+        await box.deliver(alice.id, 'exists', 'x');
+        const send = (id: string) =>
+          new Promise<{ status: number; continued: boolean }>((resolve, reject) => {
+            let continued = false;
+            const request = httpRequest(`${box.base}/incoming/${alice.id}/${id}`, {
+              method: 'PUT',
+              headers: { authorization: trustedAuth, expect: '100-continue', 'content-length': '5' },
+            });
+            request.on('continue', () => {
+              continued = true;
+              request.end('hello');
+            });
+            request.on('response', (response) => {
+              response.resume();
+              response.on('end', () => resolve({ status: response.statusCode ?? 0, continued }));
+            });
+            request.on('error', reject);
+            request.flushHeaders();
+          });
+        assert.deepEqual(await send('exists'), { status: 409, continued: false });
+        assert.deepEqual(await send('fresh'), { status: 200, continued: true });
+        const body = await box.request('GET', `/blobs/${alice.id}/fresh`, { auth: alice.auth });
+        assert.equal(await body.text(), 'hello');
+      }));
+
+    it('lists a few thousand blobs quickly through the listing index', () =>
+      withBox(backend, {}, async (box) => {
+        const alice = await box.createUser(ALICE);
+        const bob = await box.createUser(BOB);
+        const total = 4000;
+        for (const user of [alice.id, bob.id]) {
+          await box.db.query(
+            `INSERT INTO lacre_blobs (user_uuid, namespace, blob_id, size, file_name, created_at, state)
+             SELECT $1, 'mx', 'b' || lpad(i::text, 6, '0'), i, 'f' || i, now() - make_interval(secs => $2 - i),
+                    CASE WHEN i % 10 = 0 THEN 'PROCESSED' ELSE 'PENDING' END
+               FROM generate_series(1, $2) AS i`,
+            [user, total],
+          );
+        }
+        await box.db.query('ANALYZE lacre_blobs');
+        const pending = total - total / 10;
+        const started = Date.now();
+        const page = (await json(await box.request('GET', `/blobs/${alice.id}/?limit=100&order_by=-date`, { auth: alice.auth }))) as string[];
+        const everything = (await json(await box.request('GET', `/blobs/${alice.id}/`, { auth: alice.auth }))) as string[];
+        const count = (await json(await box.request('GET', `/blobs/${alice.id}/?only_count=1`, { auth: alice.auth }))) as { count: number };
+        const elapsed = Date.now() - started;
+        assert.equal(page.length, 100);
+        assert.equal(page[0], `b${String(total - 1).padStart(6, '0')}`, 'newest first (b004000 is PROCESSED)');
+        assert.equal(everything.length, pending);
+        assert.equal(everything[0], 'b000001');
+        assert.equal(count.count, pending);
+        assert.ok(elapsed < 3000, `three listings of ${total} blobs took ${elapsed} ms`);
+        const plan = await box.db.query<{ 'QUERY PLAN': string }>(
+          `EXPLAIN SELECT blob_id FROM lacre_blobs WHERE user_uuid = $1 AND namespace = 'mx' AND state = 'PENDING' ORDER BY created_at DESC, blob_id DESC LIMIT 100`,
+          [alice.id],
+        );
+        const text = plan.map((row) => row['QUERY PLAN']).join('\n');
+        assert.match(text, /Index Only Scan Backward using lacre_blobs_listing/, text);
+      }));
+
+    it('maps addresses to users case-insensitively for the filter (domain always, local part by default)', () =>
+      withBox(backend, {}, async (box) => {
+        const { user } = await box.users.add('Alice@Example.ORG');
+        assert.deepEqual(await box.users.add('alice@example.org'), { user, added: false }, 'a case variant is the same address');
+        const alias = await box.users.add('postmaster@example.org', user);
+        assert.deepEqual(alias, { user, added: true });
+        await assert.rejects(box.users.add('postmaster@EXAMPLE.org', '00000000-0000-4000-8000-000000000001'), /already belongs/);
+        const directory = createBoxUserDirectory(box.db, { local_part_case_sensitive: false, cache_ttl_seconds: 300 } as { local_part_case_sensitive: boolean });
+        assert.equal(await directory.userFor('ALICE@example.org'), user);
+        assert.equal(await directory.userFor('<postmaster@Example.Org>'), user);
+        assert.equal(await directory.userFor('nobody@example.org'), undefined);
+        assert.equal(await directory.userFor('not an address'), undefined);
+        const sensitive = createBoxUserDirectory(box.db, { local_part_case_sensitive: true });
+        assert.equal(await sensitive.userFor('Alice@EXAMPLE.org'), user);
+        assert.equal(await sensitive.userFor('alice@example.org'), undefined);
+        const stored = await box.users.list();
+        assert.deepEqual(stored.map((e) => [e.email, e.user]).sort(), [['Alice@example.org', user], ['postmaster@example.org', user]]);
+        // Tokens are stored hashed.
+        const { token } = await box.users.createToken('alice@example.org');
+        const [row] = await box.db.query<{ token_hash: string }>('SELECT token_hash FROM lacre_box_tokens WHERE user_uuid = $1', [user]);
+        assert.equal(row!.token_hash, createHash('sha256').update(token).digest('hex'));
+        assert.equal(await box.users.verifyToken(user, token), true);
+        assert.equal(await box.users.verifyToken(user, `${token}x`), false);
+        await assert.rejects(box.users.createToken('00000000-0000-4000-8000-000000000009'), /no box user/);
+      }));
+  });
+}
