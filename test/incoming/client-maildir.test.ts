@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { deliverToMaildir, ensureMaildir, uniqueName } from '../../src/incoming/maildir.js';
+
+describe('Maildir delivery', () => {
+  let root: string;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'lacre-maildir-'));
+  });
+  after(() => rm(root, { recursive: true, force: true }));
+
+  test('creates tmp/, new/ and cur/ (0700) and delivers the exact bytes into new/, leaving tmp/ empty', async () => {
+    const dir = join(root, 'fresh', 'Maildir');
+    const message = Buffer.concat([Buffer.from('Subject: x\r\n\r\nbody\r\n'), Buffer.from([0, 0xff, 0x0a])]);
+    const path = await deliverToMaildir(dir, Readable.from([message.subarray(0, 5), message.subarray(5)]));
+    assert.equal(dirname(path), join(dir, 'new'));
+    assert.deepEqual(await readFile(path), message);
+    for (const sub of ['tmp', 'new', 'cur']) assert.equal((await stat(join(dir, sub))).mode & 0o777, 0o700);
+    assert.equal((await stat(path)).mode & 0o777, 0o600);
+    assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+    assert.deepEqual(await readdir(join(dir, 'cur')), []);
+  });
+
+  test('names follow time.pid_rand.host and never repeat', async () => {
+    const dir = join(root, 'names');
+    const paths = await Promise.all(Array.from({ length: 20 }, (_, i) => deliverToMaildir(dir, Readable.from([Buffer.from(`m${i}`)]))));
+    const names = paths.map((p) => basename(p));
+    assert.equal(new Set(names).size, 20);
+    const host = hostname().replaceAll('/', '\\057').replaceAll(':', '\\072');
+    for (const name of names) {
+      const match = /^(\d+)\.(\d+)_([0-9a-f]{16})\.(.+)$/.exec(name);
+      assert.ok(match, name);
+      assert.ok(Math.abs(Number(match[1]) - Date.now() / 1000) < 60);
+      assert.equal(Number(match[2]), process.pid);
+      assert.equal(match[4], host);
+    }
+    assert.equal((await readdir(join(dir, 'new'))).length, 20);
+    assert.match(uniqueName(new Date(1_700_000_000_000)), /^1700000000\./);
+  });
+
+  test('a source that fails midway leaves nothing in new/ or tmp/', async () => {
+    const dir = join(root, 'failing');
+    await ensureMaildir(dir);
+    async function* broken() {
+      yield Buffer.from('Subject: partial\r\n\r\nfirst half');
+      throw new Error('integrity check failed');
+    }
+    await assert.rejects(deliverToMaildir(dir, broken()), /integrity check failed/);
+    assert.deepEqual(await readdir(join(dir, 'new')), []);
+    assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+  });
+
+  test('an existing Maildir is used as it is', async () => {
+    const dir = join(root, 'existing');
+    await ensureMaildir(dir);
+    const first = await deliverToMaildir(dir, Readable.from([Buffer.from('one')]));
+    const second = await deliverToMaildir(dir, Readable.from([Buffer.from('two')]));
+    assert.deepEqual((await readdir(join(dir, 'new'))).sort(), [basename(first), basename(second)].sort());
+    assert.equal(await readFile(second, 'utf8'), 'two');
+  });
+});
