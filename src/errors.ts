@@ -23,8 +23,14 @@ export class MessageRejectedError extends LacreError {
 export class MessageTooLargeError extends LacreError {}
 /** Policy says a recipient must not get this message now (e.g. on_unusable_key = tempfail/reject). */
 export class RecipientPolicyError extends LacreError {
-  constructor(message: string, readonly permanent: boolean, readonly recipient: string) {
+  constructor(message: string, readonly permanent: boolean, readonly recipient: string, readonly enhancedCode?: string) {
     super(message);
+  }
+}
+/** An Incoming Box did not take a copy; `status` is its HTTP answer (undefined: unreachable or timed out). */
+export class BoxDeliveryError extends LacreError {
+  constructor(message: string, readonly status?: number, options?: { cause?: unknown }) {
+    super(message, options);
   }
 }
 /** A key was refused at import. */

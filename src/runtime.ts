@@ -8,6 +8,8 @@ import type { KeyDirectory } from './keys/types.js';
 import { MessageFilter } from './filter/filter.js';
 import type { Downstream } from './filter/pipeline.js';
 import { Relay } from './smtp/reinject.js';
+import { HttpBoxDownstream } from './incoming/delivery.js';
+import { createBoxUserDirectory } from './incoming/users.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -15,6 +17,8 @@ export interface Runtime {
   readonly db: Database;
   readonly keys: KeyDirectory;
   readonly relay: Relay;
+  /** Present when incoming_box.url is set. */
+  readonly box: HttpBoxDownstream | undefined;
   filterTo(downstream: Downstream): MessageFilter;
   readonly filter: MessageFilter;
   close(): Promise<void>;
@@ -39,17 +43,21 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
   }
   const keys = await createKeyDirectory(db, config.keys, logger);
   const relay = new Relay(config.relay, config.smtp.hostname, logger);
-  const filterTo = (downstream: Downstream) => new MessageFilter(keys, downstream, config);
+  const box = config.incoming_box.url ? new HttpBoxDownstream(config.incoming_box) : undefined;
+  const boxUsers = box ? createBoxUserDirectory(db, config.keys) : undefined;
+  const filterTo = (downstream: Downstream) => new MessageFilter(keys, { relay: downstream, box }, config, boxUsers);
   return {
     config,
     logger,
     db,
     keys,
     relay,
+    box,
     filterTo,
     filter: filterTo(relay),
     async close() {
       relay.close();
+      box?.close();
       await keys.close();
       await db.close();
     },

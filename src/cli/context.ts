@@ -6,4 +6,5 @@ import type { Config } from '../config/schema.js';
 export interface CliContext {
   configFrom(command: Command): Config;
   createLogger(level: string, destination?: NodeJS.WritableStream): Logger;
+  createConfiguredLogger(config: Config['log'], fallback: 'stdout' | 'stderr' | 'none'): Logger;
 }

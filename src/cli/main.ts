@@ -4,12 +4,14 @@ import { Command } from 'commander';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { LacreError } from '../errors.js';
-import { createLogger } from '../log/logger.js';
+import { createConfiguredLogger, createLogger } from '../log/logger.js';
 import { openDatabase } from '../db/open.js';
 import { assertMigrated, migrate } from '../db/migrate.js';
 import { registerKeysCommands, type OpenContext } from './keys.js';
 import { registerMessageCommands } from './message.js';
 import { registerServeCommands } from './serve.js';
+import { registerInboxCommands } from './inbox.js';
+import { registerInboxFetchCommand } from './inbox-fetch.js';
 
 const program = new Command('lacre')
   .description('Encrypting mail gateway: a Postfix content filter that OpenPGP-encrypts mail to recipients with keys')
@@ -28,13 +30,13 @@ export function configFrom(command: Command): Config {
   return loadConfig({ file, env: process.env });
 }
 
-const context = { configFrom, createLogger };
+const context = { configFrom, createLogger, createConfiguredLogger };
 registerServeCommands(program, context);
 registerMessageCommands(program, context);
 /** Key administration: the embedded database migrates itself; a PostgreSQL server must be migrated already. */
 const openKeysContext: OpenContext = async (command) => {
   const config = configFrom(command);
-  const logger = createLogger(config.log.level, process.stderr);
+  const logger = createConfiguredLogger(config.log, 'stderr');
   const db = await openDatabase(config.database, logger);
   try {
     if (db.kind === 'embedded') await migrate(db);
@@ -46,6 +48,7 @@ const openKeysContext: OpenContext = async (command) => {
   return { config, db, logger };
 };
 registerKeysCommands(program, openKeysContext);
+registerInboxFetchCommand(registerInboxCommands(program, context), context);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof LacreError) {

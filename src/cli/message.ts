@@ -9,7 +9,7 @@ import type { Config } from '../config/schema.js';
 import type { FilterOutcome } from '../filter/filter.js';
 import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/pipeline.js';
 import { errorReply, exitCodeFor, replyText, type SmtpReply } from '../filter/reply.js';
-import type { RecipientKeys } from '../keys/types.js';
+import type { RoutedRecipient } from '../filter/plan.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import type { CliContext } from './context.js';
 
@@ -22,7 +22,7 @@ export function registerMessageCommands(program: Command, context: CliContext): 
     .option('--output-dir <dir>', 'write one file per copy into DIR instead of stdout')
     .action(async (options: { from: string; to: string[]; outputDir?: string }, command: Command) => {
       const config = context.configFrom(command);
-      const logger = context.createLogger(config.log.level, process.stderr);
+      const logger = context.createConfiguredLogger(config.log, 'stderr');
       const sink = options.outputDir ? new DirectorySink(options.outputDir) : new StdoutSink(options.to.length > 1);
       const outcome = await runOne(config, logger, options.from, options.to, (runtime) => runtime.filterTo(sink));
       if (outcome.reply.code >= 400) fail(outcome.reply);
@@ -35,14 +35,18 @@ export function registerMessageCommands(program: Command, context: CliContext): 
     .argument('<recipients...>', 'envelope recipients (${recipient})')
     .action(async (recipients: string[], options: { from: string }, command: Command) => {
       const config = context.configFrom(command);
-      const logger = context.createLogger(config.log.level, process.stderr);
+      const logger = context.createConfiguredLogger(config.log, 'none');
       const outcome = await runOne(config, logger, options.from, recipients, (runtime) => runtime.filter).catch(
         (error: unknown): Pick<FilterOutcome, 'reply'> => {
           logger.error({ err: error }, 'pipe: could not process the message');
           return { reply: errorReply(error) };
         },
       );
-      if (outcome.reply.code >= 400) fail(outcome.reply);
+      // pipe(8) puts what we print into the delivery status: only the enhanced code and text, first on the line.
+      if (outcome.reply.code >= 400) {
+        process.stdout.write(`${replyText(outcome.reply)}\n`);
+        process.exitCode = exitCodeFor(outcome.reply);
+      }
     });
 }
 
@@ -56,10 +60,10 @@ async function runOne(
   const runtime = await openRuntime(config, logger);
   try {
     const filter = filterOf(runtime);
-    const recipients: Array<{ address: string; lookup: RecipientKeys }> = [];
+    const recipients: RoutedRecipient[] = [];
     for (const address of to) {
       try {
-        recipients.push({ address, lookup: await filter.lookupRecipient(address) });
+        recipients.push(await filter.lookupRecipient(address));
       } catch (error) {
         process.stdin.resume();
         return { reply: errorReply(error) };

@@ -4,6 +4,7 @@ import { migrate, pendingMigrations } from '../db/migrate.js';
 import { openRuntime } from '../runtime.js';
 import { createSmtpListener } from '../smtp/listener.js';
 import { cleanStaleSpool } from '../filter/spool.js';
+import { startIncomingBoxServer } from '../incoming/server/index.js';
 import type { CliContext } from './context.js';
 
 export function registerServeCommands(program: Command, context: CliContext): void {
@@ -12,9 +13,11 @@ export function registerServeCommands(program: Command, context: CliContext): vo
     .description('run the SMTP/LMTP content filter (and the other services the configuration enables)')
     .action(async (_options, command: Command) => {
       const config = context.configFrom(command);
-      const logger = context.createLogger(config.log.level);
+      const logger = context.createConfiguredLogger(config.log, 'stdout');
       const runtime = await openRuntime(config, logger);
       await cleanStaleSpool(config.encryption.spool_dir, logger);
+      // The box shares the filter's database; it starts first so that copies for it find it listening.
+      const box = config.incoming_box.serve ? await startIncomingBoxServer(config, runtime.db, logger) : undefined;
       const listener = createSmtpListener(config, runtime.filter, logger);
       const address = await listener.listen();
       logger.info(
@@ -24,6 +27,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       await waitForSignal(['SIGTERM', 'SIGINT']);
       logger.info('shutting down: no new connections, finishing messages in flight');
       await listener.close();
+      await box?.close();
       await runtime.close();
     });
 

@@ -88,6 +88,8 @@ const incomingBox = z.strictObject({
 
 const log = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Append log lines to this file instead of stdout (`lacre pipe` logs nowhere without it). */
+  file: z.string().min(1).optional(),
 });
 
 export const configSchema = z.strictObject({

@@ -48,6 +48,23 @@ export async function encryptContent(plaintext: Readable, sessionKey: SessionKey
   return toNodeReadable(out.write() as unknown as ReadableStream<Uint8Array>);
 }
 
+/** The same SEIPD v1 packet for a message held in memory: no streams, several times cheaper for small messages. */
+export async function encryptContentBytes(plaintext: Uint8Array, sessionKey: SessionKey): Promise<Uint8Array> {
+  const message = await openpgp.createMessage({ binary: plaintext, format: 'binary' });
+  const seipd = SeipdClass.fromObject({ version: 1 });
+  seipd.packets = message.packets;
+  await seipd.encrypt(openpgp.enums.symmetric[sessionKey.algorithm], sessionKey.data, config);
+  const out = new openpgp.PacketList<openpgp.AnyPacket>();
+  out.push(seipd as unknown as openpgp.AnyPacket);
+  return out.write() as Uint8Array;
+}
+
+/** ASCII armor with checksum of a message held in memory, lines ending in `eol`. */
+export function armorBytes(binary: Uint8Array, eol: '\r\n' | '\n'): Buffer {
+  const text = openpgp.armor(openpgp.enums.armor.message, binary, undefined, undefined, undefined, true, config) as string;
+  return Buffer.from(eol === '\n' ? text : text.replaceAll('\n', '\r\n'), 'latin1');
+}
+
 /** PKESK v3 packets giving `keys` (one recipient's keys) the session key. */
 export async function sessionKeyPackets(sessionKey: SessionKey, keys: readonly PublicKey[]): Promise<Buffer> {
   const packets = await openpgp.encryptSessionKey({

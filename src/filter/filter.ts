@@ -2,14 +2,17 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { RecipientPolicyError } from '../errors.js';
-import type { KeyDirectory, RecipientKeys } from '../keys/types.js';
-import { processMessage, type Downstream, type FilterOptions, type MessageResult } from './pipeline.js';
+import type { KeyDirectory } from '../keys/types.js';
+import { parseAddress } from '../keys/address.js';
+import { processMessage, type Downstreams, type FilterOptions, type MessageResult } from './pipeline.js';
+import type { RoutedRecipient } from './plan.js';
 import { errorReply, messageReply, recipientReplies, type SmtpReply } from './reply.js';
 
 export interface FilterRequest {
   readonly from: string;
-  readonly recipients: ReadonlyArray<{ address: string; lookup: RecipientKeys }>;
+  readonly recipients: readonly RoutedRecipient[];
   readonly body: Readable;
+  readonly queueId?: string | undefined;
   readonly use8BitMime: boolean;
   readonly sizeExceeded?: () => boolean;
   /** Bytes read so far, for the log line. */
@@ -25,12 +28,18 @@ export interface FilterOutcome {
   readonly result?: MessageResult;
 }
 
-/** The per-message service: recipient policy at RCPT time, then the pipeline, the replies and the log line. */
+/** Which Incoming Box user (UUID) an address is delivered to, if any. */
+export interface BoxUserDirectory {
+  userFor(address: string): Promise<string | undefined>;
+}
+
+/** The per-message service: routing and recipient policy at RCPT time, then the pipeline, the replies and the log line. */
 export class MessageFilter {
   constructor(
     private readonly keys: KeyDirectory,
-    private readonly downstream: Downstream,
+    private readonly downstreams: Downstreams,
     private readonly config: Config,
+    private readonly boxUsers?: BoxUserDirectory,
   ) {}
 
   get options(): FilterOptions {
@@ -39,26 +48,47 @@ export class MessageFilter {
       groupRecipients: this.config.encryption.group_recipients,
       spoolDir: this.config.encryption.spool_dir,
       spoolMemory: this.config.encryption.spool_memory,
+      boxScheme: this.config.incoming_box.scheme,
+      boxNamespace: this.config.incoming_box.namespace,
     };
   }
 
   /**
-   * Looks a recipient up and applies on_unusable_key. Throws RecipientPolicyError (refuse this recipient) or
-   * DatabaseUnavailableError (try again later): never "no key" because the store could not be read.
+   * Looks a recipient up, routes it (relay or Incoming Box) and applies the policies. Throws
+   * RecipientPolicyError (refuse this recipient) or DatabaseUnavailableError (try again later): never "no key"
+   * because the store could not be read.
    */
-  async lookupRecipient(address: string): Promise<RecipientKeys> {
+  async lookupRecipient(address: string): Promise<RoutedRecipient> {
     const lookup = await this.keys.lookup(address);
-    if (lookup.kind !== 'unusable') return lookup;
-    const policy = this.config.encryption.on_unusable_key;
-    if (policy === 'plain') return lookup;
-    throw new RecipientPolicyError(`recipient's OpenPGP key is not usable (${lookup.reason})`, policy === 'reject', address);
+    if (lookup.kind === 'unusable' && this.config.encryption.on_unusable_key !== 'plain') {
+      const permanent = this.config.encryption.on_unusable_key === 'reject';
+      throw new RecipientPolicyError(`recipient's OpenPGP key is not usable (${lookup.reason})`, permanent, address);
+    }
+    const boxUser = await this.boxUserFor(address);
+    if (boxUser === undefined) return { address, lookup };
+    if (lookup.kind === 'usable') return { address, lookup, boxUser };
+    const policy = this.config.incoming_box.no_key;
+    if (policy === 'plain') return { address, lookup };
+    throw new RecipientPolicyError('recipient has an Incoming Box but no usable OpenPGP key', policy === 'reject', address);
+  }
+
+  private async boxUserFor(address: string): Promise<string | undefined> {
+    const box = this.config.incoming_box;
+    if (box.url === undefined || !this.boxUsers) return undefined;
+    const user = await this.boxUsers.userFor(address);
+    if (user !== undefined) return user;
+    const domain = domainOrUndefined(address);
+    if (domain !== undefined && box.domains.some((d) => d.toLowerCase() === domain)) {
+      throw new RecipientPolicyError('no Incoming Box for this recipient', true, address, '5.1.1');
+    }
+    return undefined;
   }
 
   async process(request: FilterRequest): Promise<FilterOutcome> {
     const started = performance.now();
     const addresses = request.recipients.map((r) => r.address);
     try {
-      const result = await processMessage(request, this.downstream, this.options);
+      const result = await processMessage(request, this.downstreams, this.options);
       const outcome = { reply: messageReply(result), recipientReplies: recipientReplies(addresses, result), result };
       this.logOutcome(request, outcome, started);
       return outcome;
@@ -89,5 +119,13 @@ export class MessageFilter {
     };
     if (outcome.reply.code >= 400) request.log.warn(fields, 'message not accepted');
     else request.log.info(fields, 'message accepted');
+  }
+}
+
+function domainOrUndefined(address: string): string | undefined {
+  try {
+    return parseAddress(address).domain;
+  } catch {
+    return undefined;
   }
 }

@@ -1,16 +1,17 @@
 import { PassThrough, Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createHash, type Hash } from 'node:crypto';
 import libbase64 from 'libbase64';
 import libqp from 'libqp';
 import { MessageTooLargeError, LacreError } from '../errors.js';
-import { armorMessage, encryptContent, newSessionKey, sessionKeyPackets, type SessionKey } from '../crypto/encrypt.js';
-import type { RecipientKeys } from '../keys/types.js';
+import { armorBytes, armorMessage, encryptContent, encryptContentBytes, newSessionKey, sessionKeyPackets, type SessionKey } from '../crypto/encrypt.js';
 import { splitMessage } from '../mime/split.js';
 import type { SplitMessage } from '../mime/header.js';
 import { contentEntityHead, inlineEnvelope, pgpMimeEnvelope } from '../mime/assemble.js';
 import { alreadyEncryptedReason, contentTypeOf, inlineEligible, INLINE_PEEK_BYTES, messageIdOf, transferEncodingOf } from '../mime/inspect.js';
 import { fanOut } from './fanout.js';
-import { planDelivery, type Copy, type CopyKind, type Plan } from './plan.js';
+import { planDelivery, type Copy, type EncryptedKind, type Plan, type RoutedRecipient } from './plan.js';
+import { blobIdFor } from './blob-id.js';
 import { CipherSpool, defaultSpoolDir } from './spool.js';
 
 export interface OutboundEnvelope {
@@ -28,8 +29,26 @@ export interface Downstream {
   send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections>;
 }
 
+/** Scheme names as the Incoming Box contract spells them (X-Incoming-Scheme). */
+export type BoxScheme = 'openpgp' | 'openpgp-mime' | 'openpgp-inline' | 'raw';
+
+/** An Incoming Box as the filter sees it: a PUT of one copy for one user, accepted or not. */
+export interface BoxDownstream {
+  /** Resolves when stored, or already stored under this id (a retry); rejects with a LacreError otherwise. */
+  put(user: string, blobId: string, scheme: BoxScheme, raw: Readable): Promise<void>;
+}
+
+export interface Downstreams {
+  readonly relay: Downstream;
+  readonly box?: BoxDownstream | undefined;
+}
+
 export interface FilterOptions {
   readonly maxHeaderSize: number;
+  /** Messages up to this many body bytes are encrypted from memory (default BUFFERED_MESSAGE_LIMIT). */
+  readonly bufferLimit?: number;
+  readonly boxScheme?: 'openpgp' | 'openpgp-mime';
+  readonly boxNamespace?: string;
   readonly groupRecipients: boolean;
   readonly spoolDir?: string | undefined;
   readonly spoolMemory: number;
@@ -37,8 +56,10 @@ export interface FilterOptions {
 
 export interface MessageInput {
   readonly from: string;
-  readonly recipients: ReadonlyArray<{ address: string; lookup: RecipientKeys }>;
+  readonly recipients: readonly RoutedRecipient[];
   readonly body: Readable;
+  /** Postfix's queue id (XFORWARD IDENT), which stays the same when Postfix retries the message. */
+  readonly queueId?: string | undefined;
   readonly use8BitMime: boolean;
   /** True once the input turned out larger than allowed (smtp-server tells at the end of DATA). */
   readonly sizeExceeded?: () => boolean;
@@ -74,7 +95,7 @@ interface Inspected {
  * nothing has been accepted downstream... except copies that had already completed, which the caller
  * reports as a tempfail (Postfix then retries: a possible duplicate, never a loss).
  */
-export async function processMessage(input: MessageInput, downstream: Downstream, options: FilterOptions): Promise<MessageResult> {
+export async function processMessage(input: MessageInput, downstreams: Downstreams, options: FilterOptions): Promise<MessageResult> {
   const source = input.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   try {
     const { split, rest } = await inspect(source, options.maxHeaderSize);
@@ -85,8 +106,9 @@ export async function processMessage(input: MessageInput, downstream: Downstream
       alreadyEncrypted,
       inlineEligible: inlineEligible(type),
       groupRecipients: options.groupRecipients,
+      boxScheme: options.boxScheme ?? 'openpgp',
     });
-    const results = await produceAndDeliver(plan, split, rest, input, downstream, options);
+    const results = await produceAndDeliver(plan, split, rest, input, downstreams, options);
     return { plan, results, messageId: messageIdOf(split.fields), alreadyEncrypted };
   } finally {
     // smtp-server only answers once the DATA stream has ended: drain whatever an early failure left unread.
@@ -116,39 +138,121 @@ async function* bodyChunks(split: SplitMessage, rest: AsyncIterator<Buffer>): As
 }
 
 interface Encryption {
-  readonly kind: Exclude<CopyKind, 'plain'>;
-  readonly sessionKey: SessionKey;
+  readonly kind: EncryptedKind | 'raw';
+  readonly sessionKey: SessionKey | undefined;
   readonly spool: CipherSpool;
   readonly input: Writable;
   readonly done: Promise<void>;
 }
+
+/**
+ * Messages up to this size are read whole and encrypted from memory: for small messages openpgp.js's web
+ * streams cost several times the encryption itself. A fixed bound, so memory stays flat (rule 3).
+ */
+export const BUFFERED_MESSAGE_LIMIT = 256 * 1024;
 
 async function produceAndDeliver(
   plan: Plan,
   split: SplitMessage,
   rest: AsyncIterator<Buffer>,
   input: MessageInput,
-  downstream: Downstream,
+  downstreams: Downstreams,
+  options: FilterOptions,
+): Promise<CopyResult[]> {
+  const body = bodyChunks(split, rest);
+  const head: Buffer[] = [];
+  let headBytes = 0;
+  for (;;) {
+    if (headBytes > (options.bufferLimit ?? BUFFERED_MESSAGE_LIMIT)) {
+      const restOfBody = { [Symbol.asyncIterator]: () => body };
+      return produceStreaming(plan, split, concat(head, restOfBody), input, downstreams, options);
+    }
+    const next = await body.next();
+    if (next.done) return produceBuffered(plan, split, Buffer.concat(head, headBytes), input, downstreams, options);
+    head.push(next.value);
+    headBytes += next.value.length;
+  }
+}
+
+/** The whole message is in memory: encrypt each kind once, then deliver every copy. */
+async function produceBuffered(
+  plan: Plan,
+  split: SplitMessage,
+  body: Buffer,
+  input: MessageInput,
+  downstreams: Downstreams,
+  options: FilterOptions,
+): Promise<CopyResult[]> {
+  if (input.sizeExceeded?.()) throw new MessageTooLargeError('message exceeds smtp.max_size');
+  const whole = Buffer.concat([split.headerBlock, split.separator, body]);
+  const digest = createHash('sha256').update(whole).digest('hex');
+  const ciphertexts = new Map<EncryptedKind, { sessionKey: SessionKey; data: Uint8Array }>();
+  for (const kind of ['mime', 'inline', 'whole'] as const) {
+    const copies = plan.copies.filter((copy) => copy.kind === kind);
+    if (copies.length === 0) continue;
+    const sessionKey = await newSessionKey(copies.flatMap((copy) => copy.keys));
+    ciphertexts.set(kind, { sessionKey, data: await encryptContentBytes(plaintextOf(kind, split, body, whole), sessionKey) });
+  }
+  const produced = await Promise.all(
+    plan.copies.map(async (copy) => {
+      const ciphertext = copy.kind === 'plain' || copy.kind === 'raw' ? undefined : ciphertexts.get(copy.kind);
+      return { copy, bytes: ciphertext ? await encryptedCopyBytes(copy, ciphertext, split) : whole };
+    }),
+  );
+  const never = new AbortController().signal;
+  return Promise.all(
+    produced.map(({ copy, bytes }) => {
+      const raw = Readable.from([bytes]);
+      return deliver(() => sendCopy(copy, raw, { input, downstreams, options, digest }), copy, raw, never, () => undefined);
+    }),
+  );
+}
+
+function plaintextOf(kind: EncryptedKind, split: SplitMessage, body: Buffer, whole: Buffer): Buffer {
+  if (kind === 'whole') return whole;
+  if (kind === 'mime') return Buffer.concat([contentEntityHead(split), body]);
+  const encoding = transferEncodingOf(split.fields);
+  if (encoding === 'base64') return libbase64.decode(body.toString('latin1'));
+  if (encoding === 'quoted-printable') return libqp.decode(body.toString('latin1'));
+  return body;
+}
+
+async function encryptedCopyBytes(copy: Copy, ciphertext: { sessionKey: SessionKey; data: Uint8Array }, split: SplitMessage): Promise<Buffer> {
+  const keyPackets = await sessionKeyPackets(ciphertext.sessionKey, copy.keys);
+  const armored = armorBytes(Buffer.concat([keyPackets, ciphertext.data]), split.eol);
+  if (copy.kind === 'whole') return armored;
+  const envelope = copy.kind === 'mime' ? pgpMimeEnvelope(split) : inlineEnvelope(split);
+  return Buffer.concat([envelope.prefix, armored, envelope.suffix]);
+}
+
+/** Bigger messages: the body streams once through every encryptor (and the plain copy) into spools. */
+async function produceStreaming(
+  plan: Plan,
+  split: SplitMessage,
+  bodyStream: AsyncIterable<Buffer>,
+  input: MessageInput,
+  downstreams: Downstreams,
   options: FilterOptions,
 ): Promise<CopyResult[]> {
   const abort = new AbortController();
   const fail = (error: unknown) => abort.abort(error);
-  const envelopeFor = (copy: Copy): OutboundEnvelope => ({ from: input.from, to: copy.recipients, use8BitMime: input.use8BitMime });
   const spoolDir = options.spoolDir ?? defaultSpoolDir();
+  const send = (copy: Copy, raw: Readable, digest: string) => sendCopy(copy, raw, { input, downstreams, options, digest });
 
   const sinks: Writable[] = [];
   const deliveries: Promise<CopyResult>[] = [];
+  const digest = createHash('sha256').update(split.headerBlock).update(split.separator);
   const plainCopy = plan.copies.find((copy) => copy.kind === 'plain');
   const plainSink = plainCopy ? new PassThrough() : undefined;
   if (plainCopy && plainSink) {
     plainSink.write(split.headerBlock);
     plainSink.write(split.separator);
     sinks.push(plainSink);
-    deliveries.push(deliver(downstream, envelopeFor(plainCopy), plainSink, plainCopy, abort.signal, fail));
+    deliveries.push(deliver(() => send(plainCopy, plainSink, ''), plainCopy, plainSink, abort.signal, fail));
   }
   const encryptions: Encryption[] = [];
   try {
-    for (const kind of ['mime', 'inline'] as const) {
+    for (const kind of ['mime', 'inline', 'whole', 'raw'] as const) {
       const copies = plan.copies.filter((copy) => copy.kind === kind);
       if (copies.length === 0) continue;
       const encryption = await startEncryption(kind, copies, split, spoolDir, options.spoolMemory);
@@ -156,16 +260,17 @@ async function produceAndDeliver(
       encryptions.push(encryption);
       sinks.push(encryption.input);
     }
-    await fanOut(bodyChunks(split, rest), sinks, abort.signal);
+    await fanOut(hashing(bodyStream, digest), sinks, abort.signal);
     if (input.sizeExceeded?.()) throw new MessageTooLargeError('message exceeds smtp.max_size');
     for (const encryption of encryptions) encryption.input.end();
     await Promise.all(encryptions.map((encryption) => encryption.done));
     // The plain copy is completed last: if an encryption fails, the relay has not accepted anything yet.
     plainSink?.end();
+    const messageDigest = digest.digest('hex');
     for (const encryption of encryptions) {
       for (const copy of plan.copies.filter((c) => c.kind === encryption.kind)) {
-        const raw = await encryptedCopy(copy, encryption, split);
-        deliveries.push(deliver(downstream, envelopeFor(copy), raw, copy, abort.signal, () => undefined));
+        const raw = await copyStream(copy, encryption, split);
+        deliveries.push(deliver(() => send(copy, raw, messageDigest), copy, raw, abort.signal, () => undefined));
       }
     }
   } catch (error) {
@@ -179,6 +284,36 @@ async function produceAndDeliver(
   return Promise.all(deliveries);
 }
 
+async function* hashing(chunks: AsyncIterable<Buffer>, hash: Hash): AsyncGenerator<Buffer> {
+  for await (const chunk of chunks) {
+    hash.update(chunk);
+    yield chunk;
+  }
+}
+
+interface SendContext {
+  readonly input: MessageInput;
+  readonly downstreams: Downstreams;
+  readonly options: FilterOptions;
+  /** SHA-256 of the whole message (hex), known once the input was read; '' before. */
+  readonly digest: string;
+}
+
+/** Box copies are whole, mime or raw (plan.ts); plain and inline copies only ever go to the relay. */
+const BOX_SCHEMES: Record<Copy['kind'], BoxScheme> = { whole: 'openpgp', mime: 'openpgp-mime', raw: 'raw', plain: 'raw', inline: 'openpgp-inline' };
+
+/** Reinjection for SMTP recipients; a PUT into the user's Incoming Box for box recipients. */
+async function sendCopy(copy: Copy, raw: Readable, context: SendContext): Promise<RecipientRejections> {
+  const { input, downstreams, options } = context;
+  if (copy.boxUser === undefined) {
+    return downstreams.relay.send({ from: input.from, to: copy.recipients, use8BitMime: input.use8BitMime }, raw);
+  }
+  if (!downstreams.box) throw new LacreError('Incoming Box delivery is not configured (incoming_box.url)');
+  const blobId = blobIdFor({ queueId: input.queueId, digest: context.digest, recipient: copy.recipients[0]!, namespace: options.boxNamespace ?? 'mx' });
+  await downstreams.box.put(copy.boxUser, blobId, BOX_SCHEMES[copy.kind], raw);
+  return new Map();
+}
+
 async function settleAndDispose(deliveries: Promise<CopyResult>[], encryptions: Encryption[]): Promise<void> {
   await Promise.allSettled(deliveries);
   await Promise.all(encryptions.map((encryption) => encryption.spool.dispose()));
@@ -188,18 +323,17 @@ function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
 
-/** One copy to the downstream; a refusal is this copy's result, not an exception. */
+/** One copy to its downstream; a refusal is this copy's result, not an exception. */
 async function deliver(
-  downstream: Downstream,
-  envelope: OutboundEnvelope,
-  raw: Readable,
+  send: () => Promise<RecipientRejections>,
   copy: Copy,
+  raw: Readable,
   signal: AbortSignal,
   onFailure: (error: unknown) => void,
 ): Promise<CopyResult> {
   try {
     signal.throwIfAborted();
-    const rejected = await downstream.send(envelope, raw);
+    const rejected = await send();
     return rejected.size > 0 ? { copy, rejected } : { copy };
   } catch (error) {
     raw.destroy();
@@ -209,18 +343,24 @@ async function deliver(
   }
 }
 
+/**
+ * Starts what one kind of copy needs while the input is read: an encryption into a spool, or for raw copies
+ * (an already encrypted message for an Incoming Box) the input itself into a spool.
+ */
 async function startEncryption(
-  kind: Exclude<CopyKind, 'plain'>,
+  kind: EncryptedKind | 'raw',
   copies: Copy[],
   split: SplitMessage,
   spoolDir: string,
   spoolMemory: number,
 ): Promise<Encryption> {
-  const sessionKey = await newSessionKey(copies.flatMap((copy) => copy.keys));
-  const plaintext = new PassThrough();
-  const input: Writable = kind === 'mime' ? plaintext : transferDecoder(transferEncodingOf(split.fields), plaintext);
-  if (kind === 'mime') plaintext.write(contentEntityHead(split));
   const spool = new CipherSpool(spoolDir, spoolMemory);
+  const plaintext = new PassThrough();
+  if (kind === 'mime') plaintext.write(contentEntityHead(split));
+  if (kind === 'whole' || kind === 'raw') plaintext.write(Buffer.concat([split.headerBlock, split.separator]));
+  if (kind === 'raw') return { kind, sessionKey: undefined, spool, input: plaintext, done: pipeline(plaintext, spool) };
+  const sessionKey = await newSessionKey(copies.flatMap((copy) => copy.keys));
+  const input: Writable = kind === 'inline' ? transferDecoder(transferEncodingOf(split.fields), plaintext) : plaintext;
   const ciphertext = await encryptContent(plaintext, sessionKey);
   return { kind, sessionKey, spool, input, done: pipeline(ciphertext, spool) };
 }
@@ -234,11 +374,13 @@ function transferDecoder(encoding: string, into: PassThrough): Writable {
   return decoder;
 }
 
-async function encryptedCopy(copy: Copy, encryption: Encryption, split: SplitMessage): Promise<Readable> {
+async function copyStream(copy: Copy, encryption: Encryption, split: SplitMessage): Promise<Readable> {
+  if (!encryption.sessionKey) return encryption.spool.reader();
   const keyPackets = await sessionKeyPackets(encryption.sessionKey, copy.keys);
-  const envelope = encryption.kind === 'mime' ? pgpMimeEnvelope(split) : inlineEnvelope(split);
   const binary = Readable.from(concat([keyPackets], encryption.spool.reader()));
   const armored = armorMessage(binary, split.eol);
+  if (encryption.kind === 'whole') return armored;
+  const envelope = encryption.kind === 'mime' ? pgpMimeEnvelope(split) : inlineEnvelope(split);
   return Readable.from(concat([envelope.prefix], armored, [envelope.suffix]));
 }
 

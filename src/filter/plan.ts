@@ -1,14 +1,36 @@
 import type { PublicKey } from 'openpgp';
 import type { RecipientKeys } from '../keys/types.js';
 
-export type RecipientAction = 'encrypted-mime' | 'encrypted-inline' | 'plain-no-key' | 'plain-unusable-key' | 'already-encrypted';
-export type CopyKind = 'plain' | 'mime' | 'inline';
+export type RecipientAction =
+  | 'encrypted-mime'
+  | 'encrypted-inline'
+  | 'plain-no-key'
+  | 'plain-unusable-key'
+  | 'already-encrypted'
+  | 'incoming-box';
+
+/**
+ * plain: the original bytes, streamed to the relay while the input is read.
+ * mime / inline: PGP/MIME or inline PGP. whole: the whole message as one OpenPGP message (Incoming Box).
+ * raw: the original bytes of an already encrypted message, for an Incoming Box.
+ */
+export type CopyKind = 'plain' | 'mime' | 'inline' | 'whole' | 'raw';
+export type EncryptedKind = 'mime' | 'inline' | 'whole';
+
+/** A recipient after routing: its keys, and the Incoming Box user it is delivered to (if any). */
+export interface RoutedRecipient {
+  readonly address: string;
+  readonly lookup: RecipientKeys;
+  readonly boxUser?: string;
+}
 
 export interface Copy {
   readonly kind: CopyKind;
   readonly recipients: string[];
-  /** The keys this copy is encrypted to (empty for plain copies). */
+  /** The keys this copy is encrypted to (empty for plain and raw copies). */
   readonly keys: PublicKey[];
+  /** Delivered into this user's Incoming Box instead of reinjected. */
+  readonly boxUser?: string;
 }
 
 export interface Plan {
@@ -17,20 +39,21 @@ export interface Plan {
 }
 
 export interface PlanInput {
-  /** Envelope recipients as given, each with its lookup result. */
-  readonly recipients: ReadonlyArray<{ address: string; lookup: RecipientKeys }>;
+  readonly recipients: readonly RoutedRecipient[];
   /** Why the message must pass untouched (already encrypted), if it must. */
   readonly alreadyEncrypted: string | undefined;
   /** Whether the message has the shape inline PGP can carry (a single text/plain part). */
   readonly inlineEligible: boolean;
   /** One copy per style for all keyed recipients instead of one copy each. */
   readonly groupRecipients: boolean;
+  /** What an Incoming Box copy is: the whole message encrypted, or PGP/MIME. */
+  readonly boxScheme: 'openpgp' | 'openpgp-mime';
 }
 
 /**
- * Decides who gets what. Recipients refused by policy (on_unusable_key = tempfail/reject) never reach the
- * plan: the listener answers them at RCPT time. Plain recipients share one copy: they receive the very bytes
- * that were sent, so one transaction serves them all.
+ * Decides who gets what. Recipients refused by policy never reach the plan: the listener answers them at
+ * RCPT time. Plain recipients share one copy (they receive the very bytes that were sent); keyed recipients
+ * get one copy each unless grouping is asked for; an Incoming Box copy is always its user's alone.
  */
 export function planDelivery(input: PlanInput): Plan {
   const actions = new Map<string, RecipientAction>();
@@ -38,7 +61,14 @@ export function planDelivery(input: PlanInput): Plan {
   const copies: Copy[] = [];
   const grouped = new Map<CopyKind, Copy>();
 
-  for (const { address, lookup } of input.recipients) {
+  for (const { address, lookup, boxUser } of input.recipients) {
+    if (boxUser !== undefined) {
+      const encrypted = input.alreadyEncrypted === undefined && lookup.kind === 'usable';
+      const kind: CopyKind = !encrypted ? 'raw' : input.boxScheme === 'openpgp' ? 'whole' : 'mime';
+      actions.set(address, encrypted ? 'incoming-box' : 'already-encrypted');
+      copies.push({ kind, recipients: [address], keys: lookup.kind === 'usable' && encrypted ? [...lookup.keys] : [], boxUser });
+      continue;
+    }
     if (input.alreadyEncrypted !== undefined || lookup.kind !== 'usable') {
       plain.push(address);
       actions.set(address, input.alreadyEncrypted !== undefined ? 'already-encrypted' : lookup.kind === 'none' ? 'plain-no-key' : 'plain-unusable-key');

@@ -1,4 +1,5 @@
 import {
+  BoxDeliveryError,
   DatabaseUnavailableError,
   LacreError,
   MessageRejectedError,
@@ -23,9 +24,10 @@ export function errorReply(error: unknown): SmtpReply {
   if (error instanceof MessageRejectedError) return { code: 554, enhanced: error.enhancedCode, text: error.message };
   if (error instanceof RecipientPolicyError) {
     return error.permanent
-      ? { code: 550, enhanced: '5.7.1', text: error.message }
+      ? { code: 550, enhanced: error.enhancedCode ?? '5.7.1', text: error.message }
       : { code: 450, enhanced: '4.7.1', text: error.message };
   }
+  if (error instanceof BoxDeliveryError) return boxReply(error);
   if (error instanceof RelayError) {
     return error.permanent
       ? { code: 554, enhanced: '5.3.0', text: `reinjection refused: ${oneLine(error.message)}` }
@@ -55,6 +57,21 @@ export function recipientReplies(recipients: readonly string[], result: MessageR
     const error = byRecipient.get(rcpt);
     return error ? errorReply(error) : ACCEPTED;
   });
+}
+
+/** Incoming Box answers (docs/incoming-box.md); 409 never gets here: it is a success. */
+function boxReply(error: BoxDeliveryError): SmtpReply {
+  switch (error.status) {
+    case 507:
+      return { code: 552, enhanced: '5.2.2', text: 'mailbox full (Incoming Box quota exceeded)' };
+    case 404:
+      return { code: 550, enhanced: '5.1.1', text: 'no such Incoming Box user' };
+    case 401:
+    case 403:
+      return { code: 451, enhanced: '4.7.0', text: 'Incoming Box refused our credentials, try again later' };
+    default:
+      return { code: 451, enhanced: '4.4.1', text: `Incoming Box delivery failed, try again later: ${oneLine(error.message)}` };
+  }
 }
 
 export type SmtpReplyError = Error & { responseCode: number };

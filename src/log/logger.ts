@@ -21,3 +21,14 @@ export function createLogger(level: LogLevel | (string & {}) = 'info', destinati
     (destination as DestinationStream | undefined) ?? pino.destination({ dest: 1, sync: true }),
   );
 }
+
+/**
+ * The logger a command should use: log.file when configured, else the command's own default — stdout for
+ * `serve`, stderr for one-shot commands, nowhere for `lacre pipe` (Postfix's pipe(8) would put anything it
+ * prints into delivery status notices, recipients included).
+ */
+export function createConfiguredLogger(config: Config['log'], fallback: 'stdout' | 'stderr' | 'none'): Logger {
+  if (config.file) return createLogger(config.level, pino.destination({ dest: config.file, sync: true, mkdir: true, append: true }));
+  if (fallback === 'none') return createLogger('silent');
+  return createLogger(config.level, fallback === 'stderr' ? pino.destination({ dest: 2, sync: true }) : undefined);
+}

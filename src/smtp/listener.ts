@@ -2,7 +2,7 @@ import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMT
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import type { RecipientKeys } from '../keys/types.js';
+import type { RoutedRecipient } from '../filter/plan.js';
 import type { MessageFilter } from '../filter/filter.js';
 import { errorReply, isSmtpReplyError, replyText, toSmtpError } from '../filter/reply.js';
 
@@ -22,7 +22,8 @@ export function parseListen(listen: string): { host: string; port: number } {
  * up at RCPT time, so a recipient refused by policy, or a key store that is down, is answered per recipient.
  */
 export function createSmtpListener(config: Config, filter: MessageFilter, logger: Logger): SmtpListener {
-  const lookups = new WeakMap<SMTPServerAddress, RecipientKeys>();
+  const routes = new WeakMap<SMTPServerAddress, RoutedRecipient>();
+  const inFlight = new Set<Promise<unknown>>();
   const server = new SMTPServer({
     lmtp: config.smtp.lmtp,
     ...(config.smtp.hostname ? { name: config.smtp.hostname } : {}),
@@ -38,8 +39,8 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
     logger: false,
     onRcptTo(address, session, callback) {
       filter.lookupRecipient(address.address).then(
-        (lookup) => {
-          lookups.set(address, lookup);
+        (route) => {
+          routes.set(address, route);
           callback();
         },
         (error: unknown) => {
@@ -50,10 +51,12 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
       );
     },
     onData(stream, session, callback) {
-      handleData(stream, session, filter, lookups, logger).then(
+      const handled = handleData(stream, session, filter, routes, logger).then(
         (replies) => callback(null, replies as unknown as string),
         (error: unknown) => callback(isSmtpReplyError(error) ? error : toSmtpError(errorReply(error))),
       );
+      inFlight.add(handled);
+      void handled.finally(() => inFlight.delete(handled));
     },
   });
   server.on('error', (error) => logger.error({ err: error }, 'SMTP listener error'));
@@ -67,26 +70,42 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
           resolve(server.server.address() as AddressInfo);
         });
       }),
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    close: () => closeGracefully(server, inFlight),
   };
+}
+
+/**
+ * Stops accepting, lets the messages in DATA finish (their replies decide what Postfix keeps), then closes
+ * the idle connections Postfix keeps cached with a 421 rather than waiting for Postfix to drop them.
+ */
+async function closeGracefully(server: SMTPServer, inFlight: Set<Promise<unknown>>): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  await Promise.allSettled([...inFlight]);
+  const connections = (server as unknown as { connections: Set<{ send(code: number, text: string): void; close(): void }> }).connections;
+  for (const connection of connections) {
+    connection.send(421, '4.3.2 Lacre shutting down, try again later');
+    connection.close();
+  }
+  await closed;
 }
 
 async function handleData(
   stream: SMTPServerDataStream,
   session: SMTPServerSession,
   filter: MessageFilter,
-  lookups: WeakMap<SMTPServerAddress, RecipientKeys>,
+  routes: WeakMap<SMTPServerAddress, RoutedRecipient>,
   logger: Logger,
 ): Promise<string | Array<string | Error>> {
   const recipients = session.envelope.rcptTo.map((rcpt) => {
-    const lookup = lookups.get(rcpt);
-    if (!lookup) throw new Error(`recipient ${rcpt.address} was not looked up`);
-    return { address: rcpt.address, lookup };
+    const route = routes.get(rcpt);
+    if (!route) throw new Error(`recipient ${rcpt.address} was not looked up`);
+    return route;
   });
   const mailFrom = session.envelope.mailFrom;
   const outcome = await filter.process({
     from: mailFrom ? mailFrom.address : '',
     recipients,
+    queueId: xForwardOf(session)?.get('IDENT'),
     body: stream,
     use8BitMime: (session.envelope as { bodyType?: string }).bodyType === '8bitmime',
     sizeExceeded: () => stream.sizeExceeded,
@@ -103,8 +122,12 @@ function isLmtp(session: SMTPServerSession): boolean {
   return session.openingCommand === 'LHLO';
 }
 
+function xForwardOf(session: SMTPServerSession): Map<string, string> | undefined {
+  return (session as { xForward?: Map<string, string> }).xForward;
+}
+
 function sessionLogger(logger: Logger, session: SMTPServerSession): Logger {
-  const xforward = (session as { xForward?: Map<string, string> }).xForward;
+  const xforward = xForwardOf(session);
   return logger.child({
     session: session.id,
     queueId: xforward?.get('IDENT'),

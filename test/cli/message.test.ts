@@ -69,9 +69,15 @@ describe('one-shot modes: lacre encrypt and lacre pipe', () => {
     } finally {
       await sink.stop();
     }
-    const down = await runLacre(['pipe', '-f', 'sender@example.net', '--', 'alice@example.test'], { ...env, LACRE_RELAY_PORT: String(sink.port) }, message);
+    const logFile = join(dir, 'pipe.log');
+    const down = await runLacre(['pipe', '-f', 'sender@example.net', '--', 'alice@example.test'], { ...env, LACRE_RELAY_PORT: String(sink.port), LACRE_LOG_FILE: logFile, LACRE_LOG_LEVEL: 'info' }, message);
     assert.equal(down.code, 75, down.stderr);
-    assert.match(down.stderr, /451 4\.4\.1/);
+    // pipe(8) quotes this output to the sender: only the status, enhanced code first, no recipients.
+    assert.match(down.stdout.toString(), /^4\.4\.1 [^\n]*\n$/);
+    assert.equal(down.stderr, '');
+    const logged = (await readFile(logFile, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { msg: string; outcome: number });
+    assert.equal(logged.at(-1)!.msg, 'message not accepted');
+    assert.equal(logged.at(-1)!.outcome, 451);
   });
 
   it('refuses a bad configuration value naming the key', async () => {

@@ -4,6 +4,7 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LacreServer, runLacre } from '../helpers/lacre.js';
+import { RawSmtpClient } from '../helpers/smtp-client.js';
 import { databaseBackends, databaseEnv, openTestDatabase } from '../helpers/databases.js';
 
 describe('start-up', () => {
@@ -26,6 +27,15 @@ describe('start-up', () => {
     } finally {
       assert.equal(await server.stop(), 0);
     }
+  });
+
+  it('on SIGTERM closes the idle connections Postfix keeps open with a 421 and exits 0', async () => {
+    const server = await LacreServer.start({ LACRE_DATABASE_DATA_DIR: join(dir, 'data') });
+    const { client } = await RawSmtpClient.connect(server.port);
+    assert.match(await client.command('EHLO postfix.example'), /^250/);
+    const exited = server.stop();
+    assert.match(await client.reply(), /^421 4\.3\.2 /);
+    assert.equal(await exited, 0);
   });
 
   it('refuses to serve an unmigrated PostgreSQL database, naming the command to run', async (t) => {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import * as openpgp from 'openpgp';
-import { processMessage, type Downstream, type OutboundEnvelope, type MessageInput, type RecipientRejections } from '../../src/filter/pipeline.js';
+import { BUFFERED_MESSAGE_LIMIT, processMessage, type Downstream, type OutboundEnvelope, type MessageInput, type RecipientRejections, type FilterOptions } from '../../src/filter/pipeline.js';
 import type { RecipientKeys } from '../../src/keys/types.js';
 import { RelayError } from '../../src/errors.js';
 import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
@@ -29,6 +29,9 @@ class CollectingDownstream implements Downstream {
     return found.data;
   }
 }
+
+/** Every copy goes to the relay here; Incoming Box copies are tested in test/incoming. */
+const run = (input: MessageInput, relay: Downstream, opts: FilterOptions) => processMessage(input, { relay }, opts);
 
 const options = { maxHeaderSize: 64 * 1024, groupRecipients: false, spoolMemory: 1024 * 1024 };
 
@@ -62,10 +65,10 @@ describe('pipeline', () => {
   });
   after(() => home.remove());
 
-  for (const message of corpus) {
-    it(`PGP/MIME copy of "${message.name}" decrypts with gpg to the exact content entity`, async () => {
+  for (const [path, bufferLimit] of [['in memory', undefined], ['streamed', -1]] as const) for (const message of corpus) {
+    it(`${path}: PGP/MIME copy of "${message.name}" decrypts with gpg to the exact content entity`, async () => {
       const downstream = new CollectingDownstream();
-      const result = await processMessage(input(message.raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, options);
+      const result = await run(input(message.raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, { ...options, bufferLimit });
       assert.equal(result.results.length, 1);
       assert.equal(result.results[0]!.error, undefined);
       const copy = downstream.copyFor('alice@example.test');
@@ -77,9 +80,9 @@ describe('pipeline', () => {
       assert.match(added, /^(MIME-Version: 1\.0\r?\n)?Content-Type: multipart\/encrypted; protocol="application\/pgp-encrypted";/);
     });
 
-    it(`plain recipient of "${message.name}" gets the identical bytes`, async () => {
+    it(`${path}: plain recipient of "${message.name}" gets the identical bytes`, async () => {
       const downstream = new CollectingDownstream();
-      await processMessage(input(message.raw, [{ address: 'carol@example.test', lookup: none('carol@example.test') }]), downstream, options);
+      await run(input(message.raw, [{ address: 'carol@example.test', lookup: none('carol@example.test') }]), downstream, { ...options, bufferLimit });
       assert.deepEqual(downstream.copyFor('carol@example.test'), message.raw);
     });
   }
@@ -87,7 +90,7 @@ describe('pipeline', () => {
   for (const [name, raw] of [['PGP/MIME', pgpMimeMessage], ['inline PGP', inlinePgpMessage], ['S/MIME', smimeMessage]] as const) {
     it(`passes an already encrypted ${name} message through untouched, even to a keyed recipient`, async () => {
       const downstream = new CollectingDownstream();
-      const result = await processMessage(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, options);
+      const result = await run(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, options);
       assert.deepEqual(downstream.copyFor('alice@example.test'), raw);
       assert.equal(result.plan.actions.get('alice@example.test'), 'already-encrypted');
     });
@@ -96,14 +99,14 @@ describe('pipeline', () => {
   it('encrypts an S/MIME signed-only message (it is not encrypted)', async () => {
     const raw = Buffer.from(smimeMessage.toString('latin1').replace('enveloped-data', 'signed-data'), 'latin1');
     const downstream = new CollectingDownstream();
-    await processMessage(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, options);
+    await run(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, options);
     assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(raw));
   });
 
   it('gives each keyed recipient a copy naming only their own key (Bcc privacy), and plain recipients the original', async () => {
     const downstream = new CollectingDownstream();
     const message = corpus[1]!.raw;
-    await processMessage(
+    await run(
       input(message, [
         { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
         { address: 'bob@example.test', lookup: usable('bob@example.test', bobKey) },
@@ -125,7 +128,7 @@ describe('pipeline', () => {
 
   it('groups keyed recipients of one style into one copy when asked', async () => {
     const downstream = new CollectingDownstream();
-    await processMessage(
+    await run(
       input(corpus[0]!.raw, [
         { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
         { address: 'bob@example.test', lookup: usable('bob@example.test', bobKey) },
@@ -139,10 +142,10 @@ describe('pipeline', () => {
     assert.deepEqual(ids.sort(), [alice.encryptionKeyId, bob.encryptionKeyId].sort());
   });
 
-  it('inline style encrypts the decoded text body as one armored block', async () => {
+  for (const [path, bufferLimit] of [['in memory', undefined], ['streamed', -1]] as const) it(`${path}: inline style encrypts the decoded text body as one armored block`, async () => {
     const qp = corpus.find((m) => m.name === 'quoted-printable text')!.raw;
     const downstream = new CollectingDownstream();
-    const result = await processMessage(input(qp, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey, 'inline') }]), downstream, options);
+    const result = await run(input(qp, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey, 'inline') }]), downstream, { ...options, bufferLimit });
     assert.equal(result.plan.actions.get('alice@example.test'), 'encrypted-inline');
     const copy = downstream.copyFor('alice@example.test');
     const decrypted = await decrypt(home, armoredBlock(copy));
@@ -154,7 +157,7 @@ describe('pipeline', () => {
 
   it('inline style falls back to PGP/MIME for a multipart message', async () => {
     const downstream = new CollectingDownstream();
-    const result = await processMessage(input(corpus[1]!.raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey, 'inline') }]), downstream, options);
+    const result = await run(input(corpus[1]!.raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey, 'inline') }]), downstream, options);
     assert.equal(result.plan.actions.get('alice@example.test'), 'encrypted-mime');
     assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(corpus[1]!.raw));
   });
@@ -163,35 +166,52 @@ describe('pipeline', () => {
     const body = Buffer.alloc(3 * 1024 * 1024, 'abcdefghij\r\n');
     const raw = Buffer.concat([Buffer.from('From: s@example.net\r\nContent-Type: text/plain\r\n\r\n'), body]);
     const downstream = new CollectingDownstream();
-    await processMessage({ ...input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), body: chunked(raw, 65536) }, downstream, { ...options, spoolMemory: 64 * 1024 });
+    await run({ ...input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), body: chunked(raw, 65536) }, downstream, { ...options, spoolMemory: 64 * 1024 });
     assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(raw));
   });
 
   it('rejects a header block over the limit', async () => {
     const raw = Buffer.from(`From: a@b\r\nX-Big: ${'x'.repeat(200 * 1024)}\r\n\r\nbody\r\n`);
     await assert.rejects(
-      processMessage(input(raw, [{ address: 'carol@example.test', lookup: none('carol@example.test') }]), new CollectingDownstream(), options),
+      run(input(raw, [{ address: 'carol@example.test', lookup: none('carol@example.test') }]), new CollectingDownstream(), options),
       /header block exceeds/,
     );
   });
 
-  it('a failing plain copy fails the message and stops the encrypted ones', async () => {
-    class FailingDownstream extends CollectingDownstream {
-      override async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
-        if (envelope.to.includes('carol@example.test')) {
-          raw.resume();
-          throw new RelayError('relay down', false);
-        }
-        return super.send(envelope, raw);
+  class FailingDownstream extends CollectingDownstream {
+    override async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
+      if (envelope.to.includes('carol@example.test')) {
+        raw.resume();
+        throw new RelayError('relay down', false);
       }
+      return super.send(envelope, raw);
     }
+  }
+
+  it('a small message: a failing copy fails only its recipients, the others are delivered', async () => {
+    const downstream = new FailingDownstream();
+    const result = await run(
+      input(corpus[0]!.raw, [
+        { address: 'carol@example.test', lookup: none('carol@example.test') },
+        { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
+      ]),
+      downstream,
+      options,
+    );
+    assert.deepEqual(result.results.filter((r) => r.error).map((r) => r.copy.recipients), [['carol@example.test']]);
+    assert.ok(result.results.find((r) => r.copy.recipients.includes('carol@example.test'))!.error instanceof RelayError);
+    assert.deepEqual(downstream.received.map((r) => r.envelope.to), [['alice@example.test']]);
+  });
+
+  it('a streamed message: a failing plain copy fails the message before any encrypted copy is sent', async () => {
+    const big = Buffer.concat([Buffer.from('From: s@example.net\r\n\r\n'), Buffer.alloc(BUFFERED_MESSAGE_LIMIT * 2, 'line\r\n')]);
     const downstream = new FailingDownstream();
     await assert.rejects(
-      processMessage(
-        input(corpus[0]!.raw, [
+      run(
+        { ...input(big, [
           { address: 'carol@example.test', lookup: none('carol@example.test') },
           { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
-        ]),
+        ]), body: chunked(big, 65536) },
         downstream,
         options,
       ),
@@ -205,7 +225,7 @@ describe('pipeline', () => {
     const brokenKey = await openpgp.readKey({ armoredKey: signOnly.publicArmored });
     const downstream = new CollectingDownstream();
     await assert.rejects(
-      processMessage(
+      run(
         input(corpus[1]!.raw, [
           { address: 'carol@example.test', lookup: none('carol@example.test') },
           { address: 'signer@example.test', lookup: usable('signer@example.test', brokenKey) },
@@ -220,7 +240,7 @@ describe('pipeline', () => {
   it('a message that turns out too large delivers nothing', async () => {
     const downstream = new CollectingDownstream();
     await assert.rejects(
-      processMessage({ ...input(corpus[0]!.raw, [{ address: 'carol@example.test', lookup: none('carol@example.test') }]), sizeExceeded: () => true }, downstream, options),
+      run({ ...input(corpus[0]!.raw, [{ address: 'carol@example.test', lookup: none('carol@example.test') }]), sizeExceeded: () => true }, downstream, options),
       /max_size/,
     );
     assert.equal(downstream.received.length, 0);
@@ -229,7 +249,7 @@ describe('pipeline', () => {
   it('no plaintext of the body appears in an encrypted copy', async () => {
     const downstream = new CollectingDownstream();
     const raw = Buffer.from('From: s@example.net\r\nSubject: visible subject\r\n\r\nTOP-SECRET-BODY-TEXT\r\n');
-    await processMessage(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, options);
+    await run(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), downstream, options);
     const copy = await text(Readable.from([downstream.copyFor('alice@example.test')]));
     assert.doesNotMatch(copy, /TOP-SECRET-BODY-TEXT/);
   });

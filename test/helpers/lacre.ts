@@ -26,7 +26,8 @@ export function runLacre(args: string[], env: NodeJS.ProcessEnv, input?: Buffer 
 }
 
 export interface LogLine {
-  level: number;
+  /** pino level name, e.g. "info" (src/log/logger.ts writes names, not numbers). */
+  level: string;
   msg: string;
   [key: string]: unknown;
 }
@@ -39,9 +40,13 @@ export class LacreServer {
 
   private constructor(private readonly child: ChildProcess) {}
 
-  static async start(env: NodeJS.ProcessEnv, options: { timeoutMs?: number; cwd?: string } = {}): Promise<LacreServer> {
+  /** Starts `lacre serve` (or `command`) and waits for its ready line (`readyMessage`). */
+  static async start(
+    env: NodeJS.ProcessEnv,
+    options: { timeoutMs?: number; cwd?: string; command?: string[]; readyMessage?: string } = {},
+  ): Promise<LacreServer> {
     const timeoutMs = options.timeoutMs ?? 60_000;
-    const child = spawn(process.execPath, [LACRE_BIN, 'serve'], {
+    const child = spawn(process.execPath, [LACRE_BIN, ...(options.command ?? ['serve'])], {
       cwd: options.cwd,
       env: { ...process.env, LACRE_SMTP_LISTEN: '127.0.0.1:0', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -55,7 +60,8 @@ export class LacreServer {
       for (const line of lines) if (line.trim()) server.logs.push(JSON.parse(line) as LogLine);
     });
     child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (server.stderr += chunk));
-    const ready = await server.waitForLog((l) => l.msg === 'lacre is ready', timeoutMs);
+    const readyMessage = options.readyMessage ?? 'lacre is ready';
+    const ready = await server.waitForLog((l) => l.msg === readyMessage, timeoutMs);
     server.port = Number(String(ready.listen).split(':').pop());
     return server;
   }
@@ -74,6 +80,7 @@ export class LacreServer {
   /** SIGTERM and wait for a clean exit; resolves with the exit code. */
   async stop(): Promise<number> {
     if (this.child.exitCode !== null) return this.child.exitCode;
+    if (this.child.signalCode !== null) return -1;
     const exited = new Promise<number>((resolve) => this.child.once('exit', (code) => resolve(code ?? -1)));
     this.child.kill('SIGTERM');
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
