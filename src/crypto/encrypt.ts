@@ -1,7 +1,8 @@
-import { Readable } from 'node:stream';
+import { Readable, pipeline } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import * as openpgp from 'openpgp';
 import type { PublicKey } from 'openpgp';
+import { armorBuffer, armorTransform } from './armor.js';
 
 /**
  * Encrypt once, address many: the content is encrypted a single time under a fresh session key (one SEIPD
@@ -61,8 +62,7 @@ export async function encryptContentBytes(plaintext: Uint8Array, sessionKey: Ses
 
 /** ASCII armor with checksum of a message held in memory, lines ending in `eol`. */
 export function armorBytes(binary: Uint8Array, eol: '\r\n' | '\n'): Buffer {
-  const text = openpgp.armor(openpgp.enums.armor.message, binary, undefined, undefined, undefined, true, config) as string;
-  return Buffer.from(eol === '\n' ? text : text.replaceAll('\n', '\r\n'), 'latin1');
+  return armorBuffer(binary, eol);
 }
 
 /** PKESK v3 packets giving `keys` (one recipient's keys) the session key. */
@@ -77,14 +77,12 @@ export async function sessionKeyPackets(sessionKey: SessionKey, keys: readonly P
   return Buffer.from(packets);
 }
 
-/** ASCII armor with checksum, lines ending in `eol`. */
+/** ASCII armor with checksum, lines ending in `eol` (see armor.ts). */
 export function armorMessage(binary: Readable, eol: '\r\n' | '\n'): Readable {
-  const web = Readable.toWeb(binary) as unknown as ReadableStream<Uint8Array>;
-  const armored = openpgp.armor(openpgp.enums.armor.message, web, undefined, undefined, undefined, true, config);
-  const text = toNodeReadable(armored as unknown as ReadableStream<string>);
-  const toText = (chunk: Buffer | string) => (typeof chunk === 'string' ? chunk : chunk.toString('latin1'));
-  if (eol === '\n') return text.map((chunk: Buffer | string) => Buffer.from(toText(chunk), 'latin1'));
-  return text.map((chunk: Buffer | string) => Buffer.from(toText(chunk).replaceAll('\n', '\r\n'), 'latin1'));
+  const armored = armorTransform(eol);
+  // pipeline, not pipe: an error in the ciphertext must end the armored stream too (destroying it).
+  pipeline(binary, armored, () => undefined);
+  return armored;
 }
 
 function toNodeReadable<T>(stream: ReadableStream<T> | Uint8Array | string): Readable {

@@ -1,0 +1,53 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import * as openpgp from 'openpgp';
+import { armorBuffer, armorTransform, crc24 } from '../../src/crypto/armor.js';
+import { createGpgHome, gpgOk } from '../helpers/gpg.js';
+
+async function armorStreamed(data: Buffer, chunkSize: number, eol: '\r\n' | '\n'): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for (let i = 0; i < data.length; i += chunkSize) chunks.push(data.subarray(i, i + chunkSize));
+  const out: Buffer[] = [];
+  for await (const piece of Readable.from(chunks).pipe(armorTransform(eol))) out.push(piece as Buffer);
+  return Buffer.concat(out);
+}
+
+describe('armor', () => {
+  it('computes the RFC 9580 CRC-24', () => {
+    // The CRC-24 of "123456789" with init 0xB704CE and polynomial 0x1864CFB (the standard check value).
+    assert.equal(crc24(Buffer.from('123456789')), 0x21cf02);
+  });
+
+  for (const length of [0, 1, 2, 3, 47, 48, 49, 95, 96, 1000, 65537]) {
+    it(`${length} bytes: streamed in odd chunks equals in memory, and openpgp.js unarmors it`, async () => {
+      const data = randomBytes(length);
+      for (const eol of ['\r\n', '\n'] as const) {
+        const whole = armorBuffer(data, eol);
+        assert.deepEqual(await armorStreamed(data, 7, eol), whole);
+        assert.deepEqual(await armorStreamed(data, 4096, eol), whole);
+        const text = whole.toString('latin1');
+        for (const line of text.split(eol).slice(2, -3)) assert.ok(line.length <= 64, 'lines of at most 64 characters');
+        const { data: unarmored } = await openpgp.unarmor(text.replaceAll('\r\n', '\n'));
+        assert.deepEqual(Buffer.from(unarmored as Uint8Array), data);
+      }
+    });
+  }
+
+  it('GnuPG dearmors it (no padding at the end: the case GnuPG 2.2 needs the checksum for)', async () => {
+    const home = await createGpgHome();
+    try {
+      const data = randomBytes(48 * 100);
+      const armored = armorBuffer(data, '\r\n');
+      assert.deepEqual(await gpgOk(home, ['--dearmor'], armored), data);
+      // and GnuPG checks our checksum: a wrong one is refused
+      const text = armored.toString('latin1');
+      const crcAt = text.lastIndexOf('\r\n=') + 3;
+      const wrong = text.slice(0, crcAt) + (text[crcAt] === 'A' ? 'B' : 'A') + text.slice(crcAt + 1);
+      await assert.rejects(gpgOk(home, ['--dearmor'], wrong), /CRC/i);
+    } finally {
+      await home.remove();
+    }
+  });
+});
