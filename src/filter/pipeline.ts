@@ -4,7 +4,8 @@ import { createHash, type Hash } from 'node:crypto';
 import libbase64 from 'libbase64';
 import libqp from 'libqp';
 import { MessageTooLargeError, LacreError } from '../errors.js';
-import { armorBytes, armorMessage, encryptContent, encryptContentBytes, newSessionKey, sessionKeyPackets, type SessionKey } from '../crypto/encrypt.js';
+import { armorMessage, encryptContent, newSessionKey, sessionKeyPackets, type SessionKey } from '../crypto/encrypt.js';
+import { inThreadEncryptor, type BufferedEncryptor } from '../crypto/pool.js';
 import { splitMessage } from '../mime/split.js';
 import type { SplitMessage } from '../mime/header.js';
 import { contentEntityHead, inlineEnvelope, pgpMimeEnvelope } from '../mime/assemble.js';
@@ -47,6 +48,8 @@ export interface FilterOptions {
   readonly maxHeaderSize: number;
   /** Messages up to this many body bytes are encrypted from memory (default BUFFERED_MESSAGE_LIMIT). */
   readonly bufferLimit?: number;
+  /** Who encrypts messages held in memory (default: this thread). */
+  readonly encryptor?: BufferedEncryptor | undefined;
   readonly boxScheme?: 'openpgp' | 'openpgp-mime';
   readonly boxNamespace?: string;
   readonly groupRecipients: boolean;
@@ -111,8 +114,17 @@ export async function processMessage(input: MessageInput, downstreams: Downstrea
     const results = await produceAndDeliver(plan, split, rest, input, downstreams, options);
     return { plan, results, messageId: messageIdOf(split.fields), alreadyEncrypted };
   } finally {
-    // smtp-server only answers once the DATA stream has ended: drain whatever an early failure left unread.
-    input.body.resume();
+    // smtp-server only answers once the DATA stream has ended: drain whatever an early failure left unread,
+    // through the same iterator (its 'readable' listener would keep a plain resume() from flowing).
+    await drain(source);
+  }
+}
+
+async function drain(source: AsyncIterator<Buffer>): Promise<void> {
+  try {
+    while (!(await source.next()).done);
+  } catch {
+    // The input itself failed: nothing left to read.
   }
 }
 
@@ -186,19 +198,18 @@ async function produceBuffered(
   if (input.sizeExceeded?.()) throw new MessageTooLargeError('message exceeds smtp.max_size');
   const whole = Buffer.concat([split.headerBlock, split.separator, body]);
   const digest = createHash('sha256').update(whole).digest('hex');
-  const ciphertexts = new Map<EncryptedKind, { sessionKey: SessionKey; data: Uint8Array }>();
-  for (const kind of ['mime', 'inline', 'whole'] as const) {
-    const copies = plan.copies.filter((copy) => copy.kind === kind);
-    if (copies.length === 0) continue;
-    const sessionKey = await newSessionKey(copies.flatMap((copy) => copy.keys));
-    ciphertexts.set(kind, { sessionKey, data: await encryptContentBytes(plaintextOf(kind, split, body, whole), sessionKey) });
-  }
-  const produced = await Promise.all(
-    plan.copies.map(async (copy) => {
-      const ciphertext = copy.kind === 'plain' || copy.kind === 'raw' ? undefined : ciphertexts.get(copy.kind);
-      return { copy, bytes: ciphertext ? await encryptedCopyBytes(copy, ciphertext, split) : whole };
+  const encryptor = options.encryptor ?? inThreadEncryptor;
+  const bytesOf = new Map<Copy, Buffer>();
+  await Promise.all(
+    (['mime', 'inline', 'whole'] as const).map(async (kind) => {
+      const copies = plan.copies.filter((copy) => copy.kind === kind);
+      if (copies.length === 0) return;
+      const plaintext = plaintextOf(kind, split, body, whole);
+      const armored = await encryptor.encrypt({ plaintext, copies: copies.map((copy) => ({ keys: copy.keys })), eol: split.eol });
+      copies.forEach((copy, i) => bytesOf.set(copy, wrapArmored(copy, Buffer.from(armored[i]!), split)));
     }),
   );
+  const produced = plan.copies.map((copy) => ({ copy, bytes: bytesOf.get(copy) ?? whole }));
   const never = new AbortController().signal;
   return Promise.all(
     produced.map(({ copy, bytes }) => {
@@ -217,9 +228,7 @@ function plaintextOf(kind: EncryptedKind, split: SplitMessage, body: Buffer, who
   return body;
 }
 
-async function encryptedCopyBytes(copy: Copy, ciphertext: { sessionKey: SessionKey; data: Uint8Array }, split: SplitMessage): Promise<Buffer> {
-  const keyPackets = await sessionKeyPackets(ciphertext.sessionKey, copy.keys);
-  const armored = armorBytes(Buffer.concat([keyPackets, ciphertext.data]), split.eol);
+function wrapArmored(copy: Copy, armored: Buffer, split: SplitMessage): Buffer {
   if (copy.kind === 'whole') return armored;
   const envelope = copy.kind === 'mime' ? pgpMimeEnvelope(split) : inlineEnvelope(split);
   return Buffer.concat([envelope.prefix, armored, envelope.suffix]);

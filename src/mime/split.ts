@@ -9,12 +9,12 @@ const LF = 0x0a;
  */
 export async function splitMessage(chunks: AsyncIterator<Buffer>, maxHeaderSize: number): Promise<SplitMessage> {
   const scanner = new HeaderScanner();
+  const tooLarge = () => new MessageRejectedError(`message header block exceeds ${maxHeaderSize} bytes (smtp.max_header_size)`, '5.3.4');
   for (;;) {
     const result = scanner.scan();
+    if (result && result.headerBlock.length > maxHeaderSize) throw tooLarge();
     if (result) return result;
-    if (scanner.size > maxHeaderSize) {
-      throw new MessageRejectedError(`message header block exceeds ${maxHeaderSize} bytes (smtp.max_header_size)`, '5.3.4');
-    }
+    if (scanner.size > maxHeaderSize) throw tooLarge();
     const next = await chunks.next();
     if (next.done) return scanner.finish();
     scanner.push(next.value);

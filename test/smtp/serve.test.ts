@@ -82,7 +82,7 @@ for (const usePostgres of backends) describe(`lacre serve on ${usePostgres ? 'Po
     await writeFile(keyFile, alice.publicArmored + bob.publicArmored + erin.publicArmored);
     const imported = await runLacre(['keys', 'import', keyFile], env);
     assert.equal(imported.code, 0, imported.stderr);
-    env = { ...env, LACRE_RELAY_PORT: String(sink.port), LACRE_SMTP_MAX_SIZE: '1MB', LACRE_LOG_LEVEL: 'info' };
+    env = { ...env, LACRE_RELAY_PORT: String(sink.port), LACRE_SMTP_MAX_SIZE: '1MB', LACRE_SMTP_MAX_HEADER_SIZE: '64KiB', LACRE_LOG_LEVEL: 'info' };
     server = await LacreServer.start(env);
   });
 
@@ -157,6 +157,16 @@ for (const usePostgres of backends) describe(`lacre serve on ${usePostgres ? 'Po
     const big = Buffer.concat([Buffer.from('From: s@example.net\r\n\r\n'), Buffer.alloc(1_200_000, 'x\r\n')]);
     const reply = await sendRaw(server.port, { from: 'sender@example.net', to: ['alice@example.test', 'carol@example.test'] }, big);
     assert.match(reply.data[0]!, /^552 /);
+    assert.equal(sink.messages.length, 0);
+  });
+
+  it('refuses a header block over smtp.max_header_size with 554 5.3.4, small or large, and delivers nothing', async () => {
+    sink.messages.length = 0;
+    for (const size of [70 * 1024, 300 * 1024]) {
+      const raw = Buffer.from(`From: s@example.net\r\nX-Big: ${'x'.repeat(size)}\r\n\r\nbody\r\n`);
+      const reply = await sendRaw(server.port, { from: 'sender@example.net', to: ['alice@example.test', 'carol@example.test'] }, raw);
+      assert.match(reply.data[0]!, /^554 5\.3\.4 /);
+    }
     assert.equal(sink.messages.length, 0);
   });
 

@@ -1,0 +1,90 @@
+import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+import type { PublicKey } from 'openpgp';
+import { LacreError } from '../errors.js';
+import { encryptBuffered, type BufferedJob } from './buffered.js';
+
+/** Something that encrypts a message held in memory: in this thread, or on a pool of worker threads. */
+export interface BufferedEncryptor {
+  encrypt(job: BufferedJob): Promise<Uint8Array[]>;
+  close(): Promise<void>;
+}
+
+export const inThreadEncryptor: BufferedEncryptor = { encrypt: encryptBuffered, close: async () => undefined };
+
+interface Pending {
+  resolve(armored: Uint8Array[]): void;
+  reject(error: Error): void;
+}
+
+interface PooledWorker {
+  worker: Worker;
+  pending: Map<number, Pending>;
+}
+
+/**
+ * Encryption off the event loop: the SMTP side keeps one core while openpgp.js works on the others. Jobs go
+ * to the worker with the fewest in flight. A worker that dies fails its jobs (the messages get a 4xx, Postfix
+ * retries) and is replaced.
+ */
+export class EncryptionPool implements BufferedEncryptor {
+  private readonly workers: PooledWorker[] = [];
+  private readonly binaryKeys = new WeakMap<PublicKey, { hash: string; binary: Uint8Array }>();
+  private nextId = 1;
+  private closing = false;
+
+  constructor(size: number) {
+    for (let i = 0; i < size; i++) this.workers.push(this.spawn());
+  }
+
+  async encrypt(job: BufferedJob): Promise<Uint8Array[]> {
+    if (this.closing) throw new LacreError('encryption pool is closed');
+    const target = this.workers.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+    const id = this.nextId++;
+    const copies = job.copies.map((copy) => ({ keys: copy.keys.map((key) => this.binaryOf(key)) }));
+    return new Promise((resolve, reject) => {
+      target.pending.set(id, { resolve, reject });
+      target.worker.postMessage({ id, job: { plaintext: job.plaintext, eol: job.eol, copies } });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all(this.workers.map(({ worker }) => worker.terminate()));
+  }
+
+  private binaryOf(key: PublicKey): { hash: string; binary: Uint8Array } {
+    let known = this.binaryKeys.get(key);
+    if (!known) {
+      const binary = key.write();
+      known = { hash: createHash('sha256').update(binary).digest('hex'), binary };
+      this.binaryKeys.set(key, known);
+    }
+    return known;
+  }
+
+  private spawn(): PooledWorker {
+    const worker = new Worker(new URL('./worker.js', import.meta.url));
+    const pooled: PooledWorker = { worker, pending: new Map() };
+    worker.unref();
+    worker.on('message', (reply: { id: number; armored?: Uint8Array[]; error?: string }) => {
+      const pending = pooled.pending.get(reply.id);
+      pooled.pending.delete(reply.id);
+      if (!pending) return;
+      if (reply.armored) pending.resolve(reply.armored);
+      else pending.reject(new LacreError(`encryption failed: ${reply.error}`));
+    });
+    const fail = (error: Error) => {
+      for (const pending of pooled.pending.values()) pending.reject(new LacreError(`encryption worker failed: ${error.message}`));
+      pooled.pending.clear();
+      if (this.closing) return;
+      const index = this.workers.indexOf(pooled);
+      if (index !== -1) this.workers[index] = this.spawn();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => {
+      if (!this.closing) fail(new Error(`exited with code ${code}`));
+    });
+    return pooled;
+  }
+}

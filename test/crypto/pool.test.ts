@@ -1,0 +1,45 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as openpgp from 'openpgp';
+import { EncryptionPool } from '../../src/crypto/pool.js';
+import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+
+describe('encryption pool (worker threads)', () => {
+  let home: GpgHome;
+  let alice: GpgKey;
+  let bob: GpgKey;
+  let pool: EncryptionPool;
+
+  before(async () => {
+    home = await createGpgHome();
+    alice = await generateKey(home, { email: 'alice@example.test' });
+    bob = await generateKey(home, { email: 'bob@example.test', algo: 'rsa3072' });
+    pool = new EncryptionPool(2);
+  });
+  after(async () => {
+    await pool.close();
+    await home.remove();
+  });
+
+  it('encrypts in a worker: each copy names only its own keys and decrypts with gpg to the plaintext', async () => {
+    const plaintext = Buffer.from('Content-Type: text/plain\r\n\r\nsecret\r\n\u0000binary');
+    const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+    const bobKey = await openpgp.readKey({ armoredKey: bob.publicArmored });
+    const jobs = Array.from({ length: 8 }, () => pool.encrypt({ plaintext, copies: [{ keys: [aliceKey] }, { keys: [bobKey] }], eol: '\r\n' }));
+    for (const [forAlice, forBob] of await Promise.all(jobs)) {
+      assert.deepEqual(await listPacketsKeyIds(home, Buffer.from(forAlice!)), [alice.encryptionKeyId]);
+      assert.deepEqual(await listPacketsKeyIds(home, Buffer.from(forBob!)), [bob.encryptionKeyId]);
+      assert.deepEqual(await decrypt(home, Buffer.from(forAlice!)), plaintext);
+      assert.deepEqual(await decrypt(home, Buffer.from(forBob!)), plaintext);
+    }
+  });
+
+  it('a key that cannot encrypt fails the job, not the pool', async () => {
+    const signer = await generateKey(home, { email: 'signer@example.test', signOnly: true });
+    const signOnly = await openpgp.readKey({ armoredKey: signer.publicArmored });
+    await assert.rejects(pool.encrypt({ plaintext: Buffer.from('x'), copies: [{ keys: [signOnly] }], eol: '\n' }), /encryption failed/);
+    const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+    const [armored] = await pool.encrypt({ plaintext: Buffer.from('still works'), copies: [{ keys: [aliceKey] }], eol: '\n' });
+    assert.equal((await decrypt(home, Buffer.from(armored!))).toString(), 'still works');
+  });
+});
