@@ -3,32 +3,48 @@ import type { Config } from './config/schema.js';
 import type { Database } from './db/types.js';
 import { openDatabase } from './db/open.js';
 import { assertMigrated, migrate } from './db/migrate.js';
-import { createKeyDirectory } from './keys/directory.js';
-import type { KeyDirectory } from './keys/types.js';
+import { createKeyDirectory, type CachedKeyDirectory } from './keys/directory.js';
+import { availableParallelism } from 'node:os';
 import { MessageFilter } from './filter/filter.js';
+import { EncryptionPool } from './crypto/pool.js';
 import type { Downstream } from './filter/pipeline.js';
 import { Relay } from './smtp/reinject.js';
 import { HttpBoxDownstream } from './incoming/delivery.js';
 import { createBoxUserDirectory } from './incoming/users.js';
+import type { LacreMetrics } from './metrics/metrics.js';
+import { meteredBox, meteredRelay } from './metrics/downstream.js';
+import { cachedKeyCounts } from './metrics/key-counts.js';
+import { HealthMonitor, readinessChecks } from './http/health.js';
 
 export interface Runtime {
   readonly config: Config;
   readonly logger: Logger;
   readonly db: Database;
-  readonly keys: KeyDirectory;
+  readonly keys: CachedKeyDirectory;
   readonly relay: Relay;
   /** Present when incoming_box.url is set. */
   readonly box: HttpBoxDownstream | undefined;
   filterTo(downstream: Downstream): MessageFilter;
   readonly filter: MessageFilter;
+  /** Readiness checks of this runtime's database, relay and box (GET /readyz, lacre_ready*). */
+  readonly health: HealthMonitor;
+  /** Present when asked for (RuntimeOptions.metrics). */
+  readonly metrics: LacreMetrics | undefined;
   close(): Promise<void>;
+}
+
+export interface RuntimeOptions {
+  /** Collect Prometheus metrics (lacre serve). */
+  metrics?: boolean;
+  /** Encrypt on worker threads (lacre serve; one-shot commands would pay for starting them). */
+  encryptionWorkers?: boolean;
 }
 
 /**
  * Opens the database (migrating the embedded one by itself; a PostgreSQL server must have been migrated
  * with `lacre migrate`), the key directory and the relay pool.
  */
-export async function openRuntime(config: Config, logger: Logger): Promise<Runtime> {
+export async function openRuntime(config: Config, logger: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
   const db = await openDatabase(config.database, logger);
   try {
     if (db.kind === 'embedded') {
@@ -45,7 +61,19 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
   const relay = new Relay(config.relay, config.smtp.hostname, logger);
   const box = config.incoming_box.url ? new HttpBoxDownstream(config.incoming_box) : undefined;
   const boxUsers = box ? createBoxUserDirectory(db, config.keys) : undefined;
-  const filterTo = (downstream: Downstream) => new MessageFilter(keys, { relay: downstream, box }, config, boxUsers);
+  const health = new HealthMonitor(readinessChecks({ config, db, relay, box }));
+  const metrics = options.metrics ? await createMetrics({ config, db, keys, relay, health }, logger) : undefined;
+  const workers = options.encryptionWorkers ? (config.encryption.workers ?? availableParallelism()) : 0;
+  const encryptor = workers > 0 ? new EncryptionPool(workers) : undefined;
+  const filterTo = (downstream: Downstream) =>
+    new MessageFilter({
+      keys,
+      downstreams: metrics ? { relay: meteredRelay(downstream, metrics), box: box && meteredBox(box, metrics) } : { relay: downstream, box },
+      config,
+      boxUsers,
+      observer: metrics,
+      encryptor,
+    });
   return {
     config,
     logger,
@@ -55,11 +83,33 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
     box,
     filterTo,
     filter: filterTo(relay),
+    health,
+    metrics,
     async close() {
       relay.close();
       box?.close();
+      await encryptor?.close();
       await keys.close();
       await db.close();
     },
   };
+}
+
+interface MetricSources {
+  config: Config;
+  db: Database;
+  keys: CachedKeyDirectory;
+  relay: Relay;
+  health: HealthMonitor;
+}
+
+/** Loaded on demand: prom-client takes ~0.2 s to import, too much for `lacre pipe` (one process per message). */
+async function createMetrics(sources: MetricSources, logger: Logger): Promise<LacreMetrics> {
+  const { LacreMetrics } = await import('./metrics/metrics.js');
+  const metrics = new LacreMetrics();
+  metrics.watchKeyCache(() => sources.keys.stats());
+  metrics.watchRelayPool(() => ({ ...sources.relay.poolState(), maxConnections: sources.config.relay.max_connections }));
+  metrics.watchReadiness(() => sources.health.recent());
+  metrics.watchKeyCounts(cachedKeyCounts(sources.db, logger));
+  return metrics;
 }

@@ -10,6 +10,7 @@ import { assertMigrated, migrate } from '../db/migrate.js';
 import { registerKeysCommands, type OpenContext } from './keys.js';
 import { registerMessageCommands } from './message.js';
 import { registerServeCommands } from './serve.js';
+import { registerCheckCommand } from './check.js';
 import { registerInboxCommands } from './inbox.js';
 import { registerInboxFetchCommand } from './inbox-fetch.js';
 
@@ -33,6 +34,7 @@ export function configFrom(command: Command): Config {
 const context = { configFrom, createLogger, createConfiguredLogger };
 registerServeCommands(program, context);
 registerMessageCommands(program, context);
+registerCheckCommand(program, context);
 /** Key administration: the embedded database migrates itself; a PostgreSQL server must be migrated already. */
 const openKeysContext: OpenContext = async (command) => {
   const config = configFrom(command);

@@ -1,10 +1,13 @@
 import type { Command } from 'commander';
 import { openDatabase } from '../db/open.js';
 import { migrate, pendingMigrations } from '../db/migrate.js';
-import { openRuntime } from '../runtime.js';
+import { openRuntime, type Runtime } from '../runtime.js';
 import { createSmtpListener } from '../smtp/listener.js';
 import { cleanStaleSpool } from '../filter/spool.js';
 import { startIncomingBoxServer } from '../incoming/server/index.js';
+import { startHttpListener, type HttpListener } from '../http/server.js';
+import { LogLevelControl } from '../http/log-level.js';
+import type { Logger } from '../log/logger.js';
 import type { CliContext } from './context.js';
 
 export function registerServeCommands(program: Command, context: CliContext): void {
@@ -14,19 +17,35 @@ export function registerServeCommands(program: Command, context: CliContext): vo
     .action(async (_options, command: Command) => {
       const config = context.configFrom(command);
       const logger = context.createConfiguredLogger(config.log, 'stdout');
-      const runtime = await openRuntime(config, logger);
+      const runtime = await openRuntime(config, logger, { metrics: config.http.enabled, encryptionWorkers: true });
       await cleanStaleSpool(config.encryption.spool_dir, logger);
       // The box shares the filter's database; it starts first so that copies for it find it listening.
       const box = config.incoming_box.serve ? await startIncomingBoxServer(config, runtime.db, logger) : undefined;
+      const logLevel = new LogLevelControl(logger, config.log.level);
+      const stopToggling = logLevel.toggleOnSignal('SIGUSR2');
+      const http = await startOperatorHttp(runtime, logLevel, logger).catch(async (error: unknown) => {
+        await box?.close();
+        await runtime.close();
+        throw error;
+      });
       const listener = createSmtpListener(config, runtime.filter, logger);
+      runtime.metrics?.watchSessions(() => listener.sessions());
       const address = await listener.listen();
       logger.info(
-        { listen: `${address.address}:${address.port}`, lmtp: config.smtp.lmtp, relay: `${config.relay.host}:${config.relay.port}`, database: runtime.db.kind },
+        {
+          listen: `${address.address}:${address.port}`,
+          lmtp: config.smtp.lmtp,
+          relay: `${config.relay.host}:${config.relay.port}`,
+          database: runtime.db.kind,
+          http: http ? `${http.address.address}:${http.address.port}` : undefined,
+        },
         'lacre is ready',
       );
       await waitForSignal(['SIGTERM', 'SIGINT']);
       logger.info('shutting down: no new connections, finishing messages in flight');
+      stopToggling();
       await listener.close();
+      await http?.close();
       await box?.close();
       await runtime.close();
     });
@@ -51,6 +70,13 @@ export function registerServeCommands(program: Command, context: CliContext): vo
         await db.close();
       }
     });
+}
+
+/** Metrics, health and the log-level endpoint, when http.enabled. */
+async function startOperatorHttp(runtime: Runtime, logLevel: LogLevelControl, logger: Logger): Promise<HttpListener | undefined> {
+  const { http } = runtime.config;
+  if (!http.enabled) return undefined;
+  return startHttpListener({ listen: http.listen, logger, health: runtime.health, logLevel, metrics: runtime.metrics });
 }
 
 function waitForSignal(signals: NodeJS.Signals[]): Promise<void> {

@@ -47,6 +47,8 @@ const encryption = z.strictObject({
   /** Where ciphertext (never plaintext) spills when a message outgrows spool_memory. */
   spool_dir: z.string().min(1).optional(),
   spool_memory: byteSize.default(1024 * 1024),
+  /** Worker threads encrypting messages held in memory; unset = one per CPU, 0 = on the event loop. */
+  workers: z.number().int().min(0).max(64).optional(),
 });
 
 const keys = z.strictObject({
@@ -86,6 +88,12 @@ const incomingBox = z.strictObject({
   purge_interval_seconds: z.number().positive().default(3600),
 });
 
+const http = z.strictObject({
+  /** Metrics, health and admin endpoints; unauthenticated, so loopback by default. */
+  enabled: z.boolean().default(true),
+  listen: listenAddress.default('127.0.0.1:10080'),
+});
+
 const log = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Append log lines to this file instead of stdout (`lacre pipe` logs nowhere without it). */
@@ -99,6 +107,7 @@ export const configSchema = z.strictObject({
   encryption: encryption.prefault({}),
   keys: keys.prefault({}),
   incoming_box: incomingBox.prefault({}),
+  http: http.prefault({}),
   log: log.prefault({}),
 });
 

@@ -1,11 +1,12 @@
-import type { Readable } from 'node:stream';
+import { finished, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import type { BufferedEncryptor } from '../crypto/pool.js';
 import type { Config } from '../config/schema.js';
 import { RecipientPolicyError } from '../errors.js';
 import type { KeyDirectory } from '../keys/types.js';
 import { parseAddress } from '../keys/address.js';
 import { processMessage, type Downstreams, type FilterOptions, type MessageResult } from './pipeline.js';
-import type { RoutedRecipient } from './plan.js';
+import type { RecipientAction, RoutedRecipient } from './plan.js';
 import { errorReply, messageReply, recipientReplies, type SmtpReply } from './reply.js';
 
 export interface FilterRequest {
@@ -17,7 +18,32 @@ export interface FilterRequest {
   readonly sizeExceeded?: () => boolean;
   /** Bytes read so far, for the log line. */
   readonly bytesRead?: () => number;
+  /** Time spent looking the recipients up at RCPT, for the log line. */
+  readonly lookupMs?: number;
   readonly log: Logger;
+}
+
+/** What the filter reports for metrics (src/metrics/metrics.ts); optional, one-shot commands pass none. */
+export interface FilterObserver {
+  messageStarted(): void;
+  messageFinished(report: MessageReport): void;
+  /** The whole input, once it has been read to its end. */
+  bytesReceived(bytes: number): void;
+  /** A recipient refused at RCPT time (RecipientPolicyError, DatabaseUnavailableError, ...). */
+  recipientRefused(error: unknown, permanent: boolean): void;
+}
+
+export interface MessageReport {
+  /** The whole transaction's reply. */
+  readonly reply: SmtpReply;
+  /** One entry per recipient whose copy was accepted (SMTP: all of them, or none; LMTP: each on its own). */
+  readonly actions: readonly RecipientAction[];
+  /** Every failure: the one that stopped the message, or each failed copy's and refused recipient's. */
+  readonly errors: readonly unknown[];
+  readonly durationSeconds: number;
+  readonly size: number | undefined;
+  /** At least one copy was encrypted. */
+  readonly encrypted: boolean;
 }
 
 export interface FilterOutcome {
@@ -28,6 +54,18 @@ export interface FilterOutcome {
   readonly result?: MessageResult;
 }
 
+export interface MessageFilterParts {
+  readonly keys: KeyDirectory;
+  readonly downstreams: Downstreams;
+  readonly config: Config;
+  /** Address → Incoming Box user, when box delivery is configured. */
+  readonly boxUsers?: BoxUserDirectory | undefined;
+  /** Metrics (lacre serve). */
+  readonly observer?: FilterObserver | undefined;
+  /** Who encrypts messages held in memory (default: the event loop). */
+  readonly encryptor?: BufferedEncryptor | undefined;
+}
+
 /** Which Incoming Box user (UUID) an address is delivered to, if any. */
 export interface BoxUserDirectory {
   userFor(address: string): Promise<string | undefined>;
@@ -35,12 +73,21 @@ export interface BoxUserDirectory {
 
 /** The per-message service: routing and recipient policy at RCPT time, then the pipeline, the replies and the log line. */
 export class MessageFilter {
-  constructor(
-    private readonly keys: KeyDirectory,
-    private readonly downstreams: Downstreams,
-    private readonly config: Config,
-    private readonly boxUsers?: BoxUserDirectory,
-  ) {}
+  private readonly keys: KeyDirectory;
+  private readonly downstreams: Downstreams;
+  private readonly config: Config;
+  private readonly boxUsers: BoxUserDirectory | undefined;
+  private readonly observer: FilterObserver | undefined;
+  private readonly encryptor: BufferedEncryptor | undefined;
+
+  constructor(parts: MessageFilterParts) {
+    this.keys = parts.keys;
+    this.downstreams = parts.downstreams;
+    this.config = parts.config;
+    this.boxUsers = parts.boxUsers;
+    this.observer = parts.observer;
+    this.encryptor = parts.encryptor;
+  }
 
   get options(): FilterOptions {
     return {
@@ -50,6 +97,7 @@ export class MessageFilter {
       spoolMemory: this.config.encryption.spool_memory,
       boxScheme: this.config.incoming_box.scheme,
       boxNamespace: this.config.incoming_box.namespace,
+      encryptor: this.encryptor,
     };
   }
 
@@ -59,6 +107,15 @@ export class MessageFilter {
    * because the store could not be read.
    */
   async lookupRecipient(address: string): Promise<RoutedRecipient> {
+    try {
+      return await this.route(address);
+    } catch (error) {
+      this.observer?.recipientRefused(error, errorReply(error).code >= 500);
+      throw error;
+    }
+  }
+
+  private async route(address: string): Promise<RoutedRecipient> {
     const lookup = await this.keys.lookup(address);
     if (lookup.kind === 'unusable' && this.config.encryption.on_unusable_key !== 'plain') {
       const permanent = this.config.encryption.on_unusable_key === 'reject';
@@ -86,21 +143,61 @@ export class MessageFilter {
 
   async process(request: FilterRequest): Promise<FilterOutcome> {
     const started = performance.now();
+    const input = watchInput(request, started, this.observer);
+    this.observer?.messageStarted();
+    request.log.debug({ recipientCount: request.recipients.length, lookupMs: request.lookupMs }, 'message data started');
     const addresses = request.recipients.map((r) => r.address);
+    let outcome: FilterOutcome;
+    let error: unknown;
     try {
       const result = await processMessage(request, this.downstreams, this.options);
-      const outcome = { reply: messageReply(result), recipientReplies: recipientReplies(addresses, result), result };
-      this.logOutcome(request, outcome, started);
-      return outcome;
-    } catch (error) {
-      const reply = errorReply(error);
-      const outcome = { reply, recipientReplies: addresses.map(() => reply) };
-      this.logOutcome(request, outcome, started, error);
-      return outcome;
+      outcome = { reply: messageReply(result), recipientReplies: recipientReplies(addresses, result), result };
+    } catch (caught) {
+      error = caught;
+      const reply = errorReply(caught);
+      outcome = { reply, recipientReplies: addresses.map(() => reply) };
+    }
+    this.logCopies(request, outcome);
+    this.logOutcome(request, outcome, started, input, error);
+    this.observer?.messageFinished(this.report(request, outcome, started, error));
+    return outcome;
+  }
+
+  private report(request: FilterRequest, outcome: FilterOutcome, started: number, error: unknown): MessageReport {
+    const result = outcome.result;
+    const accepted = (index: number) => (this.config.smtp.lmtp ? outcome.recipientReplies[index]! : outcome.reply).code < 400;
+    const actions = request.recipients.flatMap(({ address }, index) => {
+      const action = result?.plan.actions.get(address);
+      return action !== undefined && accepted(index) ? [action] : [];
+    });
+    const errors = result ? result.results.flatMap((r) => (r.error ? [r.error] : [...(r.rejected?.values() ?? [])])) : [error];
+    return {
+      reply: outcome.reply,
+      actions,
+      errors,
+      durationSeconds: (performance.now() - started) / 1000,
+      size: request.bytesRead?.(),
+      encrypted: result?.results.some((r) => r.copy.keys.length > 0) ?? false,
+    };
+  }
+
+  /** Debug: what became of each copy. */
+  private logCopies(request: FilterRequest, outcome: FilterOutcome): void {
+    if (!request.log.isLevelEnabled('debug')) return;
+    for (const { copy, error, rejected } of outcome.result?.results ?? []) {
+      const fields = {
+        copy: copy.kind,
+        downstream: copy.boxUser === undefined ? 'relay' : 'box',
+        recipients: copy.recipients,
+        keys: copy.keys.length,
+        error: error?.message,
+        rejected: rejected && rejected.size > 0 ? [...rejected.keys()] : undefined,
+      };
+      request.log.debug(fields, error ? 'copy not delivered' : 'copy delivered');
     }
   }
 
-  private logOutcome(request: FilterRequest, outcome: FilterOutcome, started: number, error?: unknown): void {
+  private logOutcome(request: FilterRequest, outcome: FilterOutcome, started: number, input: InputWatch, error?: unknown): void {
     const result = outcome.result;
     const failures = result?.results.filter((r) => r.error).map((r) => ({ to: r.copy.recipients, error: r.error?.message }));
     const fields = {
@@ -112,7 +209,9 @@ export class MessageFilter {
       alreadyEncrypted: result?.alreadyEncrypted,
       copies: result?.results.length,
       failures: failures && failures.length > 0 ? failures : undefined,
-      durationMs: Math.round((performance.now() - started) * 10) / 10,
+      lookupMs: request.lookupMs === undefined ? undefined : roundMs(request.lookupMs),
+      receiveMs: input.receiveMs === undefined ? undefined : roundMs(input.receiveMs),
+      durationMs: roundMs(performance.now() - started),
       outcome: outcome.reply.code,
       reply: `${outcome.reply.code} ${outcome.reply.enhanced} ${outcome.reply.text}`,
       error: error instanceof Error ? { type: error.name, message: error.message } : undefined,
@@ -120,6 +219,27 @@ export class MessageFilter {
     if (outcome.reply.code >= 400) request.log.warn(fields, 'message not accepted');
     else request.log.info(fields, 'message accepted');
   }
+}
+
+function roundMs(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}
+
+/** When the input was read to its end: the receive stage of the log line, and the bytes for metrics. */
+interface InputWatch {
+  /** From the start of DATA to the last byte read; undefined while the input is still being read. */
+  receiveMs: number | undefined;
+}
+
+function watchInput(request: FilterRequest, started: number, observer: FilterObserver | undefined): InputWatch {
+  const watch: InputWatch = { receiveMs: undefined };
+  // finished() only listens: it does not change how the pipeline reads the stream.
+  finished(request.body, (error) => {
+    if (error) return;
+    watch.receiveMs = performance.now() - started;
+    observer?.bytesReceived(request.bytesRead?.() ?? 0);
+  });
+  return watch;
 }
 
 function domainOrUndefined(address: string): string | undefined {

@@ -10,6 +10,8 @@ export interface SmtpListener {
   /** Resolves with the bound address (port 0 picks a free one). */
   listen(): Promise<AddressInfo>;
   close(): Promise<void>;
+  /** Open inbound connections, for the sessions gauge. */
+  sessions(): number;
 }
 
 export function parseListen(listen: string): { host: string; port: number } {
@@ -23,6 +25,7 @@ export function parseListen(listen: string): { host: string; port: number } {
  */
 export function createSmtpListener(config: Config, filter: MessageFilter, logger: Logger): SmtpListener {
   const routes = new WeakMap<SMTPServerAddress, RoutedRecipient>();
+  const lookupTimes = new WeakMap<SMTPServerAddress, number>();
   const inFlight = new Set<Promise<unknown>>();
   const server = new SMTPServer({
     lmtp: config.smtp.lmtp,
@@ -38,9 +41,16 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
     closeTimeout: 30_000,
     logger: false,
     onRcptTo(address, session, callback) {
+      const started = performance.now();
       filter.lookupRecipient(address.address).then(
         (route) => {
+          const lookupMs = performance.now() - started;
           routes.set(address, route);
+          lookupTimes.set(address, lookupMs);
+          if (logger.isLevelEnabled('debug')) {
+            const fields = { to: address.address, keys: route.lookup.kind, box: route.boxUser !== undefined, lookupMs: Math.round(lookupMs * 10) / 10 };
+            sessionLogger(logger, session).debug(fields, 'recipient looked up');
+          }
           callback();
         },
         (error: unknown) => {
@@ -51,7 +61,7 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
       );
     },
     onData(stream, session, callback) {
-      const handled = handleData(stream, session, filter, routes, logger).then(
+      const handled = handleData(stream, session, filter, { routes, lookupTimes }, logger).then(
         (replies) => callback(null, replies as unknown as string),
         (error: unknown) => callback(isSmtpReplyError(error) ? error : toSmtpError(errorReply(error))),
       );
@@ -71,6 +81,7 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
         });
       }),
     close: () => closeGracefully(server, inFlight),
+    sessions: () => (server as unknown as { connections: Set<unknown> }).connections.size,
   };
 }
 
@@ -93,7 +104,7 @@ async function handleData(
   stream: SMTPServerDataStream,
   session: SMTPServerSession,
   filter: MessageFilter,
-  routes: WeakMap<SMTPServerAddress, RoutedRecipient>,
+  { routes, lookupTimes }: { routes: WeakMap<SMTPServerAddress, RoutedRecipient>; lookupTimes: WeakMap<SMTPServerAddress, number> },
   logger: Logger,
 ): Promise<string | Array<string | Error>> {
   const recipients = session.envelope.rcptTo.map((rcpt) => {
@@ -110,6 +121,7 @@ async function handleData(
     use8BitMime: (session.envelope as { bodyType?: string }).bodyType === '8bitmime',
     sizeExceeded: () => stream.sizeExceeded,
     bytesRead: () => stream.byteLength,
+    lookupMs: session.envelope.rcptTo.reduce((sum, rcpt) => sum + (lookupTimes.get(rcpt) ?? 0), 0),
     log: sessionLogger(logger, session),
   });
   // smtp-server answers 552 by itself when the size was exceeded, whatever is returned here.

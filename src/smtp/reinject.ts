@@ -56,6 +56,12 @@ export class Relay implements Downstream {
     return this.transport.verify().then(() => true, () => false);
   }
 
+  /** What nodemailer's pool tells about itself: whether it can take another message now, and how many it has not finished. */
+  poolState(): { idle: boolean; pending: number } {
+    const pool = this.transport.transporter as { pendingCount?: () => number };
+    return { idle: this.transport.isIdle(), pending: pool.pendingCount?.() ?? 0 };
+  }
+
   close(): void {
     this.transport.close();
   }

@@ -36,6 +36,8 @@ export interface LogLine {
 export class LacreServer {
   readonly logs: LogLine[] = [];
   port = 0;
+  /** The operators' HTTP listener (metrics, health), 0 when http.enabled is false. */
+  httpPort = 0;
   private stderr = '';
 
   private constructor(private readonly child: ChildProcess) {}
@@ -48,7 +50,7 @@ export class LacreServer {
     const timeoutMs = options.timeoutMs ?? 60_000;
     const child = spawn(process.execPath, [LACRE_BIN, ...(options.command ?? ['serve'])], {
       cwd: options.cwd,
-      env: { ...process.env, LACRE_SMTP_LISTEN: '127.0.0.1:0', ...env },
+      env: { ...process.env, LACRE_SMTP_LISTEN: '127.0.0.1:0', LACRE_HTTP_LISTEN: '127.0.0.1:0', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const server = new LacreServer(child);
@@ -63,6 +65,7 @@ export class LacreServer {
     const readyMessage = options.readyMessage ?? 'lacre is ready';
     const ready = await server.waitForLog((l) => l.msg === readyMessage, timeoutMs);
     server.port = Number(String(ready.listen).split(':').pop());
+    if (typeof ready.http === 'string') server.httpPort = Number(ready.http.split(':').pop());
     return server;
   }
 
@@ -87,6 +90,11 @@ export class LacreServer {
     const code = await exited;
     clearTimeout(timer);
     return code;
+  }
+
+  /** Sends a signal (e.g. SIGUSR2) without waiting for anything. */
+  signal(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
   }
 
   kill(): void {
