@@ -3,14 +3,15 @@ import { messageFactory, SENDER } from './messages.js';
 
 export interface LoadOptions {
   port: number;
-  recipient: string;
+  /** Every message goes to all of them (one RCPT each). */
+  recipients: readonly string[];
   sessions: number;
   messageBytes: number;
   /** Every send after this instant (Date.now()) fails: bounds the whole load in time. */
   deadline: number;
 }
 
-/** What one or more measured batches added up to. */
+/** What one measured batch added up to. */
 export class LoadTally {
   readonly latenciesMs: number[] = [];
   seconds = 0;
@@ -22,6 +23,10 @@ export class LoadTally {
 
   get messagesPerSecond(): number {
     return this.messages / this.seconds;
+  }
+
+  get cpuMsPerMessage(): number {
+    return this.cpuMs / this.messages;
   }
 
   percentileMs(p: number): number {
@@ -43,7 +48,7 @@ export class LoadGenerator {
     private readonly options: LoadOptions,
     private readonly sessions: SmtpSession[],
   ) {
-    this.makeMessage = messageFactory(options.recipient, options.messageBytes);
+    this.makeMessage = messageFactory(options.recipients, options.messageBytes);
   }
 
   static async open(options: LoadOptions): Promise<LoadGenerator> {
@@ -57,22 +62,28 @@ export class LoadGenerator {
     return new LoadGenerator(options, sessions);
   }
 
-  /** Sends `count` messages over all sessions; with a tally, adds their latencies and the elapsed time to it. */
-  async send(count: number, tally?: LoadTally): Promise<void> {
+  /**
+   * Sends over all sessions until `maxMessages` were claimed or `windowMs` has passed, whichever comes first (no
+   * new message starts after the window; those in flight finish). With a tally, adds their latencies and the
+   * elapsed time to it. Resolves to the number of messages sent.
+   */
+  async send(batch: { maxMessages: number; windowMs: number }, tally?: LoadTally): Promise<number> {
     let claimed = 0;
+    const started = performance.now();
+    const windowEnds = started + batch.windowMs;
     const worker = async (session: SmtpSession) => {
-      while (claimed < count) {
+      while (claimed < batch.maxMessages && performance.now() < windowEnds) {
         claimed += 1;
         if (Date.now() > this.options.deadline) throw new Error(`load to port ${this.options.port} passed its deadline`);
         const message = this.makeMessage(this.numbered++);
-        const started = performance.now();
-        await session.send(SENDER, this.options.recipient, message);
-        tally?.latenciesMs.push(performance.now() - started);
+        const sent = performance.now();
+        await session.send(SENDER, this.options.recipients, message);
+        tally?.latenciesMs.push(performance.now() - sent);
       }
     };
-    const started = performance.now();
     await Promise.all(this.sessions.map(worker));
     if (tally) tally.seconds += (performance.now() - started) / 1000;
+    return claimed;
   }
 
   async close(): Promise<void> {

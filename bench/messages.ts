@@ -9,10 +9,10 @@ const COUNTER = '0000000000';
  * Makes `size`-byte messages (headers included, CRLF, no line starting with a dot) that differ only in their
  * Message-ID and Subject counter, so building one costs a buffer copy.
  */
-export function messageFactory(to: string, size: number): (index: number) => Buffer {
+export function messageFactory(to: readonly string[], size: number): (index: number) => Buffer {
   const header =
     `From: Bench <${SENDER}>\r\n` +
-    `To: <${to}>\r\n` +
+    `To: ${to.map((address) => `<${address}>`).join(',\r\n ')}\r\n` +
     `Subject: bench message ${COUNTER}\r\n` +
     `Date: ${new Date().toUTCString().replace('GMT', '+0000')}\r\n` +
     `Message-ID: <${COUNTER}.bench@sender.example>\r\n` +

@@ -47,8 +47,8 @@ export class SmtpSession {
     return session;
   }
 
-  /** Sends one message of pre-stuffed bytes; rejects unless every step is accepted. */
-  async send(from: string, to: string, message: Buffer, timeoutMs = 30_000): Promise<void> {
+  /** Sends one message of pre-stuffed bytes to one or more recipients; rejects unless every step is accepted. */
+  async send(from: string, to: string | readonly string[], message: Buffer, timeoutMs = 30_000): Promise<void> {
     await this.startData(from, to, timeoutMs);
     this.socket.write(message);
     this.socket.write('.\r\n');
@@ -79,10 +79,11 @@ export class SmtpSession {
     this.socket.destroy();
   }
 
-  private async startData(from: string, to: string, timeoutMs: number): Promise<void> {
-    this.socket.write(`MAIL FROM:<${from}>\r\nRCPT TO:<${to}>\r\nDATA\r\n`);
+  private async startData(from: string, to: string | readonly string[], timeoutMs: number): Promise<void> {
+    const recipients = typeof to === 'string' ? [to] : to;
+    this.socket.write(`MAIL FROM:<${from}>\r\n${recipients.map((rcpt) => `RCPT TO:<${rcpt}>\r\n`).join('')}DATA\r\n`);
     expect(await this.reply(timeoutMs), 250, 'MAIL FROM');
-    expect(await this.reply(timeoutMs), 250, 'RCPT TO');
+    for (const rcpt of recipients) expect(await this.reply(timeoutMs), 250, `RCPT TO:<${rcpt}>`);
     expect(await this.reply(timeoutMs), 354, 'DATA');
   }
 

@@ -1,0 +1,69 @@
+/** What bench/report.ts hands to the page script (bench/report-page.ts) as JSON: types only. */
+
+export interface ReportPoint {
+  /** Median over the rounds. */
+  value: number;
+  min: number;
+  max: number;
+  n: number;
+}
+
+export interface ReportSeries {
+  label: string;
+  figure: string;
+  color: string;
+  /** Drawn only once the reader clicks its legend entry. */
+  hidden: boolean;
+  /** One per record, null where the record lacks the figure. */
+  points: Array<ReportPoint | null>;
+}
+
+export interface ReportTarget {
+  label: string;
+  value: number;
+}
+
+export interface ReportChart {
+  id: string;
+  section: string;
+  title: string;
+  unit: string;
+  note: string;
+  series: ReportSeries[];
+  targets: ReportTarget[];
+}
+
+export interface ReportRecord {
+  commit: string;
+  dirty: boolean;
+  date: string;
+  subject: string;
+  database: string;
+  mode: string;
+  machine: string;
+}
+
+export interface ReportRow {
+  figure: string;
+  value: number;
+  min: number;
+  max: number;
+  n: number;
+  unit: string;
+  /** Change of the median against the previous record, in percent; null without one. */
+  changePct: number | null;
+  /** e.g. "≥ 0.5", when the issue sets a target for this figure. */
+  target: string | null;
+  meets: boolean | null;
+}
+
+export interface ReportData {
+  generatedAt: string;
+  historyFile: string;
+  mode: string;
+  /** Records in the history that were left out (another mode). */
+  skipped: number;
+  records: ReportRecord[];
+  charts: ReportChart[];
+  latest: { record: ReportRecord; rows: ReportRow[] } | null;
+}
