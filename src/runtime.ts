@@ -63,7 +63,8 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
   const boxUsers = box ? createBoxUserDirectory(db, config.keys) : undefined;
   const health = new HealthMonitor(readinessChecks({ config, db, relay, box }));
   const metrics = options.metrics ? await createMetrics({ config, db, keys, relay, health }, logger) : undefined;
-  const workers = options.encryptionWorkers ? (config.encryption.workers ?? availableParallelism()) : 0;
+  // One core stays with the event loop (SMTP, relay, database): on 2 cores, 1 worker.
+  const workers = options.encryptionWorkers ? (config.encryption.workers ?? availableParallelism() - 1) : 0;
   const encryptor = workers > 0 ? new EncryptionPool(workers) : undefined;
   const filterTo = (downstream: Downstream) =>
     new MessageFilter({

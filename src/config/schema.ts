@@ -47,7 +47,7 @@ const encryption = z.strictObject({
   /** Where ciphertext (never plaintext) spills when a message outgrows spool_memory. */
   spool_dir: z.string().min(1).optional(),
   spool_memory: byteSize.default(1024 * 1024),
-  /** Worker threads encrypting messages held in memory; unset = one per CPU, 0 = on the event loop. */
+  /** Worker threads encrypting messages held in memory; unset = one per CPU but one, 0 = on the event loop. */
   workers: z.number().int().min(0).max(64).optional(),
 });
 
