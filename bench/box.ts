@@ -102,12 +102,9 @@ async function main(): Promise<void> {
     await measureListings(box, listUser, filled, { requests: settings.listRequests, deadline }, samples, progress);
 
     const code = await box.stop();
-    if (code !== 0) throw new Error(`lacre inbox serve exited ${code}: ${box.output().trim()}`);
-    reportBoxOutput(box);
-  } catch (error) {
-    if (box) reportBoxOutput(box);
-    throw error;
+    if (code !== 0) throw new Error(`lacre inbox serve exited ${code} on SIGTERM`);
   } finally {
+    if (box) reportBoxOutput(box);
     await runCleanups();
   }
   progress(`done in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
