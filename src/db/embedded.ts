@@ -1,10 +1,11 @@
-import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { DatabaseUnavailableError, LacreError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { parseInt8, quoteIdentifier } from './postgres.js';
 import type { Database } from './types.js';
+import { tryPidLock, type PidLock } from '../util/pid-lock.js';
 
 export interface EmbeddedOptions {
   /** Directory holding the database (created if missing); undefined = in memory, gone at close. */
@@ -125,31 +126,17 @@ const lockedInThisProcess = new Set<string>();
 function lockDataDir(dataDir: string): () => void {
   const lockPath = join(dataDir, LOCK_FILE);
   if (lockedInThisProcess.has(lockPath)) throw inUse(dataDir, process.pid);
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const fd = openSync(lockPath, 'wx');
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      break;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new DatabaseUnavailableError(`cannot lock ${lockPath}: ${(error as Error).message}`, { cause: error });
-      }
-      const owner = lockOwner(lockPath);
-      // Our own pid in the file is a leftover (e.g. a restarted container reusing the pid): this process holds no lock.
-      const held = owner !== undefined && owner !== process.pid && isAlive(owner);
-      if (attempt > 0 || held) throw inUse(dataDir, owner);
-      unlinkSync(lockPath);
-    }
+  let lock: PidLock;
+  try {
+    lock = tryPidLock(lockPath);
+  } catch (error) {
+    throw new DatabaseUnavailableError(`cannot lock ${lockPath}: ${(error as Error).message}`, { cause: error });
   }
+  if (!lock.acquired) throw inUse(dataDir, lock.owner);
   lockedInThisProcess.add(lockPath);
   return () => {
     if (!lockedInThisProcess.delete(lockPath)) return;
-    try {
-      unlinkSync(lockPath);
-    } catch {
-      // Already gone: nothing to release.
-    }
+    lock.release();
   };
 }
 
@@ -158,22 +145,4 @@ function inUse(dataDir: string, pid: number | undefined): DatabaseUnavailableErr
     `embedded database ${dataDir} is in use by process ${pid ?? '(unknown)'}: the embedded database allows one process at a time ` +
       `(stop it, or use PostgreSQL via database.url; if no such process runs, delete ${join(dataDir, LOCK_FILE)})`,
   );
-}
-
-function lockOwner(lockPath: string): number | undefined {
-  try {
-    const pid = Number.parseInt(readFileSync(lockPath, 'utf8'), 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
+import { isProcessAlive } from '../util/pid-lock.js';
 
 /**
  * Holds one ciphertext so that every copy can re-read it. Small messages stay in memory (up to
@@ -71,7 +72,7 @@ export async function cleanStaleSpool(dir: string | undefined, logger: { info(ob
   const names = await readdir(spoolDir).catch(() => [] as string[]);
   const stale = names.filter((name) => {
     const pid = Number(/^lacre-(\d+)-[0-9a-f]+\.pgp$/.exec(name)?.[1]);
-    return Number.isInteger(pid) && pid > 0 && !processAlive(pid);
+    return Number.isInteger(pid) && pid > 0 && !isProcessAlive(pid);
   });
   await Promise.all(stale.map((name) => unlink(join(spoolDir, name)).catch(() => undefined)));
   if (stale.length > 0) logger.info({ spoolDir, removed: stale.length }, 'removed stale spool files');
@@ -79,13 +80,4 @@ export async function cleanStaleSpool(dir: string | undefined, logger: { info(ob
 
 export function defaultSpoolDir(): string {
   return join(tmpdir(), 'lacre-spool');
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

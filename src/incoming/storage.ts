@@ -4,8 +4,8 @@
  * swept at start). The interface is small so that an object store can be added beside the filesystem.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { tryPidLock } from '../util/pid-lock.js';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LacreError } from '../errors.js';
@@ -187,48 +187,7 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
 
 /** `{root}/.lock` holding the owner's pid; a lock left by a dead process is taken over. */
 function lockRoot(lockPath: string): () => void {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const fd = openSync(lockPath, 'wx', 0o600);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      break;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const owner = lockOwner(lockPath);
-      const held = owner !== undefined && owner !== process.pid && isAlive(owner);
-      if (attempt > 0 || held) {
-        throw new BlobStorageLockedError(`blob storage ${dirname(lockPath)} is in use by process ${owner ?? '(unknown)'} (one box process per blobs_path)`);
-      }
-      unlinkSync(lockPath);
-    }
-  }
-  let held = true;
-  return () => {
-    if (!held) return;
-    held = false;
-    try {
-      unlinkSync(lockPath);
-    } catch {
-      // Already gone.
-    }
-  };
-}
-
-function lockOwner(lockPath: string): number | undefined {
-  try {
-    const pid = Number.parseInt(readFileSync(lockPath, 'utf8'), 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  const lock = tryPidLock(lockPath);
+  if (lock.acquired) return lock.release;
+  throw new BlobStorageLockedError(`blob storage ${dirname(lockPath)} is in use by process ${lock.owner ?? '(unknown)'} (one box process per blobs_path)`);
 }

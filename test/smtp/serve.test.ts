@@ -10,20 +10,9 @@ import { SmtpSink } from '../helpers/smtp-sink.js';
 import { sendRaw } from '../helpers/smtp-client.js';
 import { LacreServer, runLacre } from '../helpers/lacre.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { databaseBackends } from '../helpers/databases.js';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-async function postgresAvailable(): Promise<boolean> {
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
-  try {
-    await client.connect();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
 
 /** A fresh database on the real server, reached through a proxy the test can cut. */
 async function freshPostgres(): Promise<{ url: string; proxy: TcpProxy; drop(): Promise<void> }> {
@@ -51,7 +40,7 @@ async function freshPostgres(): Promise<{ url: string; proxy: TcpProxy; drop(): 
   };
 }
 
-const backends = (await postgresAvailable()) ? [true, false] : [false];
+const backends = (await databaseBackends()).some((backend) => backend.name === 'postgres') ? [true, false] : [false];
 for (const usePostgres of backends) describe(`lacre serve on ${usePostgres ? 'PostgreSQL' : 'the embedded database'} (SMTP, real relay sink, real gpg)`, () => {
   let home: GpgHome;
   let alice: GpgKey;
