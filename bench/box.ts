@@ -7,10 +7,9 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { writeFileSync } from 'node:fs';
 import { checkDelivered, LISTINGS, measureDelivery, measureListings, type DeliveryLoad } from './box-measure.js';
 import { createBoxStore, createBoxUser, fillBlobs, killChildren, startBox, type BoxBenchStore, type BoxProcess } from './box-setup.js';
-import { describeCommit, describeMachine, formatTable, RECORD_VERSION, type BenchRecord } from './record.js';
+import { describeCommit, describeMachine, formatTable, RECORD_VERSION, writeRecord, type BenchRecord } from './record.js';
 import { Samples } from './stats.js';
 
 const KiB = 1024;
@@ -168,14 +167,7 @@ function report(record: BenchRecord, jsonFile: string | undefined): void {
     `Lacre Incoming Box bench (${record.mode}) ${record.commit}${record.dirty ? ' (dirty)' : ''} ${record.date} — ${machine.cpus}× ${machine.model}, ` +
     `node ${machine.node}, database ${record.database}\n  delivery: median over the rounds [min – max]; listings: p50 [min – max] over the requests\n`;
   const table = header + formatTable(record.figures);
-  if (jsonFile === '-') {
-    process.stderr.write(table);
-    process.stdout.write(`${JSON.stringify(record, null, 2)}\n`);
-    return;
-  }
-  process.stdout.write(table);
-  if (jsonFile) writeFileSync(jsonFile, `${JSON.stringify(record, null, 2)}\n`);
-  else process.stdout.write(`${JSON.stringify(record)}\n`);
+  writeRecord(record, table, jsonFile);
 }
 
 main().then(

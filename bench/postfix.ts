@@ -17,11 +17,10 @@ import { execFile } from 'node:child_process';
 import { appendFile, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
-import { writeFileSync } from 'node:fs';
 import { freePort, postfixProgram, startPostfix, type PostfixInstance } from '../test/helpers/postfix.js';
 import { killAll, readCpuMs, startHelper, startLacre, type Child } from './children.js';
 import { LoadGenerator } from './load.js';
-import { describeCommit, describeMachine, formatTable, RECORD_VERSION, type BenchRecord } from './record.js';
+import { describeCommit, describeMachine, formatTable, RECORD_VERSION, writeRecord, type BenchRecord } from './record.js';
 import { createBenchDatabase, importKeys, makeKeys, withDatabase, type BenchDatabase } from './setup.js';
 import { SmtpSession } from './smtp-client.js';
 import { Samples } from './stats.js';
@@ -324,14 +323,7 @@ function report(record: BenchRecord, jsonFile: string | undefined): void {
     `Lacre behind Postfix bench (${record.mode}) ${record.commit}${record.dirty ? ' (dirty)' : ''} ${record.date} — ${machine.cpus}× ${machine.model}, ` +
     `node ${machine.node}, database ${record.database}\n  median over the rounds [min – max]; delivered = injected into Postfix until in the Maildir\n`;
   const table = header + formatTable(record.figures);
-  if (jsonFile === '-') {
-    process.stderr.write(table);
-    process.stdout.write(`${JSON.stringify(record, null, 2)}\n`);
-    return;
-  }
-  process.stdout.write(table);
-  if (jsonFile) writeFileSync(jsonFile, `${JSON.stringify(record, null, 2)}\n`);
-  else process.stdout.write(`${JSON.stringify(record)}\n`);
+  writeRecord(record, table, jsonFile);
 }
 
 main().then(

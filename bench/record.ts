@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 /** The bench's JSON record: what was measured, on which commit and machine; the history file of records. */
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
@@ -101,4 +102,16 @@ export function formatTable(figures: Figures): string {
   const width = (pick: (row: (typeof rows)[number]) => string) => Math.max(0, ...rows.map((row) => pick(row).length));
   const [nameWidth, valueWidth, rangeWidth] = [width((row) => row.name), width((row) => row.value), width((row) => row.range)];
   return rows.map((row) => `  ${row.name.padEnd(nameWidth)}  ${row.value.padStart(valueWidth)}  ${row.range.padEnd(rangeWidth)}  ${row.unit}`).join('\n') + '\n';
+}
+
+/** The table on stdout and the record as JSON: to FILE, to stdout after the table, or (`-`) alone on stdout. */
+export function writeRecord(record: unknown, table: string, jsonFile: string | undefined): void {
+  if (jsonFile === '-') {
+    process.stderr.write(table);
+    process.stdout.write(`${JSON.stringify(record, null, 2)}\n`);
+    return;
+  }
+  process.stdout.write(table);
+  if (jsonFile) writeFileSync(jsonFile, `${JSON.stringify(record, null, 2)}\n`);
+  else process.stdout.write(`${JSON.stringify(record)}\n`);
 }

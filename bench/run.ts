@@ -1,13 +1,12 @@
 /**
  * The Lacre benchmark: `npm run bench [-- --quick] [-- --json FILE] [-- --history FILE]`. See bench/README.md.
  */
-import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { measureBigMessages, MB } from './big.js';
 import { askHelper, killAll, readCpuMs, readMemory, startHelper, startLacre, type Child } from './children.js';
 import { LoadGenerator, LoadTally } from './load.js';
 import { measureKeyLookups } from './lookup.js';
-import { appendToHistory, describeCommit, describeMachine, formatTable, RECORD_VERSION, type BenchRecord } from './record.js';
+import { appendToHistory, describeCommit, describeMachine, formatTable, RECORD_VERSION, writeRecord, type BenchRecord } from './record.js';
 import { createBenchDatabase, fillKeyStore, importKeys, makeKeys, withDatabase, type BenchDatabase, type KeySpec } from './setup.js';
 import type { SinkStats } from './sink.js';
 import { Samples } from './stats.js';
@@ -380,14 +379,7 @@ function report(record: BenchRecord, jsonFile: string | undefined, historyFile: 
     appendToHistory(historyFile, record);
     progress(`record appended to ${historyFile}`);
   }
-  if (jsonFile === '-') {
-    process.stderr.write(table);
-    process.stdout.write(`${JSON.stringify(record, null, 2)}\n`);
-    return;
-  }
-  process.stdout.write(table);
-  if (jsonFile) writeFileSync(jsonFile, `${JSON.stringify(record, null, 2)}\n`);
-  else process.stdout.write(`${JSON.stringify(record)}\n`);
+  writeRecord(record, table, jsonFile);
 }
 
 main().then(

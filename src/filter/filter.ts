@@ -5,17 +5,12 @@ import type { Config } from '../config/schema.js';
 import { RecipientPolicyError } from '../errors.js';
 import type { KeyDirectory } from '../keys/types.js';
 import { parseAddress } from '../keys/address.js';
-import { processMessage, type Downstreams, type FilterOptions, type MessageResult } from './pipeline.js';
+import { processMessage, type Downstreams, type FilterOptions, type MessageInput, type MessageResult } from './pipeline.js';
 import type { RecipientAction, RoutedRecipient } from './plan.js';
 import { errorReply, messageReply, recipientReplies, type SmtpReply } from './reply.js';
 
-export interface FilterRequest {
-  readonly from: string;
-  readonly recipients: readonly RoutedRecipient[];
-  readonly body: Readable;
-  readonly queueId?: string | undefined;
-  readonly use8BitMime: boolean;
-  readonly sizeExceeded?: () => boolean;
+/** A message for the pipeline, plus what the log line and the metrics need. */
+export interface FilterRequest extends MessageInput {
   /** Bytes read so far, for the log line. */
   readonly bytesRead?: () => number;
   /** Time spent looking the recipients up at RCPT, for the log line. */
