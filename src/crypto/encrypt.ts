@@ -2,7 +2,7 @@ import { Readable, pipeline } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import * as openpgp from 'openpgp';
 import type { PublicKey } from 'openpgp';
-import { armorBuffer, armorTransform } from './armor.js';
+import { armorTransform } from './armor.js';
 
 /**
  * Encrypt once, address many: the content is encrypted a single time under a fresh session key (one SEIPD
@@ -58,11 +58,6 @@ export async function encryptContentBytes(plaintext: Uint8Array, sessionKey: Ses
   const out = new openpgp.PacketList<openpgp.AnyPacket>();
   out.push(seipd as unknown as openpgp.AnyPacket);
   return out.write() as Uint8Array;
-}
-
-/** ASCII armor with checksum of a message held in memory, lines ending in `eol`. */
-export function armorBytes(binary: Uint8Array, eol: '\r\n' | '\n'): Buffer {
-  return armorBuffer(binary, eol);
 }
 
 /** PKESK v3 packets giving `keys` (one recipient's keys) the session key. */
