@@ -7,7 +7,8 @@ import { Agent, request } from 'node:http';
 import { Readable } from 'node:stream';
 import { configSchema } from '../src/config/schema.js';
 import { HttpBoxDownstream } from '../src/incoming/delivery.js';
-import { readCpuMs, TRUSTED_TOKEN, type BoxProcess, type BoxUser, type FilledBlobs } from './box-setup.js';
+import { TRUSTED_TOKEN, type BoxProcess, type BoxUser, type FilledBlobs } from './box-setup.js';
+import { readCpuMs } from './children.js';
 import type { Samples } from './stats.js';
 
 export const MB = 1e6;

@@ -5,33 +5,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { openDatabase } from '../src/db/open.js';
 import { isUserId } from '../src/incoming/users.js';
 import { LACRE_BIN } from '../test/helpers/lacre.js';
+import { freePort, track } from './children.js';
+import { adminQuery, SERVER_URL, serverAnswers } from './setup.js';
 
-const SERVER_URL = 'postgres://postgres@127.0.0.1:5432/test';
 /** The one Trusted Application credential the box accepts. */
 export const TRUSTED_TOKEN = 'bench:secret';
 
-/** Every child this process started; SIGKILLed when it exits, whatever the reason. */
-const children = new Set<ChildProcess>();
-process.on('exit', killChildren);
-
-export function killChildren(): void {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-}
-
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
 
 /** The box's database and blob folder; remove() drops the database and deletes the temp folder. */
 export interface BoxBenchStore {
@@ -232,37 +217,7 @@ function answers(port: number): Promise<boolean> {
   });
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
-const CLOCK_TICKS = 100;
 
-/** User + system CPU time a live process has used, in ms (/proc/<pid>/stat fields 14 and 15, USER_HZ = 100 on Linux). */
-export function readCpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
-}
 
-async function serverAnswers(): Promise<boolean> {
-  return adminQuery('SELECT 1').then(
-    () => true,
-    () => false,
-  );
-}
 
-async function adminQuery(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: SERVER_URL, connectionTimeoutMillis: 2000 });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    await client.query(sql);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}

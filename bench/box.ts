@@ -8,7 +8,8 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkDelivered, LISTINGS, measureDelivery, measureListings, type DeliveryLoad } from './box-measure.js';
-import { createBoxStore, createBoxUser, fillBlobs, killChildren, startBox, type BoxBenchStore, type BoxProcess } from './box-setup.js';
+import { createBoxStore, createBoxUser, fillBlobs, startBox, type BoxBenchStore, type BoxProcess } from './box-setup.js';
+import { killAll } from './children.js';
 import { describeCommit, describeMachine, formatTable, RECORD_VERSION, writeRecord, type BenchRecord } from './record.js';
 import { Samples } from './stats.js';
 
@@ -134,7 +135,7 @@ function stopOnSignal(): void {
       progress(`${signal}: stopping`);
       // Dropping the database cuts the bench's own connections (the bulk fill's): their errors no longer matter.
       process.on('uncaughtException', (error) => progress(`after ${signal}: ${error.message}`));
-      killChildren();
+      killAll();
       void Promise.race([runCleanups(), new Promise((resolve) => setTimeout(resolve, 10_000))]).then(() => process.exit(130));
     });
   }

@@ -14,7 +14,8 @@ export function killAll(): void {
 }
 process.on('exit', killAll);
 
-function track(child: ChildProcess): ChildProcess {
+/** Registers a child to be SIGKILLed when this process exits, whatever the reason. */
+export function track(child: ChildProcess): ChildProcess {
   children.add(child);
   child.once('exit', () => children.delete(child));
   return child;
@@ -107,7 +108,7 @@ export async function startLacre(env: Record<string, string>, timeoutMs = 60_000
   }
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;

@@ -8,7 +8,7 @@ import { openDatabase, type OpenedDatabase } from '../src/db/open.js';
 import { KeyStore } from '../src/keys/store.js';
 import { createGpgHome, exportPublicKey, gpgOk, type GpgHome, type GpgKeyAlgo } from '../test/helpers/gpg.js';
 
-const SERVER_URL = 'postgres://postgres@127.0.0.1:5432/test';
+export const SERVER_URL = 'postgres://postgres@127.0.0.1:5432/test';
 
 /** Where the bench's `lacre` processes keep their keys, plus a scratch folder; remove() deletes both. */
 export interface BenchDatabase {
@@ -174,14 +174,14 @@ export async function fillKeyStore(db: OpenedDatabase, count: number): Promise<v
   if (Number(rows[0]?.keys) !== count) throw new Error(`key store fill: expected ${count} keys, found ${rows[0]?.keys}`);
 }
 
-async function serverAnswers(): Promise<boolean> {
+export async function serverAnswers(): Promise<boolean> {
   return adminQuery('SELECT 1').then(
     () => true,
     () => false,
   );
 }
 
-async function adminQuery(sql: string): Promise<void> {
+export async function adminQuery(sql: string): Promise<void> {
   const client = new pg.Client({ connectionString: SERVER_URL, connectionTimeoutMillis: 2000 });
   client.on('error', () => undefined);
   try {
