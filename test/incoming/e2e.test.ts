@@ -82,7 +82,8 @@ for (const backend of backends) {
         LACRE_INCOMING_BOX_LISTEN: `127.0.0.1:${boxPort}`,
         LACRE_INCOMING_BOX_BLOBS_PATH: join(dir, 'blobs'),
         LACRE_INCOMING_BOX_TRUSTED_TOKENS: 'lacre-mx:e2e-secret',
-        LACRE_INCOMING_BOX_RETENTION_HOURS: '0',
+        // Purged 3.6 s after processing: long enough to see PROCESSED, short enough to watch the purge.
+        LACRE_INCOMING_BOX_RETENTION_HOURS: '0.001',
         LACRE_INCOMING_BOX_PURGE_INTERVAL_SECONDS: '1',
       };
       const filterEnv = {
@@ -135,6 +136,7 @@ for (const backend of backends) {
         assert.equal(files.length, 1);
         assert.deepEqual(await readFile(join(maildir, 'new', files[0]!)), message);
         assert.equal(await clientFor(name).count(), 0, 'nothing left PENDING');
+        assert.equal(await clientFor(name).count({ filterFlag: 'PROCESSED' }), 1, 'the box shows it PROCESSED');
       }
       // PROCESSED until the purge (retention 0, every second) removes them.
       const processed = async () => (await clientFor('alice').count({ filterFlag: 'PROCESSED' })) + (await clientFor('bob').count({ filterFlag: 'PROCESSED' }));
