@@ -96,6 +96,8 @@ export async function makeKeys(specs: readonly KeySpec[]): Promise<BenchKey[]> {
 const BATCH_KEY_TYPE: Record<GpgKeyAlgo, string> = {
   cv25519: 'Key-Type: EDDSA\nKey-Curve: ed25519\nKey-Usage: sign\nSubkey-Type: ECDH\nSubkey-Curve: cv25519\nSubkey-Usage: encrypt\n',
   rsa3072: 'Key-Type: RSA\nKey-Length: 3072\nKey-Usage: sign\nSubkey-Type: RSA\nSubkey-Length: 3072\nSubkey-Usage: encrypt\n',
+  nistp256: 'Key-Type: ECDSA\nKey-Curve: nistp256\nKey-Usage: sign\nSubkey-Type: ECDH\nSubkey-Curve: nistp256\nSubkey-Usage: encrypt\n',
+  nistp521: 'Key-Type: ECDSA\nKey-Curve: nistp521\nKey-Usage: sign\nSubkey-Type: ECDH\nSubkey-Curve: nistp521\nSubkey-Usage: encrypt\n',
 };
 
 async function generateBatch(specs: readonly KeySpec[]): Promise<BenchKey[]> {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { secureRandomBytes } from '../util/random.js';
 import { findField, isContentField, type HeaderField, type SplitMessage } from './header.js';
 
 /** The bytes around the armored block of one encrypted copy; the armor itself is streamed between them. */
@@ -21,7 +21,7 @@ function outerFields(fields: readonly HeaderField[], keep: (field: HeaderField) 
 }
 
 export function newBoundary(): string {
-  return `=_lacre_${randomBytes(12).toString('hex')}`;
+  return `=_lacre_${secureRandomBytes(12).toString('hex')}`;
 }
 
 /** RFC 3156 multipart/encrypted around the armored content entity. */

@@ -20,13 +20,21 @@ export interface GpgHome {
   remove(): Promise<void>;
 }
 
-export type GpgKeyAlgo = 'cv25519' | 'rsa3072';
+export type GpgKeyAlgo = 'cv25519' | 'rsa3072' | 'nistp256' | 'nistp521';
+
+/** gpg's algorithm names for the primary (cert, sign) key and the encryption subkey of each kind. */
+const GPG_ALGORITHMS: Record<GpgKeyAlgo, [primary: string, subkey: string]> = {
+  cv25519: ['ed25519', 'cv25519'],
+  rsa3072: ['rsa3072', 'rsa3072'],
+  nistp256: ['nistp256', 'nistp256'],
+  nistp521: ['nistp521', 'nistp521'],
+};
 
 export interface GenerateKeyOptions {
   email: string;
   /** Real name part of the user ID; defaults to the local part of the address. */
   name?: string;
-  /** 'cv25519' (ed25519 primary + cv25519 encryption subkey, the default) or 'rsa3072' (RSA primary + RSA subkey). */
+  /** 'cv25519' (ed25519 primary + cv25519 encryption subkey, the default), 'rsa3072' (RSA + RSA subkey) or ECDSA + ECDH on a NIST curve. */
   algo?: GpgKeyAlgo;
   /** gpg expiry for primary key and subkey: '1y', '2d', 'seconds=5', 'never'. Default '1y'. */
   expire?: string;
@@ -86,7 +94,7 @@ const rsaKeyCache = new Map<string, Promise<GpgKey>>();
 export async function generateKey(home: GpgHome, options: GenerateKeyOptions): Promise<GpgKey> {
   const algo = options.algo ?? 'cv25519';
   if (algo === 'rsa3072' && options.createdAt === undefined) {
-    const cacheKey = JSON.stringify([options.email, options.name, options.expire, options.signOnly]);
+    const cacheKey = JSON.stringify([algo, options.email, options.name, options.expire, options.signOnly]);
     let cached = rsaKeyCache.get(cacheKey);
     if (cached === undefined) {
       cached = generateInScratchHome(options);
@@ -113,7 +121,7 @@ async function generateInHome(home: GpgHome, options: GenerateKeyOptions): Promi
   const expire = options.expire ?? '1y';
   const clock = options.createdAt ? ['--faked-system-time', `${gpgTimestamp(options.createdAt)}!`] : [];
   const userId = `${options.name ?? options.email.split('@')[0]} <${options.email}>`;
-  const [primaryAlgo, subkeyAlgo] = algo === 'rsa3072' ? ['rsa3072', 'rsa3072'] : ['ed25519', 'cv25519'];
+  const [primaryAlgo, subkeyAlgo] = GPG_ALGORITHMS[algo];
 
   const generated = await runGpg(home, [...NO_PASSPHRASE, ...clock, '--status-fd', '2', '--yes', '--quick-gen-key', userId, primaryAlgo, 'cert,sign', expire]);
   const fingerprint = /KEY_CREATED \w (\w+)/.exec(generated.stderr)?.[1];
