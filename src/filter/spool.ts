@@ -1,10 +1,10 @@
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { isProcessAlive } from '../util/pid-lock.js';
+import { secureRandomBytes } from '../util/random.js';
 
 /**
  * Holds one ciphertext so that every copy can re-read it. Small messages stay in memory (up to
@@ -16,6 +16,9 @@ export class CipherSpool extends Writable {
   private memoryBytes = 0;
   private file: { path: string; stream: WriteStream } | undefined;
   private totalBytes = 0;
+  private fileError: Error | undefined;
+  private spilling: Promise<void> | undefined;
+  private disposed = false;
 
   constructor(private readonly dir: string, private readonly memoryLimit: number) {
     super();
@@ -33,12 +36,16 @@ export class CipherSpool extends Writable {
       done();
       return;
     }
-    this.spill().then(() => this.file!.stream.write(chunk, (error) => done(error)), done);
+    this.spilling ??= this.spill();
+    this.spilling.then(() => {
+      if (!this.file) return done(new Error('ciphertext spool was disposed'));
+      this.file.stream.write(chunk, (error) => done(error));
+    }, done);
   }
 
   override _final(done: (error?: Error | null) => void): void {
     if (!this.file) return done();
-    this.file.stream.end(() => done());
+    this.file.stream.end((error?: Error | null) => done(error ?? this.fileError));
   }
 
   /** A fresh reader over the whole ciphertext; call after 'finish'. */
@@ -46,7 +53,10 @@ export class CipherSpool extends Writable {
     return this.file ? createReadStream(this.file.path, { highWaterMark: 256 * 1024 }) : Readable.from(this.chunks);
   }
 
+  /** Drops the ciphertext; a file being created meanwhile is not created (or removed once it is). */
   async dispose(): Promise<void> {
+    this.disposed = true;
+    await this.spilling?.catch(() => undefined);
     const file = this.file;
     this.file = undefined;
     this.chunks.length = 0;
@@ -56,10 +66,15 @@ export class CipherSpool extends Writable {
   }
 
   private async spill(): Promise<void> {
-    if (this.file) return;
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const path = join(this.dir, `lacre-${process.pid}-${randomBytes(8).toString('hex')}.pgp`);
+    if (this.disposed) return;
+    const path = join(this.dir, `lacre-${process.pid}-${secureRandomBytes(8).toString('hex')}.pgp`);
     const stream = createWriteStream(path, { mode: 0o600, flags: 'wx' });
+    // Write errors reach _write's callback; a listener must still take the event, or an error arriving
+    // after dispose() (a write in flight when the message was aborted) would end the process.
+    stream.on('error', (error) => {
+      this.fileError ??= error;
+    });
     this.file = { path, stream };
     for (const chunk of this.chunks.splice(0)) stream.write(chunk);
     this.memoryBytes = 0;

@@ -1,0 +1,49 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buffer } from 'node:stream/consumers';
+import { CipherSpool } from '../../src/filter/spool.js';
+
+describe('CipherSpool', () => {
+  it('keeps small ciphertext in memory and spills the rest to a 0600 file, read back whole', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lacre-spool-test-'));
+    try {
+      const spool = new CipherSpool(dir, 1000);
+      const parts = [Buffer.alloc(600, 1), Buffer.alloc(600, 2), Buffer.alloc(5000, 3)];
+      for (const part of parts) spool.write(part);
+      await new Promise<void>((resolve, reject) => spool.end((error?: Error | null) => (error ? reject(error) : resolve())));
+      assert.equal((await readdir(dir)).length, 1);
+      assert.deepEqual(await buffer(spool.reader()), Buffer.concat(parts));
+      await spool.dispose();
+      assert.deepEqual(await readdir(dir), []);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('disposed while file writes are in flight (an aborted message): no error escapes, the file is gone', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lacre-spool-test-'));
+    const escaped: unknown[] = [];
+    const record = (error: unknown) => escaped.push(error);
+    process.on('uncaughtException', record);
+    try {
+      for (let round = 0; round < 20; round++) {
+        const spool = new CipherSpool(dir, 1024);
+        spool.on('error', () => undefined);
+        for (let i = 0; i < 8; i++) spool.write(Buffer.alloc(256 * 1024, i));
+        if (round % 2 === 0) await new Promise((resolve) => setTimeout(resolve, round % 3));
+        const disposed = spool.dispose();
+        spool.write(Buffer.alloc(256 * 1024)); // the encryption still pushing when the message is aborted
+        await disposed;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.deepEqual(escaped, []);
+      assert.deepEqual(await readdir(dir), []);
+    } finally {
+      process.off('uncaughtException', record);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
