@@ -13,12 +13,36 @@ interface SmtpFailure {
   response?: string;
 }
 
+/** The pooled transport's side of nodemailer's transport interface: `send(mail, callback)`. */
+interface PoolTransport {
+  send(mail: PooledMail, callback: (error: Error | null, info: { rejectedErrors?: SmtpFailure[] }) => void): void;
+}
+
 /**
- * Reinjection into Postfix (relay.host:relay.port) over a pool of kept-alive SMTP connections. The message
- * goes as raw bytes with the envelope given: nodemailer composes nothing.
+ * What nodemailer's SMTP pool reads of a message (smtp-pool/index.js, pool-resource.js): the envelope, a
+ * Message-ID for its own logs, and the stream to send, which it does not touch again when a stale connection
+ * makes it retry on another (it only retries while not a byte was read).
+ */
+interface PooledMail {
+  readonly data: Record<string, never>;
+  readonly message: {
+    getEnvelope(): { from: string; to: string[]; use8BitMime: boolean };
+    messageId(): string;
+    getHeader(name: string): undefined;
+    createReadStream(): Readable;
+  };
+}
+
+/**
+ * Reinjection into Postfix (relay.host:relay.port) over nodemailer's pool of kept-alive SMTP connections. The
+ * message goes as raw bytes with the envelope exactly as received. It is handed to the pool directly rather
+ * than through `sendMail`: for raw input the Mailer only builds a MimeNode that parses the envelope addresses
+ * (re-encoding international domains) and draws a Message-ID and a boundary it never uses, which cost about
+ * an eighth of the event loop per message under load.
  */
 export class Relay implements Downstream {
   private readonly transport: Mail;
+  private readonly pool: PoolTransport;
 
   constructor(config: Config['relay'], hostname: string | undefined, private readonly logger: Logger) {
     this.transport = nodemailer.createTransport({
@@ -34,18 +58,18 @@ export class Relay implements Downstream {
       socketTimeout: config.timeout_seconds * 1000,
       ...(hostname ? { name: hostname } : {}),
     });
+    this.pool = this.transport.transporter as unknown as PoolTransport;
   }
 
   async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
-    let info: { rejectedErrors?: SmtpFailure[] };
-    try {
-      info = (await this.transport.sendMail({
-        envelope: { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.use8BitMime } as { from: string; to: string[] },
-        raw,
-      })) as { rejectedErrors?: SmtpFailure[] };
-    } catch (error) {
-      throw toRelayError(error);
-    }
+    const smtpEnvelope = { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.use8BitMime };
+    const mail: PooledMail = {
+      data: {},
+      message: { getEnvelope: () => smtpEnvelope, messageId: () => '', getHeader: () => undefined, createReadStream: () => raw },
+    };
+    const info = await new Promise<{ rejectedErrors?: SmtpFailure[] }>((resolve, reject) => {
+      this.pool.send(mail, (error, sent) => (error ? reject(toRelayError(error)) : resolve(sent)));
+    });
     const rejected = new Map<string, LacreError>();
     for (const failure of info.rejectedErrors ?? []) rejected.set(String(failure.recipient), toRelayError(failure));
     return rejected;
