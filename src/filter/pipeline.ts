@@ -1,5 +1,5 @@
 import { PassThrough, Readable, type Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { createHash, type Hash } from 'node:crypto';
 import libbase64 from 'libbase64';
 import libqp from 'libqp';
@@ -260,10 +260,20 @@ async function produceStreaming(
     deliveries.push(deliver(() => send(plainCopy, plainSink, ''), plainCopy, plainSink, abort.signal, fail));
   }
   const encryptions: Encryption[] = [];
+  const direct: DirectEncryption[] = [];
   try {
     for (const kind of ['mime', 'inline', 'whole', 'raw'] as const) {
       const copies = plan.copies.filter((copy) => copy.kind === kind);
       if (copies.length === 0) continue;
+      if (kind !== 'raw' && copies.length === 1 && copies[0]!.boxUser === undefined) {
+        const copy = copies[0]!;
+        const encryption = await startDirectEncryption(kind, copy, split);
+        encryption.done.catch(fail);
+        direct.push(encryption);
+        sinks.push(encryption.input);
+        deliveries.push(deliver(() => send(copy, encryption.output, ''), copy, encryption.output, abort.signal, fail));
+        continue;
+      }
       const encryption = await startEncryption(kind, copies, split, spoolDir, options.spoolMemory);
       encryption.done.catch(fail);
       encryptions.push(encryption);
@@ -271,8 +281,8 @@ async function produceStreaming(
     }
     await fanOut(hashing(bodyStream, digest), sinks, abort.signal);
     if (input.sizeExceeded?.()) throw new MessageTooLargeError('message exceeds smtp.max_size');
-    for (const encryption of encryptions) encryption.input.end();
-    await Promise.all(encryptions.map((encryption) => encryption.done));
+    for (const encryption of [...encryptions, ...direct]) encryption.input.end();
+    await Promise.all([...encryptions, ...direct].map((encryption) => encryption.done));
     // The plain copy is completed last: if an encryption fails, the relay has not accepted anything yet.
     plainSink?.end();
     const messageDigest = digest.digest('hex');
@@ -352,6 +362,38 @@ async function deliver(
   }
 }
 
+interface DirectEncryption {
+  readonly input: Writable;
+  /** The copy as it goes out, produced while the input is read. */
+  readonly output: Readable;
+  /** Settles when the ciphertext has been produced whole (or failed). */
+  readonly done: Promise<void>;
+}
+
+/**
+ * The only copy of its kind for the relay: its PKESK is known before the first byte, so the copy streams
+ * out while the input is read, with no spool. Like the plain copy, it is only completed (the relay only
+ * sees its end) once the input was read whole and within the size limit; an abort destroys it unfinished.
+ * Box copies wait for the whole input instead, because their blob id includes the message's digest.
+ */
+async function startDirectEncryption(kind: EncryptedKind, copy: Copy, split: SplitMessage): Promise<DirectEncryption> {
+  const plaintext = new PassThrough();
+  if (kind === 'mime') plaintext.write(contentEntityHead(split));
+  if (kind === 'whole') plaintext.write(Buffer.concat([split.headerBlock, split.separator]));
+  const input: Writable = kind === 'inline' ? transferDecoder(transferEncodingOf(split.fields), plaintext) : plaintext;
+  const sessionKey = await newSessionKey(copy.keys);
+  const keyPackets = await sessionKeyPackets(sessionKey, copy.keys);
+  const ciphertext = encryptContent(plaintext, sessionKey);
+  const output = wrapStream(kind, armorMessage(Readable.from(concat([keyPackets], ciphertext)), split.eol), split);
+  return { input, output, done: finished(ciphertext) };
+}
+
+function wrapStream(kind: EncryptedKind, armored: Readable, split: SplitMessage): Readable {
+  if (kind === 'whole') return armored;
+  const envelope = kind === 'mime' ? pgpMimeEnvelope(split) : inlineEnvelope(split);
+  return Readable.from(concat([envelope.prefix], armored, [envelope.suffix]));
+}
+
 /**
  * Starts what one kind of copy needs while the input is read: an encryption into a spool, or for raw copies
  * (an already encrypted message for an Incoming Box) the input itself into a spool.
@@ -370,7 +412,7 @@ async function startEncryption(
   if (kind === 'raw') return { kind, sessionKey: undefined, spool, input: plaintext, done: pipeline(plaintext, spool) };
   const sessionKey = await newSessionKey(copies.flatMap((copy) => copy.keys));
   const input: Writable = kind === 'inline' ? transferDecoder(transferEncodingOf(split.fields), plaintext) : plaintext;
-  const ciphertext = await encryptContent(plaintext, sessionKey);
+  const ciphertext = encryptContent(plaintext, sessionKey);
   return { kind, sessionKey, spool, input, done: pipeline(ciphertext, spool) };
 }
 
@@ -384,13 +426,10 @@ function transferDecoder(encoding: string, into: PassThrough): Writable {
 }
 
 async function copyStream(copy: Copy, encryption: Encryption, split: SplitMessage): Promise<Readable> {
-  if (!encryption.sessionKey) return encryption.spool.reader();
+  if (encryption.kind === 'raw' || !encryption.sessionKey) return encryption.spool.reader();
   const keyPackets = await sessionKeyPackets(encryption.sessionKey, copy.keys);
   const binary = Readable.from(concat([keyPackets], encryption.spool.reader()));
-  const armored = armorMessage(binary, split.eol);
-  if (encryption.kind === 'whole') return armored;
-  const envelope = encryption.kind === 'mime' ? pgpMimeEnvelope(split) : inlineEnvelope(split);
-  return Readable.from(concat([envelope.prefix], armored, [envelope.suffix]));
+  return wrapStream(encryption.kind, armorMessage(binary, split.eol), split);
 }
 
 async function* concat(...parts: Array<AsyncIterable<Buffer> | Iterable<Buffer>>): AsyncGenerator<Buffer> {

@@ -1,5 +1,9 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { watch } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import * as openpgp from 'openpgp';
@@ -162,12 +166,70 @@ describe('pipeline', () => {
     assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(corpus[1]!.raw));
   });
 
-  it('spills big ciphertext to the spool directory and still decrypts exactly', async () => {
+  it('spills big ciphertext shared by two copies to the spool directory; each still decrypts exactly', async () => {
     const body = Buffer.alloc(3 * 1024 * 1024, 'abcdefghij\r\n');
     const raw = Buffer.concat([Buffer.from('From: s@example.net\r\nContent-Type: text/plain\r\n\r\n'), body]);
     const downstream = new CollectingDownstream();
-    await run({ ...input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), body: chunked(raw, 65536) }, downstream, { ...options, spoolMemory: 64 * 1024 });
+    const spoolDir = await mkdtemp(join(tmpdir(), 'lacre-spool-'));
+    const spilled: string[] = [];
+    const watcher = watch(spoolDir, (_event, name) => name && spilled.push(name));
+    try {
+      const recipients = [
+        { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
+        { address: 'bob@example.test', lookup: usable('bob@example.test', bobKey) },
+      ];
+      await run({ ...input(raw, recipients), body: chunked(raw, 65536) }, downstream, { ...options, spoolMemory: 64 * 1024, spoolDir });
+    } finally {
+      watcher.close();
+      await rm(spoolDir, { recursive: true, force: true });
+    }
+    assert.ok(spilled.length > 0, 'the ciphertext went through a spool file');
     assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(raw));
+    assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('bob@example.test'))), contentEntity(raw));
+  });
+
+  it('a big message with one encrypted copy streams it out while the input is read, with no spool file', async () => {
+    const body = Buffer.alloc(3 * 1024 * 1024, 'abcdefghij\r\n');
+    const raw = Buffer.concat([Buffer.from('From: s@example.net\r\nContent-Type: text/plain\r\n\r\n'), body]);
+    const spoolDir = await mkdtemp(join(tmpdir(), 'lacre-spool-'));
+    let inputRead = false;
+    let outputBeforeInputEnd = false;
+    const downstream = new (class extends CollectingDownstream {
+      override async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
+        raw.once('data', () => (outputBeforeInputEnd = !inputRead));
+        return super.send(envelope, raw);
+      }
+    })();
+    async function* source() {
+      yield* chunked(raw, 65536);
+      inputRead = true;
+    }
+    try {
+      await run({ ...input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), body: Readable.from(source()) }, downstream, { ...options, spoolMemory: 64 * 1024, spoolDir });
+      assert.deepEqual(await readdir(spoolDir), []);
+    } finally {
+      await rm(spoolDir, { recursive: true, force: true });
+    }
+    assert.ok(outputBeforeInputEnd, 'the copy started before the input ended');
+    assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(raw));
+  });
+
+  it('a streamed message that turns out too large: the encrypted copy streaming out is never completed', async () => {
+    const big = Buffer.concat([Buffer.from('From: s@example.net\r\n\r\n'), Buffer.alloc(BUFFERED_MESSAGE_LIMIT * 4, 'line\r\n')]);
+    const downstream = new CollectingDownstream();
+    let started = false;
+    const watching = new (class extends CollectingDownstream {
+      override async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
+        started = true;
+        return downstream.send(envelope, raw);
+      }
+    })();
+    await assert.rejects(
+      run({ ...input(big, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), body: chunked(big, 65536), sizeExceeded: () => true }, watching, options),
+      /max_size/,
+    );
+    assert.ok(started, 'the copy had started');
+    assert.equal(downstream.received.length, 0, 'and was not completed');
   });
 
   it('rejects a header block over the limit', async () => {
