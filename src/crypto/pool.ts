@@ -23,9 +23,16 @@ interface PooledWorker {
 }
 
 /**
- * Encryption off the event loop: the SMTP side keeps one core while openpgp.js works on the others. Jobs go
- * to the worker with the fewest in flight. A worker that dies fails its jobs (the messages get a 4xx, Postfix
- * retries) and is replaced.
+ * Plaintexts up to this size are encrypted on the event loop: handing one to a worker (postMessage, the
+ * wake-up, the result back) costs about as much CPU as encrypting it natively, ~0.1–0.2 ms for 4 KiB.
+ */
+export const IN_THREAD_LIMIT = 64 * 1024;
+
+/**
+ * Encryption off the event loop for bigger messages held in memory: the SMTP side keeps one core while the
+ * others encrypt. Workers start on first use (a server that only sees small messages never pays for their
+ * memory); jobs go to the worker with the fewest in flight. A worker that dies fails its jobs (the messages get
+ * a 4xx, Postfix retries) and is replaced.
  */
 export class EncryptionPool implements BufferedEncryptor {
   private readonly workers: PooledWorker[] = [];
@@ -33,12 +40,24 @@ export class EncryptionPool implements BufferedEncryptor {
   private nextId = 1;
   private closing = false;
 
-  constructor(size: number) {
-    for (let i = 0; i < size; i++) this.workers.push(this.spawn());
+  constructor(
+    private readonly size: number,
+    private readonly inThreadLimit = IN_THREAD_LIMIT,
+  ) {}
+
+  /** Worker threads running now. */
+  get started(): number {
+    return this.workers.length;
   }
 
   async encrypt(job: BufferedJob): Promise<Uint8Array[]> {
     if (this.closing) throw new LacreError('encryption pool is closed');
+    if (job.plaintext.length <= this.inThreadLimit || this.size === 0) {
+      return encryptBuffered(job).catch((error: unknown) => {
+        throw new LacreError(`encryption failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      });
+    }
+    if (this.workers.length < this.size && this.workers.every((worker) => worker.pending.size > 0)) this.workers.push(this.spawn());
     const target = this.workers.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
     const id = this.nextId++;
     const copies = job.copies.map((copy) => ({ keys: copy.keys.map((key) => this.binaryOf(key)) }));

@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as openpgp from 'openpgp';
-import { EncryptionPool } from '../../src/crypto/pool.js';
+import { EncryptionPool, IN_THREAD_LIMIT } from '../../src/crypto/pool.js';
 import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 
 describe('encryption pool (worker threads)', () => {
@@ -14,7 +14,7 @@ describe('encryption pool (worker threads)', () => {
     home = await createGpgHome();
     alice = await generateKey(home, { email: 'alice@example.test' });
     bob = await generateKey(home, { email: 'bob@example.test', algo: 'rsa3072' });
-    pool = new EncryptionPool(2);
+    pool = new EncryptionPool(2, 0); // every job to a worker
   });
   after(async () => {
     await pool.close();
@@ -32,6 +32,32 @@ describe('encryption pool (worker threads)', () => {
       assert.deepEqual(await decrypt(home, Buffer.from(forAlice!)), plaintext);
       assert.deepEqual(await decrypt(home, Buffer.from(forBob!)), plaintext);
     }
+  });
+
+  it('small plaintexts are encrypted in this thread and start no worker; bigger ones start one', async () => {
+    const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+    const lazy = new EncryptionPool(1);
+    try {
+      const small = Buffer.alloc(4096, 's');
+      const [smallCopy] = await lazy.encrypt({ plaintext: small, copies: [{ keys: [aliceKey] }], eol: '\n' });
+      assert.equal(lazy.started, 0);
+      const big = Buffer.alloc(IN_THREAD_LIMIT + 1, 'b');
+      const [bigCopy] = await lazy.encrypt({ plaintext: big, copies: [{ keys: [aliceKey] }], eol: '\n' });
+      assert.equal(lazy.started, 1);
+      assert.deepEqual(await decrypt(home, Buffer.from(smallCopy!)), small);
+      assert.deepEqual(await decrypt(home, Buffer.from(bigCopy!)), big);
+    } finally {
+      await lazy.close();
+    }
+  });
+
+  it('a key that cannot encrypt fails an in-thread job the same way', async () => {
+    const signer = await generateKey(home, { email: 'signer2@example.test', signOnly: true });
+    const signOnly = await openpgp.readKey({ armoredKey: signer.publicArmored });
+    const inThread = new EncryptionPool(1);
+    await assert.rejects(inThread.encrypt({ plaintext: Buffer.from('x'), copies: [{ keys: [signOnly] }], eol: '\n' }), /encryption failed/);
+    assert.equal(inThread.started, 0);
+    await inThread.close();
   });
 
   it('a key that cannot encrypt fails the job, not the pool', async () => {
