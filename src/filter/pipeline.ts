@@ -197,7 +197,7 @@ async function produceBuffered(
 ): Promise<CopyResult[]> {
   if (input.sizeExceeded?.()) throw new MessageTooLargeError('message exceeds smtp.max_size');
   const whole = Buffer.concat([split.headerBlock, split.separator, body]);
-  const digest = createHash('sha256').update(whole).digest('hex');
+  const digest = plan.copies.some((copy) => copy.boxUser !== undefined) ? createHash('sha256').update(whole).digest('hex') : '';
   const encryptor = options.encryptor ?? inThreadEncryptor;
   const bytesOf = new Map<Copy, Buffer>();
   await Promise.all(
@@ -250,7 +250,8 @@ async function produceStreaming(
 
   const sinks: Writable[] = [];
   const deliveries: Promise<CopyResult>[] = [];
-  const digest = createHash('sha256').update(split.headerBlock).update(split.separator);
+  // Only box copies need the digest (their blob id); hashing 200 MB costs a sizeable part of a second.
+  const digest = plan.copies.some((copy) => copy.boxUser !== undefined) ? createHash('sha256').update(split.headerBlock).update(split.separator) : undefined;
   const plainCopy = plan.copies.find((copy) => copy.kind === 'plain');
   const plainSink = plainCopy ? new PassThrough() : undefined;
   if (plainCopy && plainSink) {
@@ -279,13 +280,13 @@ async function produceStreaming(
       encryptions.push(encryption);
       sinks.push(encryption.input);
     }
-    await fanOut(hashing(bodyStream, digest), sinks, abort.signal);
+    await fanOut(digest ? hashing(bodyStream, digest) : bodyStream, sinks, abort.signal);
     if (input.sizeExceeded?.()) throw new MessageTooLargeError('message exceeds smtp.max_size');
     for (const encryption of [...encryptions, ...direct]) encryption.input.end();
     await Promise.all([...encryptions, ...direct].map((encryption) => encryption.done));
     // The plain copy is completed last: if an encryption fails, the relay has not accepted anything yet.
     plainSink?.end();
-    const messageDigest = digest.digest('hex');
+    const messageDigest = digest?.digest('hex') ?? '';
     for (const encryption of encryptions) {
       for (const copy of plan.copies.filter((c) => c.kind === encryption.kind)) {
         const raw = await copyStream(copy, encryption, split);
@@ -314,7 +315,7 @@ interface SendContext {
   readonly input: MessageInput;
   readonly downstreams: Downstreams;
   readonly options: FilterOptions;
-  /** SHA-256 of the whole message (hex), known once the input was read; '' before. */
+  /** SHA-256 of the whole message (hex), known once the input was read; '' before, and when no copy goes to a box. */
   readonly digest: string;
 }
 
