@@ -186,6 +186,9 @@ async function produceAndDeliver(
   }
 }
 
+/** For copies that nothing can abort (a fresh AbortController per message cost more than its encryption's RNG). */
+const NEVER_ABORTED = new AbortController().signal;
+
 /** The whole message is in memory: encrypt each kind once, then deliver every copy. */
 async function produceBuffered(
   plan: Plan,
@@ -210,11 +213,10 @@ async function produceBuffered(
     }),
   );
   const produced = plan.copies.map((copy) => ({ copy, bytes: bytesOf.get(copy) ?? whole }));
-  const never = new AbortController().signal;
   return Promise.all(
     produced.map(({ copy, bytes }) => {
       const raw = Readable.from([bytes]);
-      return deliver(() => sendCopy(copy, raw, { input, downstreams, options, digest }), copy, raw, never, () => undefined);
+      return deliver(() => sendCopy(copy, raw, { input, downstreams, options, digest }), copy, raw, NEVER_ABORTED, () => undefined);
     }),
   );
 }
