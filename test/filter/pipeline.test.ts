@@ -214,6 +214,32 @@ describe('pipeline', () => {
     assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(raw));
   });
 
+  it('a streamed message whose directly streamed encrypted copy fails mid-way fails as a whole, without hanging', async () => {
+    const big = Buffer.concat([Buffer.from('From: s@example.net\r\n\r\n'), Buffer.alloc(BUFFERED_MESSAGE_LIMIT * 8, 'line\r\n')]);
+    const downstream = new CollectingDownstream();
+    const failing = new (class extends CollectingDownstream {
+      override async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
+        if (envelope.to.includes('alice@example.test')) {
+          for await (const _ of raw) break; // the relay drops the connection after the first piece
+          throw new RelayError('connection lost', false);
+        }
+        return downstream.send(envelope, raw);
+      }
+    })();
+    await assert.rejects(
+      run(
+        { ...input(big, [
+          { address: 'carol@example.test', lookup: none('carol@example.test') },
+          { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
+        ]), body: chunked(big, 65536) },
+        failing,
+        options,
+      ),
+      RelayError,
+    );
+    assert.equal(downstream.received.length, 0, 'the plain copy was not completed either');
+  });
+
   it('a streamed message that turns out too large: the encrypted copy streaming out is never completed', async () => {
     const big = Buffer.concat([Buffer.from('From: s@example.net\r\n\r\n'), Buffer.alloc(BUFFERED_MESSAGE_LIMIT * 4, 'line\r\n')]);
     const downstream = new CollectingDownstream();
