@@ -308,18 +308,20 @@ describe('pipeline', () => {
     assert.equal(downstream.received.length, 0, 'nothing was delivered');
   });
 
-  it('an encryption failure delivers nothing, not even the plain copy', async () => {
+  for (const [path, bufferLimit] of [['in memory', undefined], ['streamed', -1]] as const) it(`${path}: an encryption failure delivers nothing, not even the plain copy`, async () => {
     const signOnly = await generateKey(home, { email: 'signer@example.test', signOnly: true });
     const brokenKey = await openpgp.readKey({ armoredKey: signOnly.publicArmored });
     const downstream = new CollectingDownstream();
+    // Alice's PGP/MIME copy is set up first (streamed: straight out), then the signer's inline copy fails.
     await assert.rejects(
       run(
-        input(corpus[1]!.raw, [
+        input(corpus[0]!.raw, [
           { address: 'carol@example.test', lookup: none('carol@example.test') },
-          { address: 'signer@example.test', lookup: usable('signer@example.test', brokenKey) },
+          { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
+          { address: 'signer@example.test', lookup: usable('signer@example.test', brokenKey, 'inline') },
         ]),
         downstream,
-        options,
+        { ...options, bufferLimit },
       ),
     );
     assert.equal(downstream.received.length, 0);
