@@ -62,14 +62,13 @@ export class PartialPacketWriter {
   }
 
   end(): void {
-    const rest = this.takePending(this.pendingBytes);
-    this.emitHeader(lengthOctets(rest.length));
-    if (rest.length > 0) this.emit(rest);
+    this.emitHeader(lengthOctets(this.pendingBytes));
+    this.emitPending(this.pendingBytes);
   }
 
   private emitChunk(): void {
     this.emitHeader(Buffer.from([0xe0 | this.power]));
-    this.emit(this.takePending(this.chunkBytes));
+    this.emitPending(this.chunkBytes);
   }
 
   private emitHeader(length: Buffer): void {
@@ -77,12 +76,20 @@ export class PartialPacketWriter {
     this.started = true;
   }
 
-  private takePending(count: number): Buffer {
-    const whole = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
-    const taken = whole.subarray(0, count);
-    const left = whole.subarray(count);
-    this.pending = left.length > 0 ? [left] : [];
-    this.pendingBytes = left.length;
-    return taken;
+  /** The first `count` pending bytes, emitted as the pieces they arrived in (no copy). */
+  private emitPending(count: number): void {
+    this.pendingBytes -= count;
+    while (count > 0) {
+      const head = this.pending[0]!;
+      if (head.length <= count) {
+        this.pending.shift();
+        this.emit(head);
+        count -= head.length;
+      } else {
+        this.emit(head.subarray(0, count));
+        this.pending[0] = head.subarray(count);
+        count = 0;
+      }
+    }
   }
 }
