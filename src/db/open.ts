@@ -1,6 +1,5 @@
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
-import { EmbeddedDatabase } from './embedded.js';
 import { PostgresDatabase } from './postgres.js';
 import type { Database } from './types.js';
 
@@ -19,5 +18,7 @@ export async function openDatabase(config: DatabaseConfig, logger?: Logger): Pro
   if (config.url !== undefined) {
     return new PostgresDatabase({ url: config.url, poolSize: config.pool_size, ...(logger ? { logger } : {}) });
   }
+  // Loaded only when used: PGlite's module alone is ~3 MB of resident memory a PostgreSQL setup never needs.
+  const { EmbeddedDatabase } = await import('./embedded.js');
   return EmbeddedDatabase.open({ dataDir: config.data_dir, ...(logger ? { logger } : {}) });
 }
