@@ -158,8 +158,9 @@ interface Encryption {
 }
 
 /**
- * Messages up to this size are read whole and encrypted from memory: for small messages openpgp.js's web
- * streams cost several times the encryption itself. A fixed bound, so memory stays flat (rule 3).
+ * Messages up to this size are read whole and encrypted from memory: for small messages the stream layers of
+ * the streamed path (fan-out, SEIPD, armor, envelope) cost more than the encryption itself, and a message held
+ * whole can go to a worker thread. A fixed bound, so memory stays flat (rule 3).
  */
 export const BUFFERED_MESSAGE_LIMIT = 256 * 1024;
 
