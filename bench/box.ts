@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkDelivered, LISTINGS, measureDelivery, measureListings, type DeliveryLoad } from './box-measure.js';
 import { createBoxStore, createBoxUser, fillBlobs, startBox, type BoxBenchStore, type BoxProcess } from './box-setup.js';
-import { killAll } from './children.js';
-import { describeCommit, describeMachine, formatTable, RECORD_VERSION, writeRecord, type BenchRecord } from './record.js';
+import { BenchLifecycle } from './lifecycle.js';
+import { formatTable, newRecord, recordTitle, writeRecord, type BenchRecord } from './record.js';
 import { Samples } from './stats.js';
 
 const KiB = 1024;
@@ -60,24 +60,17 @@ function readSettings(): { settings: Settings; jsonFile: string | undefined } {
   return { settings, jsonFile: values.json };
 }
 
-const startedAt = Date.now();
-
-function progress(line: string): void {
-  process.stderr.write(`box bench ${((Date.now() - startedAt) / 1000).toFixed(1).padStart(5)}s: ${line}\n`);
-}
-
-const cleanups: Array<() => Promise<unknown>> = [];
-let interrupted = false;
+const bench = new BenchLifecycle('box bench', 10_000);
+const progress = bench.progress;
 
 async function main(): Promise<void> {
   const { settings, jsonFile } = readSettings();
-  const deadline = startedAt + settings.deadlineMs;
-  stopOnSignal();
+  const deadline = bench.startedAt + settings.deadlineMs;
   const samples = new Samples();
   let store: BoxBenchStore | undefined;
   let box: BoxProcess | undefined;
   let removeStore: (() => Promise<void>) | undefined;
-  cleanups.push(async () => removeStore?.());
+  bench.onCleanup(async () => removeStore?.());
   try {
     store = await createBoxStore({ embedded: settings.embedded, register: (remove) => (removeStore = remove) });
     progress(`${settings.mode} run, database ${store.kind}`);
@@ -90,7 +83,7 @@ async function main(): Promise<void> {
 
     box = await startBox(store);
     const started = box;
-    cleanups.push(() => started.stop());
+    bench.onCleanup(() => started.stop());
     progress(`lacre inbox serve on 127.0.0.1:${box.port}`);
 
     progress(`delivery: ${settings.concurrency} in flight, ${settings.rounds} rounds of ${settings.loads.map((l) => `${l.perRound} x ${l.name}`).join(', ')}`);
@@ -105,9 +98,9 @@ async function main(): Promise<void> {
     if (code !== 0) throw new Error(`lacre inbox serve exited ${code} on SIGTERM`);
   } finally {
     if (box) reportBoxOutput(box);
-    await runCleanups();
+    await bench.cleanUp();
   }
-  progress(`done in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
+  progress(`done in ${((Date.now() - bench.startedAt) / 1000).toFixed(1)} s`);
   report(buildRecord(settings, store!.kind, samples), jsonFile);
 }
 
@@ -123,59 +116,23 @@ function reportBoxOutput(box: BoxProcess): void {
   if (output !== '') progress(`lacre inbox serve wrote (warn and above):\n${output}`);
 }
 
-async function runCleanups(): Promise<void> {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch((error: unknown) => progress(`cleanup failed: ${String(error)}`));
-}
-
-/** Ctrl-C or SIGTERM: kill the children at once, drop the database and the temp folder (at most 10 s), exit 130. */
-function stopOnSignal(): void {
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      interrupted = true;
-      progress(`${signal}: stopping`);
-      // Dropping the database cuts the bench's own connections (the bulk fill's): their errors no longer matter.
-      process.on('uncaughtException', (error) => progress(`after ${signal}: ${error.message}`));
-      killAll();
-      void Promise.race([runCleanups(), new Promise((resolve) => setTimeout(resolve, 10_000))]).then(() => process.exit(130));
-    });
-  }
-}
-
 function buildRecord(settings: Settings, database: BenchRecord['database'], samples: Samples): BenchRecord {
-  return {
-    version: RECORD_VERSION,
-    ...describeCommit(),
-    date: new Date().toISOString(),
-    machine: describeMachine(),
-    mode: settings.mode,
-    database,
-    settings: {
-      bench: 'incoming-box',
-      concurrency: settings.concurrency,
-      rounds: settings.rounds,
-      deliveries: settings.loads.map(({ name, bodyBytes, perRound, warmup }) => ({ name, body_bytes: bodyBytes, per_round: perRound, warmup })),
-      listed_blobs: settings.listedBlobs,
-      list_requests: settings.listRequests,
-      listings: Object.fromEntries(LISTINGS.map(({ name, query }) => [name, `namespace=mx${query}`])),
-    },
-    figures: samples.figures(),
+  const recorded = {
+    bench: 'incoming-box',
+    concurrency: settings.concurrency,
+    rounds: settings.rounds,
+    deliveries: settings.loads.map(({ name, bodyBytes, perRound, warmup }) => ({ name, body_bytes: bodyBytes, per_round: perRound, warmup })),
+    listed_blobs: settings.listedBlobs,
+    list_requests: settings.listRequests,
+    listings: Object.fromEntries(LISTINGS.map(({ name, query }) => [name, `namespace=mx${query}`])),
   };
+  return newRecord(settings.mode, database, recorded, samples.figures());
 }
 
 function report(record: BenchRecord, jsonFile: string | undefined): void {
-  const { machine } = record;
-  const header =
-    `Lacre Incoming Box bench (${record.mode}) ${record.commit}${record.dirty ? ' (dirty)' : ''} ${record.date} — ${machine.cpus}× ${machine.model}, ` +
-    `node ${machine.node}, database ${record.database}\n  delivery: median over the rounds [min – max]; listings: p50 [min – max] over the requests\n`;
+  const header = `${recordTitle('Lacre Incoming Box bench', record)}\n  delivery: median over the rounds [min – max]; listings: p50 [min – max] over the requests\n`;
   const table = header + formatTable(record.figures);
   writeRecord(record, table, jsonFile);
 }
 
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    if (interrupted) return; // the signal handler exits once it has cleaned up
-    process.stderr.write(`box bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-    process.exit(1);
-  },
-);
+bench.run(main);

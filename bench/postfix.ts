@@ -18,9 +18,10 @@ import { appendFile, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { freePort, postfixProgram, startPostfix, type PostfixInstance } from '../test/helpers/postfix.js';
-import { killAll, readCpuMs, startHelper, startLacre, type Child } from './children.js';
+import { readCpuMs, startHelper, startLacre, type Child } from './children.js';
+import { BenchLifecycle } from './lifecycle.js';
 import { LoadGenerator } from './load.js';
-import { describeCommit, describeMachine, formatTable, RECORD_VERSION, writeRecord, type BenchRecord } from './record.js';
+import { formatTable, newRecord, recordTitle, writeRecord, type BenchRecord } from './record.js';
 import { createBenchDatabase, importKeys, makeKeys, withDatabase, type BenchDatabase } from './setup.js';
 import { SmtpSession } from './smtp-client.js';
 import { Samples } from './stats.js';
@@ -98,38 +99,31 @@ function readSettings(): { settings: Settings; jsonFile: string | undefined } {
   return { settings, jsonFile: values.json };
 }
 
-const startedAt = Date.now();
-
-function progress(line: string): void {
-  process.stderr.write(`postfix bench ${((Date.now() - startedAt) / 1000).toFixed(1).padStart(5)}s: ${line}\n`);
-}
-
-const cleanups: Array<() => Promise<unknown>> = [];
-let interrupted = false;
+const bench = new BenchLifecycle('postfix bench', 15_000);
+const progress = bench.progress;
 
 async function main(): Promise<void> {
   const { settings, jsonFile } = readSettings();
   if (!postfixProgram()) throw new Error('postfix is not installed');
   if (process.getuid?.() !== 0) throw new Error('the Postfix bench needs root (a private Postfix master runs as root)');
-  const deadline = startedAt + settings.deadlineMs;
-  stopOnSignal();
+  const deadline = bench.startedAt + settings.deadlineMs;
   const samples = new Samples();
   let database: BenchDatabase | undefined;
   try {
     database = await createBenchDatabase({ embedded: settings.embedded });
     const db = database;
-    cleanups.push(() => db.remove());
+    bench.onCleanup(() => db.remove());
     progress(`${settings.mode} run, database ${db.kind}; making a cv25519 key for ${RECIPIENT}`);
     const keys = await makeKeys([{ email: RECIPIENT, algo: 'cv25519' }]);
     await withDatabase(db, (opened) => importKeys(opened, keys));
 
     // The harness wants a filter port up front; no target uses the main.cf content_filter (see addInboundListeners).
     const postfix = await startPostfix({ filterPort: await freePort(), mailboxes: ['alice'] });
-    cleanups.push(() => postfix.stop());
+    bench.onCleanup(() => postfix.stop());
     progress(`postfix ${postfix.configDir}: reinjection on ${postfix.reinjectPort}`);
 
     const passthrough = await startHelper('passthrough', { BENCH_RELAY_PORT: String(postfix.reinjectPort) });
-    cleanups.push(() => passthrough.stop());
+    bench.onCleanup(() => passthrough.stop());
     const lacre = await startLacre({
       ...db.env,
       LACRE_RELAY_HOST: '127.0.0.1',
@@ -137,7 +131,7 @@ async function main(): Promise<void> {
       LACRE_HTTP_LISTEN: '127.0.0.1:0',
       LACRE_LOG_LEVEL: settings.lacreLogLevel,
     });
-    cleanups.push(async () => {
+    bench.onCleanup(async () => {
       await lacre.stop();
       const stderr = lacre.lastStderr.trim();
       if (stderr !== '') progress(`lacre serve wrote (${settings.lacreLogLevel} and above, last 4 KB):\n${stderr}`);
@@ -169,9 +163,9 @@ async function main(): Promise<void> {
       samples.add('postfix_lacre_over_passthrough', 'ratio', rates.get('lacre_cv25519')! / rates.get('passthrough')!);
     }
   } finally {
-    await runCleanups();
+    await bench.cleanUp();
   }
-  progress(`done in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
+  progress(`done in ${((Date.now() - bench.startedAt) / 1000).toFixed(1)} s`);
   report(buildRecord(settings, database!.kind, samples), jsonFile);
 }
 
@@ -278,59 +272,24 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-async function runCleanups(): Promise<void> {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch((error: unknown) => progress(`cleanup failed: ${String(error)}`));
-}
-
-/** Ctrl-C or SIGTERM: kill the children at once, stop Postfix and drop the database (at most 15 s), exit 130. */
-function stopOnSignal(): void {
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      interrupted = true;
-      progress(`${signal}: stopping`);
-      process.on('uncaughtException', (error) => progress(`after ${signal}: ${error.message}`));
-      killAll();
-      void Promise.race([runCleanups(), sleep(15_000)]).then(() => process.exit(130));
-    });
-  }
-}
-
 function buildRecord(settings: Settings, database: BenchRecord['database'], samples: Samples): BenchRecord {
-  return {
-    version: RECORD_VERSION,
-    ...describeCommit(),
-    date: new Date().toISOString(),
-    machine: describeMachine(),
-    mode: settings.mode,
-    database,
-    settings: {
-      bench: 'postfix',
-      rounds: settings.rounds,
-      messages_per_turn: settings.messages,
-      warmup_messages: settings.warmupMessages,
-      sessions: settings.sessions,
-      message_bytes: settings.messageBytes,
-      recipient: 'one per message, cv25519 key',
-      timed: 'first MAIL FROM to the last file in Maildir new/',
-    },
-    figures: samples.figures(),
+  const recorded = {
+    bench: 'postfix',
+    rounds: settings.rounds,
+    messages_per_turn: settings.messages,
+    warmup_messages: settings.warmupMessages,
+    sessions: settings.sessions,
+    message_bytes: settings.messageBytes,
+    recipient: 'one per message, cv25519 key',
+    timed: 'first MAIL FROM to the last file in Maildir new/',
   };
+  return newRecord(settings.mode, database, recorded, samples.figures());
 }
 
 function report(record: BenchRecord, jsonFile: string | undefined): void {
-  const { machine } = record;
-  const header =
-    `Lacre behind Postfix bench (${record.mode}) ${record.commit}${record.dirty ? ' (dirty)' : ''} ${record.date} — ${machine.cpus}× ${machine.model}, ` +
-    `node ${machine.node}, database ${record.database}\n  median over the rounds [min – max]; delivered = injected into Postfix until in the Maildir\n`;
+  const header = `${recordTitle('Lacre behind Postfix bench', record)}\n  median over the rounds [min – max]; delivered = injected into Postfix until in the Maildir\n`;
   const table = header + formatTable(record.figures);
   writeRecord(record, table, jsonFile);
 }
 
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    if (interrupted) return; // the signal handler exits once it has cleaned up
-    process.stderr.write(`postfix bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-    process.exit(1);
-  },
-);
+bench.run(main);

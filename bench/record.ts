@@ -55,6 +55,20 @@ function git(args: string[]): string | undefined {
   }
 }
 
+/** A record of this commit and machine, dated now. */
+export function newRecord(mode: BenchRecord['mode'], database: BenchRecord['database'], settings: BenchRecord['settings'], figures: Figures): BenchRecord {
+  return { version: RECORD_VERSION, ...describeCommit(), date: new Date().toISOString(), machine: describeMachine(), mode, database, settings, figures };
+}
+
+/** The first line of a printed table: which bench, mode, commit, date, machine and database. */
+export function recordTitle(bench: string, record: BenchRecord): string {
+  const { machine } = record;
+  return (
+    `${bench} (${record.mode}) ${record.commit}${record.dirty ? ' (dirty)' : ''} ${record.date} — ${machine.cpus}× ${machine.model}, ` +
+    `node ${machine.node}, database ${record.database}`
+  );
+}
+
 export function appendToHistory(file: string, record: BenchRecord): void {
   appendFileSync(file, `${JSON.stringify(record)}\n`);
 }

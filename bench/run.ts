@@ -3,10 +3,11 @@
  */
 import { parseArgs } from 'node:util';
 import { measureBigMessages, MB } from './big.js';
-import { askHelper, killAll, readCpuMs, readMemory, startHelper, startLacre, type Child } from './children.js';
+import { askHelper, readCpuMs, readMemory, startHelper, startLacre, type Child } from './children.js';
+import { BenchLifecycle } from './lifecycle.js';
 import { LoadGenerator, LoadTally } from './load.js';
 import { measureKeyLookups } from './lookup.js';
-import { appendToHistory, describeCommit, describeMachine, formatTable, RECORD_VERSION, writeRecord, type BenchRecord } from './record.js';
+import { appendToHistory, formatTable, newRecord, recordTitle, writeRecord, type BenchRecord } from './record.js';
 import { createBenchDatabase, fillKeyStore, importKeys, makeKeys, withDatabase, type BenchDatabase, type KeySpec } from './setup.js';
 import type { SinkStats } from './sink.js';
 import { Samples } from './stats.js';
@@ -107,25 +108,20 @@ function parseSections(only: string | undefined): Section[] {
   return SECTIONS.filter((section) => wanted.includes(section));
 }
 
-const startedAt = Date.now();
-
-function progress(line: string): void {
-  process.stderr.write(`bench ${((Date.now() - startedAt) / 1000).toFixed(1).padStart(5)}s: ${line}\n`);
-}
+const bench = new BenchLifecycle('bench', 5_000);
+const progress = bench.progress;
 
 async function main(): Promise<void> {
   const { settings, jsonFile, historyFile } = readSettings();
-  const deadline = startedAt + settings.deadlineMs;
+  const deadline = bench.startedAt + settings.deadlineMs;
   const runs = (section: Section) => settings.sections.includes(section);
-  const cleanups: Array<() => Promise<void>> = [];
-  stopOnSignal(cleanups);
   const samples = new Samples();
   let database: BenchDatabase | undefined;
   try {
     progress(`${settings.mode} run (${settings.sections.join(', ')}), ${settings.rounds} rounds`);
     database = await createBenchDatabase({ embedded: settings.embedded });
     const db = database;
-    cleanups.push(() => db.remove());
+    bench.onCleanup(() => db.remove());
     await prepareKeys(db, settings);
 
     if (runs('lookup')) {
@@ -140,14 +136,14 @@ async function main(): Promise<void> {
     }
 
     const sink = await startHelper('sink', {});
-    cleanups.push(() => sink.stop());
+    bench.onCleanup(() => sink.stop());
     const passthrough = await startHelper('passthrough', { BENCH_RELAY_PORT: String(sink.port) });
-    cleanups.push(() => passthrough.stop());
+    bench.onCleanup(() => passthrough.stop());
     const lacreEnv = { ...db.env, LACRE_RELAY_HOST: '127.0.0.1', LACRE_RELAY_PORT: String(sink.port), LACRE_LOG_LEVEL: settings.lacreLogLevel };
 
     if (runs('loads') || runs('recipients')) {
       const lacre = await startLacre(lacreEnv);
-      cleanups.push(() => lacre.stop());
+      bench.onCleanup(() => lacre.stop());
       if (runs('loads')) {
         await measureConcurrencyLoads(settings, deadline, sink, passthrough, lacre, samples);
         samples.add('lacre_load_peak_rss_mb', 'MB', readMemory(lacre.pid).peakRssBytes / MB);
@@ -166,9 +162,9 @@ async function main(): Promise<void> {
       );
     }
   } finally {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch((error: unknown) => progress(`cleanup failed: ${String(error)}`));
+    await bench.cleanUp();
   }
-  progress(`done in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
+  progress(`done in ${((Date.now() - bench.startedAt) / 1000).toFixed(1)} s`);
   const record = buildRecord(settings, database!.kind, samples);
   report(record, jsonFile, historyFile);
 }
@@ -328,52 +324,27 @@ async function sendChecked(target: Target, sink: Child, send: () => Promise<numb
 }
 
 /** Ctrl-C or SIGTERM: kill the children at once, then drop the database (bounded in time), then exit. */
-let interrupted = false;
-
-function stopOnSignal(cleanups: Array<() => Promise<void>>): void {
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      interrupted = true;
-      progress(`${signal}: stopping`);
-      killAll();
-      const cleaned = Promise.allSettled(cleanups.map((cleanup) => cleanup()));
-      void Promise.race([cleaned, new Promise((resolve) => setTimeout(resolve, 5_000))]).then(() => process.exit(130));
-    });
-  }
-}
-
 function buildRecord(settings: Settings, database: BenchRecord['database'], samples: Samples): BenchRecord {
-  return {
-    version: RECORD_VERSION,
-    ...describeCommit(),
-    date: new Date().toISOString(),
-    machine: describeMachine(),
-    mode: settings.mode,
-    database,
-    settings: {
-      sections: settings.sections,
-      rounds: settings.rounds,
-      message_bytes: settings.messageBytes,
-      concurrency: settings.concurrency,
-      batch_window_ms: settings.batch.windowMs,
-      batch_max_messages: settings.batch.maxMessages,
-      warmup_ms: settings.warmupMs,
-      recipient_counts: settings.recipientCounts,
-      recipient_sessions: settings.recipientSessions,
-      big_messages: settings.bigMessages.map(({ bytes, rounds }) => ({ bytes, rounds })),
-      key_store_addresses: database === 'postgres' ? settings.keyStoreSize : 0,
-      lookups_per_round: settings.lookupsPerRound,
-      lacre_log_level: settings.lacreLogLevel,
-    },
-    figures: samples.figures(),
+  const recorded = {
+    sections: settings.sections,
+    rounds: settings.rounds,
+    message_bytes: settings.messageBytes,
+    concurrency: settings.concurrency,
+    batch_window_ms: settings.batch.windowMs,
+    batch_max_messages: settings.batch.maxMessages,
+    warmup_ms: settings.warmupMs,
+    recipient_counts: settings.recipientCounts,
+    recipient_sessions: settings.recipientSessions,
+    big_messages: settings.bigMessages.map(({ bytes, rounds }) => ({ bytes, rounds })),
+    key_store_addresses: database === 'postgres' ? settings.keyStoreSize : 0,
+    lookups_per_round: settings.lookupsPerRound,
+    lacre_log_level: settings.lacreLogLevel,
   };
+  return newRecord(settings.mode, database, recorded, samples.figures());
 }
 
 function report(record: BenchRecord, jsonFile: string | undefined, historyFile: string | undefined): void {
-  const { machine } = record;
-  const header =
-    `Lacre bench (${record.mode}) ${record.commit}${record.dirty ? ' (dirty)' : ''} ${record.date} — ${machine.cpus}× ${machine.model}, ` +
-    `node ${machine.node}, database ${record.database}\n  median over the rounds  [min – max]\n`;
+  const header = `${recordTitle('Lacre bench', record)}\n  median over the rounds  [min – max]\n`;
   const table = header + formatTable(record.figures);
   if (historyFile) {
     appendToHistory(historyFile, record);
@@ -382,11 +353,4 @@ function report(record: BenchRecord, jsonFile: string | undefined, historyFile: 
   writeRecord(record, table, jsonFile);
 }
 
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    if (interrupted) return; // the signal handler exits once it has cleaned up
-    process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-    process.exit(1);
-  },
-);
+bench.run(main);
