@@ -60,6 +60,15 @@ describe('pipeline', () => {
     use8BitMime: true,
   });
 
+  /** A big message in 64 KiB pieces to Carol (no key: the plain copy) and Alice (keyed). */
+  const streamedToCarolAndAlice = (raw: Buffer): MessageInput => ({
+    ...input(raw, [
+      { address: 'carol@example.test', lookup: none('carol@example.test') },
+      { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
+    ]),
+    body: chunked(raw, 65536),
+  });
+
   before(async () => {
     home = await createGpgHome();
     alice = await generateKey(home, { email: 'alice@example.test' });
@@ -228,10 +237,7 @@ describe('pipeline', () => {
     })();
     await assert.rejects(
       run(
-        { ...input(big, [
-          { address: 'carol@example.test', lookup: none('carol@example.test') },
-          { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
-        ]), body: chunked(big, 65536) },
+        streamedToCarolAndAlice(big),
         failing,
         options,
       ),
@@ -296,10 +302,7 @@ describe('pipeline', () => {
     const downstream = new FailingDownstream();
     await assert.rejects(
       run(
-        { ...input(big, [
-          { address: 'carol@example.test', lookup: none('carol@example.test') },
-          { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
-        ]), body: chunked(big, 65536) },
+        streamedToCarolAndAlice(big),
         downstream,
         options,
       ),
