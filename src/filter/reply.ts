@@ -69,6 +69,8 @@ function boxReply(error: BoxDeliveryError): SmtpReply {
     case 401:
     case 403:
       return { code: 451, enhanced: '4.7.0', text: 'Incoming Box refused our credentials, try again later' };
+    case 400:
+      return { code: 451, enhanced: '4.3.0', text: `Incoming Box refused the request, try again later: ${oneLine(error.message)}` };
     default:
       return { code: 451, enhanced: '4.4.1', text: `Incoming Box delivery failed, try again later: ${oneLine(error.message)}` };
   }

@@ -133,6 +133,7 @@ describe('routing to Incoming Boxes in the pipeline', () => {
     assert.equal(errorReply(new BoxDeliveryError('x', 500)).code, 451);
     assert.equal(errorReply(new BoxDeliveryError('x')).code, 451);
     assert.equal(errorReply(new BoxDeliveryError('x', 401)).enhanced, '4.7.0');
+    assert.deepEqual([errorReply(new BoxDeliveryError('x', 400)).code, errorReply(new BoxDeliveryError('x', 400)).enhanced], [451, '4.3.0']);
   });
 
   it('derives blob ids from queue id, message digest, recipient and namespace', () => {

@@ -64,6 +64,9 @@ for (const backend of await databaseBackends()) {
         assert.equal((await box.deliver('not-a-uuid', 'm', 'x')).status, 404);
         assert.equal((await box.deliver(alice.id.toUpperCase(), 'm', 'x')).status, 404, 'user ids are lower-case');
         assert.equal((await box.deliver(alice.id, 'bad%2Fid', 'x')).status, 400);
+        // A dot-leading id would name a file the storage keeps for itself: refused before anything is stored.
+        assert.equal((await box.deliver(alice.id, '.hidden', 'x')).status, 400);
+        assert.equal((await box.request('PUT', `/blobs/${alice.id}/.hidden`, { auth: alice.auth, body: 'x' })).status, 400);
         assert.equal((await box.deliver(alice.id, 'x'.repeat(129), 'x')).status, 400);
         assert.equal((await box.deliver(alice.id, 'm', 'x', { namespace: 'no%20spaces' })).status, 400);
         assert.equal((await box.deliver(alice.id, 'm', 'x', { scheme: 'rot13' })).status, 400);
@@ -179,6 +182,30 @@ for (const backend of await databaseBackends()) {
         // Listing reads metadata only: it works with the files gone.
         for (const file of box.files(alice.id)) (await import('node:fs')).rmSync(`${box.blobsPath}/${alice.id}/mx/${file}`);
         assert.deepEqual(await list('?order_by=-date'), ['e', 'd', 'c', 'a']);
+        // A file gone under a listed blob (a delete or purge racing the fetch) is 404, not 500.
+        assert.equal((await box.request('GET', `/blobs/${alice.id}/a`, { auth: alice.auth })).status, 404);
+      }));
+
+    it('answers a flags POST that waits for "100 Continue" (no hang)', () =>
+      withBox(backend, {}, async (box) => {
+        const alice = await box.createUser(ALICE);
+        assert.equal((await box.deliver(alice.id, 'm1', 'x')).status, 200);
+        const { request } = await import('node:http');
+        const status = await new Promise<number>((resolve, reject) => {
+          const body = JSON.stringify(['PROCESSED']);
+          const req = request(`${box.base}/blobs/${alice.id}/m1`, {
+            method: 'POST',
+            headers: { authorization: alice.auth, 'content-type': 'application/json', 'content-length': String(body.length), expect: '100-continue' },
+          });
+          req.setTimeout(5_000, () => req.destroy(new Error('no answer within 5 s')));
+          req.on('continue', () => req.end(body));
+          req.on('response', (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          });
+          req.on('error', reject);
+        });
+        assert.equal(status, 409, 'no reservation: refused, but answered');
       }));
 
     it('runs the state machine: reserve, 409 for a second client, confirm only with the reservation', () =>

@@ -74,7 +74,7 @@ async function route(ctx: BoxContext, req: IncomingMessage, res: ServerResponse,
     case 'GET':
       return booleanParam(url.searchParams, 'only_flags') ? onlyFlags(ctx, res, key) : fetchBlob(ctx, req, res, key);
     case 'POST':
-      return setFlags(ctx, req, res, key);
+      return setFlags(ctx, req, res, key, expectsContinue);
     case 'DELETE':
       return remove(ctx, res, key);
     default:
@@ -177,7 +177,11 @@ async function fetchBlob(ctx: BoxContext, req: IncomingMessage, res: ServerRespo
   if (!row) throw new HttpError(404);
   const range = parseRange(headerValue(req, 'range'), row.size);
   if (range.kind === 'unsatisfiable') throw new HttpError(416, '', { 'Content-Range': `bytes */${row.size}` });
-  const stream = await ctx.storage.read(key, row.fileName, range.kind === 'range' ? range.range : undefined);
+  const stream = await ctx.storage.read(key, row.fileName, range.kind === 'range' ? range.range : undefined).catch((error: unknown) => {
+    // Deleted or purged between the metadata read and the open.
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new HttpError(404);
+    throw error;
+  });
   const headers: Record<string, string> = {
     'Content-Type': 'application/octet-stream',
     'Accept-Ranges': 'bytes',
@@ -211,7 +215,9 @@ async function reserve(ctx: BoxContext, res: ServerResponse, key: BlobKey): Prom
   sendJson(res, { reservation, expires_at: outcome.expiresAt.toISOString() });
 }
 
-async function setFlags(ctx: BoxContext, req: IncomingMessage, res: ServerResponse, key: BlobKey): Promise<void> {
+async function setFlags(ctx: BoxContext, req: IncomingMessage, res: ServerResponse, key: BlobKey, expectsContinue: boolean): Promise<void> {
+  // With a 'checkContinue' listener installed, Node leaves "100 Continue" to us.
+  if (expectsContinue) res.writeContinue();
   const flags = await readFlags(req);
   const change = flagChange(flags, headerValue(req, 'x-client-version'));
   const reservation = headerValue(req, 'x-reservation') ?? '';

@@ -109,7 +109,7 @@ async function sweepOrphans(storage: BlobStorage, metadata: BlobMetadata): Promi
     if (!isUserId(user)) continue;
     const known = await metadata.objectNames(user, namespace);
     for (const name of names) {
-      if (known.has(name)) continue;
+      if (known.has(name) || name.startsWith('.')) continue; // never a blob (BLOB_ID): not ours to remove
       await storage.remove({ user, namespace, id: name }, name);
       removed++;
     }

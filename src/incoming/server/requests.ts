@@ -4,7 +4,8 @@ import { KNOWN_FLAGS, type BlobState, type ListQuery } from './metadata.js';
 import type { ByteRange } from '../storage.js';
 
 export const NAMESPACE = /^[A-Za-z0-9_-]{1,64}$/;
-export const BLOB_ID = /^[A-Za-z0-9_.-]{1,128}$/;
+/** Not starting with a dot: stored files are named after the id, and dot names are the storage's own (.tmp). */
+export const BLOB_ID = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$/;
 export const SCHEMES: ReadonlySet<string> = new Set(['openpgp', 'openpgp-mime', 'openpgp-inline', 'raw']);
 export const DEFAULT_NAMESPACE = 'mx';
 
