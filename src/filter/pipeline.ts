@@ -265,11 +265,16 @@ async function produceStreaming(
   }
   const encryptions: Encryption[] = [];
   const direct: DirectEncryption[] = [];
+  // At most one copy per message streams to the relay while the input is read: two would each hold a relay
+  // connection, and with the pool full (relay.max_connections, or many such messages at once) the fan-out
+  // would wait on a copy that waits for a connection the other copy never gives back.
+  let relayStreaming = plainCopy !== undefined;
   try {
     for (const kind of ['mime', 'inline', 'whole', 'raw'] as const) {
       const copies = plan.copies.filter((copy) => copy.kind === kind);
       if (copies.length === 0) continue;
-      if (kind !== 'raw' && copies.length === 1 && copies[0]!.boxUser === undefined) {
+      if (!relayStreaming && kind !== 'raw' && copies.length === 1 && copies[0]!.boxUser === undefined) {
+        relayStreaming = true;
         const copy = copies[0]!;
         const encryption = await startDirectEncryption(kind, copy, split);
         encryption.done.catch(fail);
@@ -285,9 +290,12 @@ async function produceStreaming(
     }
     await fanOut(digest ? hashing(bodyStream, digest) : bodyStream, sinks, abort.signal);
     if (input.sizeExceeded?.()) throw new MessageTooLargeError('message exceeds smtp.max_size');
-    for (const encryption of [...encryptions, ...direct]) encryption.input.end();
-    await Promise.all([...encryptions, ...direct].map((encryption) => encryption.done));
-    // The plain copy is completed last: if an encryption fails, the relay has not accepted anything yet.
+    // The copy streaming to the relay (plain or direct) is completed last: if a spooled encryption fails,
+    // the relay has not accepted anything yet.
+    for (const encryption of encryptions) encryption.input.end();
+    await Promise.all(encryptions.map((encryption) => encryption.done));
+    for (const encryption of direct) encryption.input.end();
+    await Promise.all(direct.map((encryption) => encryption.done));
     plainSink?.end();
     const messageDigest = digest?.digest('hex') ?? '';
     for (const encryption of encryptions) {
@@ -354,6 +362,9 @@ async function deliver(
   signal: AbortSignal,
   onFailure: (error: unknown) => void,
 ): Promise<CopyResult> {
+  // An aborted message destroys its copies with the error, possibly before the downstream listens (a copy
+  // queued for a relay connection): the outcome is reported through send(), never as an 'error' event.
+  raw.on('error', () => undefined);
   try {
     signal.throwIfAborted();
     const rejected = await send();

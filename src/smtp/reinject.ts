@@ -1,5 +1,5 @@
 import nodemailer, { type Mail } from 'nodemailer';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { RelayError, type LacreError } from '../errors.js';
@@ -20,8 +20,8 @@ interface PoolTransport {
 
 /**
  * What nodemailer's SMTP pool reads of a message (smtp-pool/index.js, pool-resource.js): the envelope, a
- * Message-ID for its own logs, and the stream to send, which it does not touch again when a stale connection
- * makes it retry on another (it only retries while not a byte was read).
+ * Message-ID for its own logs, and the stream to send. When a kept-alive connection turns out closed before a
+ * byte was sent, the pool retries on another connection, but closing the first destroyed the stream.
  */
 interface PooledMail {
   readonly data: Record<string, never>;
@@ -65,7 +65,7 @@ export class Relay implements Downstream {
     const smtpEnvelope = { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.use8BitMime };
     const mail: PooledMail = {
       data: {},
-      message: { getEnvelope: () => smtpEnvelope, messageId: () => '', getHeader: () => undefined, createReadStream: () => raw },
+      message: { getEnvelope: () => smtpEnvelope, messageId: () => '', getHeader: () => undefined, createReadStream: () => (raw.destroyed ? closedBeforeSent() : raw) },
     };
     const info = await new Promise<{ rejectedErrors?: SmtpFailure[] }>((resolve, reject) => {
       this.pool.send(mail, (error, sent) => (error ? reject(toRelayError(error)) : resolve(sent)));
@@ -89,6 +89,15 @@ export class Relay implements Downstream {
   close(): void {
     this.transport.close();
   }
+}
+
+/** The copy for a retry whose stream the closed connection destroyed: fails at once (451, Postfix retries) rather than stalling until the socket timeout. */
+function closedBeforeSent(): Readable {
+  return new Readable({
+    read() {
+      this.destroy(new RelayError('relay: the connection closed before the message was sent', false));
+    },
+  });
 }
 
 export function toRelayError(error: unknown): RelayError {

@@ -237,13 +237,32 @@ describe('pipeline', () => {
     })();
     await assert.rejects(
       run(
-        streamedToCarolAndAlice(big),
+        { ...input(big, [
+          { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
+          { address: 'bob@example.test', lookup: usable('bob@example.test', bobKey, 'inline') },
+        ]), body: chunked(big, 65536) },
         failing,
         options,
       ),
       RelayError,
     );
-    assert.equal(downstream.received.length, 0, 'the plain copy was not completed either');
+    assert.equal(downstream.received.length, 0, 'the spooled copy for Bob was not sent either');
+  });
+
+  it('a big message to a plain and a keyed recipient completes through a relay with one connection', { timeout: 30_000 }, async () => {
+    // relay.max_connections = 1: a second copy streaming while the input is read would wait forever.
+    const big = Buffer.concat([Buffer.from('From: s@example.net\r\nContent-Type: text/plain\r\n\r\n'), Buffer.alloc(4 * 1024 * 1024, 'line\r\n')]);
+    const oneConnection = new (class extends CollectingDownstream {
+      private busy: Promise<unknown> = Promise.resolve();
+      override send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
+        const turn = this.busy.then(() => super.send(envelope, raw));
+        this.busy = turn.catch(() => undefined);
+        return turn;
+      }
+    })();
+    await run(streamedToCarolAndAlice(big), oneConnection, options);
+    assert.deepEqual(oneConnection.copyFor('carol@example.test'), big);
+    assert.deepEqual(await decrypt(home, armoredBlock(oneConnection.copyFor('alice@example.test'))), contentEntity(big));
   });
 
   it('a streamed message that turns out too large: the encrypted copy streaming out is never completed', async () => {
@@ -315,7 +334,7 @@ describe('pipeline', () => {
     const signOnly = await generateKey(home, { email: 'signer@example.test', signOnly: true });
     const brokenKey = await openpgp.readKey({ armoredKey: signOnly.publicArmored });
     const downstream = new CollectingDownstream();
-    // Alice's PGP/MIME copy is set up first (streamed: straight out), then the signer's inline copy fails.
+    // Alice's PGP/MIME copy is set up first, then the signer's inline copy fails.
     await assert.rejects(
       run(
         input(corpus[0]!.raw, [
