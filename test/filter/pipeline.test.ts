@@ -345,6 +345,7 @@ describe('pipeline', () => {
         downstream,
         { ...options, bufferLimit },
       ),
+      /encryption key/i,
     );
     assert.equal(downstream.received.length, 0);
   });

@@ -197,8 +197,10 @@ describe('lacre serve: metrics, health and log level over HTTP (real PostgreSQL,
     await sendRaw(server.port, { from: FROM, to: ['alice@example.test'] }, plain('debug-on'));
     await server.waitForLog((l) => l.level === 'debug' && l.msg === 'recipient looked up' && l.to === 'alice@example.test');
     await server.waitForLog((l) => l.level === 'debug' && l.msg === 'copy delivered' && l.copy === 'mime');
-    const summary = await server.waitForLog((l) => l.messageId === '<debug-on@example.net>');
+    const summary = await server.waitForLog((l) => l.messageId === '<debug-on@example.net>' && l.msg === 'message accepted');
     for (const stage of ['lookupMs', 'receiveMs', 'durationMs']) assert.equal(typeof summary[stage], 'number', stage);
+    const [receiveMs, durationMs] = [summary.receiveMs as number, summary.durationMs as number];
+    assert.ok(durationMs > 0 && receiveMs >= 0 && receiveMs <= durationMs, JSON.stringify({ receiveMs, durationMs }));
 
     server.signal('SIGUSR2');
     await server.waitForLog((l) => l.msg === 'log level changed' && l.next === 'info');

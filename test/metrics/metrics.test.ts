@@ -146,7 +146,9 @@ describe('metered relay (real SMTP sink)', () => {
     try {
       const sending = downstream.send({ from: 'a@example.net', to: ['b@example.test'], use8BitMime: false }, Readable.from([message]));
       assert.equal((await samples(metrics)).get('lacre_downstream_sends_in_flight{downstream="relay"}'), 1);
+      assert.equal(relay.poolState().pending, 1, 'the real pool counts the message in flight');
       assert.equal((await sending).size, 0);
+      assert.deepEqual(relay.poolState(), { idle: true, pending: 0 });
       assert.deepEqual(sink.messages[0]?.data, message);
       let values = await samples(metrics);
       assert.equal(values.get('lacre_delivered_bytes_total{downstream="relay"}'), message.length);
