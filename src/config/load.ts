@@ -12,8 +12,8 @@ export interface LoadConfigOptions {
 }
 
 const ENV_PREFIX = 'LACRE_';
-/** LACRE_* variables that are not config keys. */
-export const nonConfigVariables: ReadonlySet<string> = new Set(['LACRE_CONFIG']);
+/** LACRE_ variables that are not settings: the config file, and the Incoming Box user token of `lacre inbox fetch`. */
+export const nonConfigVariables: ReadonlySet<string> = new Set(['LACRE_CONFIG', 'LACRE_INBOX_TOKEN']);
 
 type RawConfig = Record<string, Record<string, unknown>>;
 

@@ -103,6 +103,10 @@ port = 2526
     assert.equal(loadConfigWith(onlyShort, { env: { LACRE_INCOMING_BOX_URL: 'y' } }).incoming.box_url, 'y', 'falls back to a shorter section that has the key');
   });
 
+  test('LACRE_INBOX_TOKEN (the fetch token) is not taken for a setting, so exporting it breaks no command', () => {
+    assert.equal(loadConfig({ env: { LACRE_INBOX_TOKEN: 'secret' } }).relay.port, 10026);
+  });
+
   test('the file comes from LACRE_CONFIG when no file option is given', () => {
     const file = configFile('[relay]\nport = 4444\n');
     assert.equal(loadConfig({ env: { LACRE_CONFIG: file } }).relay.port, 4444);
