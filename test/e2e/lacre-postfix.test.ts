@@ -322,8 +322,7 @@ describe('Lacre behind a real Postfix', { skip: unavailable }, () => {
       await chmod(configDir, 0o755);
       const configFile = join(configDir, 'lacre.toml');
       assert.ok(!`${LACRE_BIN}${configFile}`.includes(' '), 'pipe(8) splits argv on spaces');
-      const command = `${process.execPath} ${LACRE_BIN} --config ${configFile}`;
-      postfix = await startPostfix({ pipeFilter: { command, user: 'nobody' } });
+      postfix = await startPostfix({ pipeFilter: { command: `${process.execPath} ${LACRE_BIN}`, configFile, directory: configDir, user: 'nobody' } });
       const config = [
         `[database]\ndata_dir = "${pipeDatabase.dataDir}"\n`,
         `[relay]\nport = ${postfix.reinjectPort}\n`,

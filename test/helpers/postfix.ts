@@ -44,10 +44,14 @@ export interface PostfixOptions {
 
 export interface PipeFilterOptions {
   /**
-   * What replaces `/usr/bin/lacre` in the snippet's argv, e.g. `/usr/bin/node /repo/dist/src/cli/main.js --config F`.
+   * What replaces `/usr/bin/lacre` in the snippet's argv, e.g. `/usr/bin/node /repo/dist/src/cli/main.js`.
    * pipe(8) splits argv on white space: no quoting, so no spaces inside a path.
    */
   command: string;
+  /** Replaces the snippet's `--config /etc/lacre/lacre.toml`. */
+  configFile: string;
+  /** Replaces the snippet's `directory=/var/lib/lacre` (the command's working directory). */
+  directory: string;
   /** The unprivileged user the command runs as (pipe(8) refuses root and mail_owner). Default `nobody`. */
   user?: string;
 }
@@ -133,7 +137,7 @@ interface Ports {
   filter: number | undefined;
 }
 
-type Filter = { kind: 'none' } | { kind: 'smtp'; port: number } | { kind: 'pipe'; command: string; user: string };
+type Filter = { kind: 'none' } | { kind: 'smtp'; port: number } | ({ kind: 'pipe'; user: string } & PipeFilterOptions);
 
 export async function startPostfix(options: PostfixOptions = {}): Promise<PostfixInstance> {
   const reason = postfixUnavailableReason();
@@ -149,7 +153,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
   const [smtp, reinject] = await freePorts(2, options.filterPort === undefined ? [] : [options.filterPort]);
   const ports: Ports = { smtp: smtp!, reinject: reinject!, filter: options.filterPort };
   const filter: Filter = options.pipeFilter
-    ? { kind: 'pipe', command: options.pipeFilter.command, user: options.pipeFilter.user ?? 'nobody' }
+    ? { kind: 'pipe', ...options.pipeFilter, user: options.pipeFilter.user ?? 'nobody' }
     : ports.filter === undefined
       ? { kind: 'none' }
       : { kind: 'smtp', port: ports.filter };
@@ -373,9 +377,11 @@ function masterCf(ports: Ports, filter: Filter): string {
 }
 
 /** pipe-master.cf.snippet's `lacre` transport, running `command` as `user` instead of /usr/bin/lacre as lacre. */
-function pipeTransport(filter: { command: string; user: string }): string {
+function pipeTransport(filter: PipeFilterOptions & { user: string }): string {
   let snippet = deploySnippet('pipe-master.cf.snippet');
   snippet = replaceOnce(snippet, ' user=lacre ', ` user=${filter.user} `);
+  snippet = replaceOnce(snippet, ' directory=/var/lib/lacre ', ` directory=${filter.directory} `);
+  snippet = replaceOnce(snippet, ' --config /etc/lacre/lacre.toml ', ` --config ${filter.configFile} `);
   return replaceOnce(snippet, 'argv=/usr/bin/lacre ', `argv=${filter.command} `);
 }
 
