@@ -44,7 +44,7 @@ const encryption = z.strictObject({
   group_recipients: z.boolean().default(false),
   /** What a recipient whose keys are all expired/revoked/unusable gets. */
   on_unusable_key: z.enum(['plain', 'tempfail', 'reject']).default('plain'),
-  /** Where ciphertext (never plaintext) spills when a message outgrows spool_memory. */
+  /** Where copies spill, sealed under a key held in memory, when a message outgrows spool_memory. */
   spool_dir: z.string().min(1).optional(),
   spool_memory: byteSize.default(1024 * 1024),
   /** Worker threads encrypting messages held in memory; unset = one per CPU but one, 0 = on the event loop. */

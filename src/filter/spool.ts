@@ -1,20 +1,22 @@
+import { createCipheriv, createDecipheriv, type Cipher } from 'node:crypto';
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
+import { pipeline, Readable, Writable } from 'node:stream';
 import { isProcessAlive } from '../util/pid-lock.js';
 import { secureRandomBytes } from '../util/random.js';
 
 /**
- * Holds one ciphertext so that every copy can re-read it. Small messages stay in memory (up to
- * memoryLimit); bigger ones spill to a 0600 file in `dir`. Only ciphertext is ever written here: the
- * session key lives in memory alone, so a spilled file left by a crash is unreadable noise.
+ * Holds one copy's bytes so that every copy can re-read them. Small ones stay in memory (up to memoryLimit);
+ * bigger ones spill to a 0600 file in `dir`. What spills is sealed with AES-256-CTR under a key that lives in
+ * this object alone: most spools hold OpenPGP ciphertext already, but a message that arrived encrypted for an
+ * Incoming Box spools as received, header lines in clear (rule 5). A file left by a crash is unreadable noise.
  */
 export class CipherSpool extends Writable {
   private readonly chunks: Buffer[] = [];
   private memoryBytes = 0;
-  private file: { path: string; stream: WriteStream } | undefined;
+  private file: { path: string; stream: WriteStream; seal: Cipher; key: Buffer; iv: Buffer } | undefined;
   private totalBytes = 0;
   private fileError: Error | undefined;
   private spilling: Promise<void> | undefined;
@@ -39,7 +41,7 @@ export class CipherSpool extends Writable {
     this.spilling ??= this.spill();
     this.spilling.then(() => {
       if (!this.file) return done(new Error('ciphertext spool was disposed'));
-      this.file.stream.write(chunk, (error) => done(error));
+      this.file.stream.write(this.file.seal.update(chunk), (error) => done(error));
     }, done);
   }
 
@@ -48,9 +50,12 @@ export class CipherSpool extends Writable {
     this.file.stream.end((error?: Error | null) => done(error ?? this.fileError));
   }
 
-  /** A fresh reader over the whole ciphertext; call after 'finish'. */
+  /** A fresh reader over all the bytes written; call after 'finish'. */
   reader(): Readable {
-    return this.file ? createReadStream(this.file.path, { highWaterMark: 256 * 1024 }) : Readable.from(this.chunks);
+    if (!this.file) return Readable.from(this.chunks);
+    const unseal = createDecipheriv('aes-256-ctr', this.file.key, this.file.iv);
+    // pipeline() hands a read error on to `unseal`, which the consumer listens to.
+    return pipeline(createReadStream(this.file.path, { highWaterMark: 256 * 1024 }), unseal, () => undefined);
   }
 
   /** Drops the ciphertext; a file being created meanwhile is not created (or removed once it is). */
@@ -75,8 +80,11 @@ export class CipherSpool extends Writable {
     stream.on('error', (error) => {
       this.fileError ??= error;
     });
-    this.file = { path, stream };
-    for (const chunk of this.chunks.splice(0)) stream.write(chunk);
+    const key = secureRandomBytes(32);
+    const iv = secureRandomBytes(16);
+    const seal = createCipheriv('aes-256-ctr', key, iv);
+    this.file = { path, stream, seal, key, iv };
+    for (const chunk of this.chunks.splice(0)) stream.write(seal.update(chunk));
     this.memoryBytes = 0;
   }
 }

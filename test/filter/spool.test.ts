@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
@@ -18,6 +18,30 @@ describe('CipherSpool', () => {
       assert.deepEqual(await buffer(spool.reader()), Buffer.concat(parts));
       await spool.dispose();
       assert.deepEqual(await readdir(dir), []);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('seals what it spills: the file never holds the bytes written, the reader gives them back', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lacre-spool-test-'));
+    try {
+      const spool = new CipherSpool(dir, 64);
+      const header = Buffer.from('Subject: the merger with ACME\r\nFrom: ceo@example.org\r\n\r\n');
+      const body = Buffer.from('-----BEGIN PGP MESSAGE-----\r\n'.repeat(2000));
+      spool.write(header);
+      spool.write(body);
+      await new Promise<void>((resolve, reject) => spool.end((error?: Error | null) => (error ? reject(error) : resolve())));
+      const [name] = await readdir(dir);
+      const onDisk = await readFile(join(dir, name!));
+      assert.equal(onDisk.length, header.length + body.length);
+      assert.equal(onDisk.includes('Subject'), false);
+      assert.equal(onDisk.includes('BEGIN PGP'), false);
+      assert.deepEqual(await buffer(spool.reader()), Buffer.concat([header, body]));
+      assert.deepEqual(await buffer(spool.reader()), Buffer.concat([header, body]), 'every reader starts from the beginning');
+      await unlink(join(dir, name!));
+      await assert.rejects(buffer(spool.reader()), /ENOENT/, 'a file that cannot be read fails the reader');
+      await spool.dispose();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
