@@ -22,12 +22,27 @@ export interface IncomingMeta {
   signal?: AbortSignal;
 }
 
-/** Consumes `stream` completely and resolves once the message is safely stored; throws to mark the blob FAILED. */
+/**
+ * Consumes `stream` completely and resolves once the message is safely stored; throws to mark the blob FAILED,
+ * or throws a DeferProcessingError to release it for a later run.
+ */
 export type IncomingHandler = (id: string, stream: Readable, meta: IncomingMeta) => Promise<void>;
 
 /** A failure no later client version will fix: the blob is marked FAILED + PERMANENT (and may be purged). */
 export class PermanentProcessingError extends LacreError {
   readonly permanent = true;
+}
+
+/**
+ * The handler could not store the blob now for a reason of its own (disk full, permissions, a store down):
+ * nothing is wrong with the blob, so it is released for a later run, never marked FAILED.
+ */
+export class DeferProcessingError extends LacreError {
+  readonly defer = true;
+}
+
+function isDeferral(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { defer?: unknown }).defer === true;
 }
 
 /** Any error carrying `permanent: true` marks the blob permanently failed; everything else is temporary. */
@@ -125,14 +140,15 @@ async function processOne(client: IncomingBoxClient, handler: IncomingHandler, i
     return release(client, id, reservation, error);
   }
 
-  // A download that breaks is the box's trouble, not the message's: it is released, never marked FAILED.
+  // A download that breaks is the box's trouble, and a deferral the handler's, not the message's: either is
+  // released, never marked FAILED.
   let downloadError: unknown;
   blob.stream.once('error', (error) => (downloadError = error));
   try {
     await handler(id, blob.stream, { id, size: blob.size, scheme: blob.scheme, reservation, expiresAt, signal: options.signal });
   } catch (error) {
     blob.stream.destroy();
-    if (downloadError !== undefined || options.signal?.aborted) return release(client, id, reservation, downloadError ?? error);
+    if (downloadError !== undefined || options.signal?.aborted || isDeferral(error)) return release(client, id, reservation, downloadError ?? error);
     return markFailed(client, id, reservation, error, options.clientVersion ?? clientVersion());
   }
 

@@ -8,8 +8,15 @@ import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { DeferProcessingError } from './consumer.js';
 
 const SUBDIRS = ['tmp', 'new', 'cur'] as const;
+
+/**
+ * The Maildir could not take the message (disk full, permissions, a file where a directory belongs): trouble of
+ * this machine, not of the message, so a consumer releases the blob for a later run.
+ */
+export class MaildirWriteError extends DeferProcessingError {}
 
 /** Creates DIR and its tmp/, new/ and cur/ (mode 0700) when missing. */
 export async function ensureMaildir(dir: string): Promise<void> {
@@ -26,17 +33,17 @@ export function uniqueName(now = new Date()): string {
 
 /**
  * Delivers one message into the Maildir (created if missing) and resolves with its path in new/. The message is
- * visible in new/ only once every byte is on disk; on any failure nothing is left behind, in tmp/ or new/.
+ * visible in new/ only once every byte is on disk; on any failure nothing is left behind, in tmp/ or new/, so a
+ * retry cannot deliver it twice. Filesystem failures are MaildirWriteError; an error of `message` itself (a
+ * decryption that fails midway) is passed on as it is.
  */
 export async function deliverToMaildir(dir: string, message: Readable | AsyncIterable<Buffer>): Promise<string> {
-  await ensureMaildir(dir);
+  await local('create the Maildir', ensureMaildir(dir));
   const name = uniqueName();
   const tmpPath = join(dir, 'tmp', name);
   try {
     await writeDurably(tmpPath, message);
-    const newPath = await publish(dir, tmpPath, name);
-    await fsyncDirectory(join(dir, 'new'));
-    return newPath;
+    return await publish(dir, tmpPath, name);
   } catch (error) {
     await unlink(tmpPath).catch(() => undefined);
     throw error;
@@ -45,32 +52,62 @@ export async function deliverToMaildir(dir: string, message: Readable | AsyncIte
 
 async function writeDurably(path: string, message: Readable | AsyncIterable<Buffer>): Promise<void> {
   // 'wx': a name that already exists in tmp/ is a collision, never something to overwrite.
-  const handle = await open(path, 'wx', 0o600);
+  const handle = await local('create a file in tmp/', open(path, 'wx', 0o600));
   try {
-    for await (const chunk of message as AsyncIterable<Buffer>) await handle.write(chunk);
-    await handle.sync();
+    for await (const chunk of message as AsyncIterable<Buffer>) await local('write to tmp/', handle.write(chunk));
+    await local('fsync the message', handle.sync());
   } finally {
-    await handle.close();
+    await handle.close().catch(() => undefined);
   }
 }
 
-/** link() into new/ (refuses to replace an existing name), then drop the tmp/ name; rename where links are not supported. */
+/**
+ * link() into new/ (refuses to replace an existing name) and fsync new/; rename where links are not supported.
+ * Once the name is in new/ a reader may see it, so a failure after that takes it back out.
+ */
 async function publish(dir: string, tmpPath: string, name: string): Promise<string> {
   const newPath = join(dir, 'new', name);
   try {
     await link(tmpPath, newPath);
+    // Delivered: a tmp/ name left by a failing unlink is harmless (readers clean tmp/ after 36 hours).
+    await unlink(tmpPath).catch(() => undefined);
   } catch (error) {
-    if (!linkUnsupported(error)) throw error;
-    await rename(tmpPath, newPath);
-    return newPath;
+    if (!linkUnsupported(error)) throw new MaildirWriteError(`cannot link into new/: ${errorText(error)}`, { cause: error });
+    await local('rename into new/', rename(tmpPath, newPath));
   }
-  await unlink(tmpPath);
+  try {
+    await fsyncDirectory(join(dir, 'new'));
+  } catch (error) {
+    if (await withdraw(newPath)) throw new MaildirWriteError(`cannot fsync new/: ${errorText(error)}`, { cause: error });
+  }
   return newPath;
+}
+
+/** Removes a published message; false when a reader already moved it on (then it is delivered after all). */
+async function withdraw(newPath: string): Promise<boolean> {
+  try {
+    await unlink(newPath);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ENOENT';
+  }
+}
+
+async function local<T>(what: string, operation: Promise<T>): Promise<T> {
+  try {
+    return await operation;
+  } catch (error) {
+    throw new MaildirWriteError(`cannot ${what}: ${errorText(error)}`, { cause: error });
+  }
 }
 
 function linkUnsupported(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException).code;
   return code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV' || code === 'ENOSYS';
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 async function fsyncDirectory(path: string): Promise<void> {

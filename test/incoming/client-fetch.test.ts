@@ -3,7 +3,7 @@
  * crypto/ code), put in a box over HTTP, fetched, decrypted and written into a Maildir.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -125,6 +125,25 @@ for (const backend of await databaseBackends()) describe(`lacre inbox fetch from
     assert.match(io.outText(), /processed 1, failed 2/);
     assert.deepEqual(await maildirMessages(join(work, user.user)), [NO_MIME]);
     assert.deepEqual(await readdir(join(work, user.user, 'tmp')), [], 'no partial plaintext left in tmp/');
+  });
+
+  test('a Maildir that cannot take the message (trouble here, not in the blob) releases the blob: exit 75, then delivered', async () => {
+    const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+    await box.deliver(user.user, 'm', await encryptWhole(NO_MIME, aliceKey, 'armored'), 'openpgp');
+    const maildir = join(work, user.user);
+    await mkdir(maildir, { recursive: true });
+    await writeFile(join(maildir, 'new'), 'a file where new/ belongs');
+
+    const io = capture();
+    assert.equal(await runInboxFetch(options(), io), 75);
+    assert.match(io.errText(), /blob m: left for a later run: cannot create the Maildir/);
+    assert.match(io.outText(), /processed 0, failed 0, .* left for later 1/);
+    assert.deepEqual(await client().flags('m'), ['PENDING']);
+
+    await rm(join(maildir, 'new'));
+    const again = capture();
+    assert.equal(await runInboxFetch(options(), again), 0, again.errText());
+    assert.deepEqual(await maildirMessages(maildir), [NO_MIME]);
   });
 
   test('a scheme this client does not know is a temporary failure (the box refuses unknown schemes at delivery)', async () => {

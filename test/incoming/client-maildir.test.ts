@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { deliverToMaildir, ensureMaildir, uniqueName } from '../../src/incoming/maildir.js';
+import { deliverToMaildir, ensureMaildir, MaildirWriteError, uniqueName } from '../../src/incoming/maildir.js';
 
 describe('Maildir delivery', () => {
   let root: string;
@@ -49,9 +49,24 @@ describe('Maildir delivery', () => {
       yield Buffer.from('Subject: partial\r\n\r\nfirst half');
       throw new Error('integrity check failed');
     }
-    await assert.rejects(deliverToMaildir(dir, broken()), /integrity check failed/);
+    await assert.rejects(deliverToMaildir(dir, broken()), (error) => !(error instanceof MaildirWriteError) && /integrity check failed/.test(String(error)));
     assert.deepEqual(await readdir(join(dir, 'new')), []);
     assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+  });
+
+  test("the filesystem's failures are MaildirWriteError (released by a consumer, not FAILED); nothing is left", async () => {
+    const dir = join(root, 'broken');
+    await mkdir(join(dir, 'tmp'), { recursive: true });
+    await writeFile(join(dir, 'new'), 'a file where new/ belongs');
+    await assert.rejects(deliverToMaildir(dir, Readable.from([Buffer.from('m')])), (error) => error instanceof MaildirWriteError && error.defer && /cannot create the Maildir/.test(error.message));
+    await rm(join(dir, 'new'));
+    await mkdir(join(dir, 'new'));
+    await mkdir(join(dir, 'cur'));
+    await mkdir(join(dir, 'new', 'x'));
+    await rm(join(dir, 'tmp'), { recursive: true });
+    await writeFile(join(dir, 'tmp'), 'a file where tmp/ belongs');
+    await assert.rejects(deliverToMaildir(dir, Readable.from([Buffer.from('m')])), MaildirWriteError);
+    assert.deepEqual(await readdir(join(dir, 'new')), ['x']);
   });
 
   test('an existing Maildir is used as it is', async () => {
