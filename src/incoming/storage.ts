@@ -61,6 +61,8 @@ const LOCK_FILE = '.lock';
 export class FilesystemBlobStorage implements BlobStorage {
   readonly root: string;
   readonly #tempDir: string;
+  /** Directories made durable by this process; concurrent first writes of a user wait on the same promise. */
+  readonly #durableDirs = new Map<string, Promise<void>>();
   #releaseLock: (() => void) | undefined;
 
   constructor(root: string) {
@@ -134,15 +136,28 @@ export class FilesystemBlobStorage implements BlobStorage {
     return join(this.#dir(key), name);
   }
 
-  /** Creates {root}/{user}/{namespace} if needed, fsyncing each parent of a new directory. */
+  /**
+   * Creates {root}/{user}/{namespace} if needed, fsyncing each parent of a new directory. A second write that
+   * finds the directory already there waits for the first one's fsyncs, or it could be acknowledged before
+   * the directory holding its blob is durable.
+   */
   async #ensureDir(key: BlobKey): Promise<string> {
     const dir = this.#dir(key);
-    const firstCreated = await mkdir(dir, { recursive: true, mode: 0o700 });
-    if (firstCreated !== undefined) {
-      for (let current = dir; current !== dirname(firstCreated); current = dirname(current)) await fsyncDir(dirname(current));
+    let durable = this.#durableDirs.get(dir);
+    if (!durable) {
+      durable = createDurably(dir);
+      this.#durableDirs.set(dir, durable);
+      durable.catch(() => this.#durableDirs.delete(dir));
     }
+    await durable;
     return dir;
   }
+}
+
+async function createDurably(dir: string): Promise<void> {
+  const firstCreated = await mkdir(dir, { recursive: true, mode: 0o700 });
+  if (firstCreated === undefined) return;
+  for (let current = dir; current !== dirname(firstCreated); current = dirname(current)) await fsyncDir(dirname(current));
 }
 
 async function copyInto(file: FileHandle, source: AsyncIterable<Buffer>, maxBytes: number | undefined): Promise<number> {

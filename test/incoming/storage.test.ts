@@ -1,0 +1,42 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { after, before, describe, test } from 'node:test';
+import { FilesystemBlobStorage } from '../../src/incoming/storage.js';
+
+describe('FilesystemBlobStorage', () => {
+  let root: string;
+  let storage: FilesystemBlobStorage;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'lacre-storage-'));
+    storage = new FilesystemBlobStorage(root);
+    await storage.start();
+  });
+  after(async () => {
+    storage.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test("concurrent first writes of a new user all land in the user's new directory, each readable", async () => {
+    const keys = Array.from({ length: 8 }, (_, i) => ({ user: 'new-user', namespace: 'mx', id: `blob-${i}` }));
+    const written = await Promise.all(keys.map((key, i) => storage.write(key, Readable.from([Buffer.from(`message ${i}`)]))));
+    assert.equal((await readdir(join(root, 'new-user', 'mx'))).length, 8);
+    for (const [i, object] of written.entries()) {
+      assert.equal((await buffer(await storage.read(keys[i]!, object.name))).toString(), `message ${i}`);
+    }
+    assert.deepEqual(await readdir(join(root, '.tmp')), []);
+  });
+
+  test("a directory that could not be created is tried again by the next write (a failure is not remembered)", async () => {
+    const key = { user: 'blocked-user', namespace: 'mx', id: 'm' };
+    await writeFile(join(root, 'blocked-user'), 'a file where the user directory belongs');
+    await assert.rejects(storage.write(key, Readable.from([Buffer.from('x')])), /EEXIST|ENOTDIR/);
+    assert.deepEqual(await readdir(join(root, '.tmp')), [], 'nothing left behind');
+    await rm(join(root, 'blocked-user'));
+    const object = await storage.write(key, Readable.from([Buffer.from('x')]));
+    assert.equal((await buffer(await storage.read(key, object.name))).toString(), 'x');
+  });
+});
