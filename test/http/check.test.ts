@@ -1,6 +1,7 @@
 /** `lacre check` against a real PostgreSQL and a real relay sink: the readiness checks, exit code, masked config dump. */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { SmtpSink } from '../helpers/smtp-sink.js';
@@ -83,5 +84,34 @@ describe('lacre check (real PostgreSQL, relay sink)', { skip: !(await postgresAv
     assert.match(out, /^FAILED {2}database /m);
     assert.match(out, /^ok {6}relay /m);
     assert.ok(!out.includes(PASSWORD));
+  });
+
+  it('with incoming_box.url, checks the box: ok while it answers, FAILED naming it (password masked) when it does not', async () => {
+    const box = createHttpServer((_request, response) => response.writeHead(401).end());
+    await new Promise<void>((resolve) => box.listen(0, '127.0.0.1', resolve));
+    const port = (box.address() as AddressInfo).port;
+    const env = {
+      LACRE_DATABASE_URL: urlWithPassword,
+      LACRE_RELAY_PORT: String(sink.port),
+      LACRE_INCOMING_BOX_URL: `http://mx:${PASSWORD}@127.0.0.1:${port}/`,
+      LACRE_INCOMING_BOX_TOKEN: `lacre-mx:${PASSWORD}`,
+    };
+    try {
+      const up = await runLacre(['check'], env);
+      const out = up.stdout.toString('utf8');
+      assert.equal(up.code, 0, out + up.stderr);
+      assert.match(out, /^ok {6}box /m, 'any HTTP answer (here 401) means the box is reachable');
+      assert.ok(!out.includes(PASSWORD), 'neither the token nor the URL password is printed');
+    } finally {
+      await new Promise<void>((resolve) => box.close(() => resolve()));
+    }
+    const down = await runLacre(['check', '--json'], env);
+    assert.equal(down.code, 1);
+    const report = JSON.parse(down.stdout.toString('utf8')) as { checks: Array<{ name: string; ok: boolean; error?: string }> };
+    const boxCheck = report.checks.find((check) => check.name === 'box');
+    assert.equal(boxCheck?.ok, false);
+    assert.match(boxCheck?.error ?? '', new RegExp(`^Incoming Box http://mx:\\*+@127\\.0\\.0\\.1:${port}/ does not answer$`));
+    assert.deepEqual(report.checks.filter((check) => !check.ok).map((check) => check.name), ['box']);
+    assert.ok(!down.stdout.toString('utf8').includes(PASSWORD));
   });
 });
