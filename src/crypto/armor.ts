@@ -4,7 +4,7 @@ import { Transform } from 'node:stream';
  * ASCII armor (RFC 9580 §6) for an OpenPGP message, streaming: 64 base64 characters per line (as GnuPG
  * writes), then the CRC-24 checksum line, which GnuPG 2.2 needs when the base64 ends without padding
  * (GnuPG bug T7071). openpgp.js's own armor builds a string per line and ran at ~20 MB/s in the large-message
- * benchmark; this one encodes whole chunks natively and copies lines into one buffer.
+ * benchmark; this one encodes each chunk's lines straight into one output buffer.
  */
 
 const BYTES_PER_LINE = 48;
@@ -48,19 +48,63 @@ export function crc24(data: Uint8Array, crc = CRC24_INIT): number {
   return crc;
 }
 
-/** Base64 of `data` (a multiple of 48 bytes, except for the final piece) as lines ending in `eol`. */
-function encodeLines(data: Buffer, eol: Buffer): Buffer {
-  if (data.length === 0) return Buffer.alloc(0);
-  const encoded = Buffer.from(data.toString('base64'), 'latin1');
-  const lines = Math.ceil(encoded.length / CHARS_PER_LINE);
-  const out = Buffer.allocUnsafe(encoded.length + lines * eol.length);
-  let at = 0;
-  // A plain loop: Buffer#copy per 64-byte line cost more in call overhead than the bytes it moved.
-  for (let start = 0; start < encoded.length; start += CHARS_PER_LINE) {
-    const end = Math.min(start + CHARS_PER_LINE, encoded.length);
-    for (let i = start; i < end; i++) out[at++] = encoded[i]!;
-    for (let i = 0; i < eol.length; i++) out[at++] = eol[i]!;
+const ALPHABET = Buffer.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/', 'latin1');
+/** The two base64 characters of every 12-bit value: one lookup per half of a 3-byte group. */
+const PAIRS = (() => {
+  const pairs = new Uint8Array(4096 * 2);
+  for (let i = 0; i < 4096; i++) {
+    pairs[2 * i] = ALPHABET[i >> 6]!;
+    pairs[2 * i + 1] = ALPHABET[i & 63]!;
   }
+  return pairs;
+})();
+const PAD = 0x3d;
+
+/** Bytes that `length` input bytes take as base64 lines, each followed by `eolLength` bytes. */
+function encodedLength(length: number, eolLength: number): number {
+  return Math.ceil(length / 3) * 4 + Math.ceil(length / BYTES_PER_LINE) * eolLength;
+}
+
+/**
+ * Writes the base64 of data[from, to) into `out` at `at` as lines of 64 characters, each followed by `eol`;
+ * returns where it stopped. Only the last line may be short (padded). Encoding straight into the output
+ * buffer, instead of Node's base64 string and a copy per line, makes no garbage and runs ~3x faster.
+ */
+function encodeLinesInto(data: Uint8Array, from: number, to: number, out: Buffer, at: number, eol: Buffer): number {
+  const pairs = PAIRS;
+  for (let line = from; line < to; line += BYTES_PER_LINE) {
+    const lineEnd = Math.min(line + BYTES_PER_LINE, to);
+    let i = line;
+    for (; i + 3 <= lineEnd; i += 3) {
+      const group = (data[i]! << 16) | (data[i + 1]! << 8) | data[i + 2]!;
+      const high = (group >>> 12) << 1;
+      const low = (group & 0xfff) << 1;
+      out[at] = pairs[high]!;
+      out[at + 1] = pairs[high + 1]!;
+      out[at + 2] = pairs[low]!;
+      out[at + 3] = pairs[low + 1]!;
+      at += 4;
+    }
+    if (i < lineEnd) at = encodeTail(data, i, lineEnd - i, out, at);
+    for (let k = 0; k < eol.length; k++) out[at++] = eol[k]!;
+  }
+  return at;
+}
+
+/** The last one or two bytes, with padding. */
+function encodeTail(data: Uint8Array, i: number, left: number, out: Buffer, at: number): number {
+  const group = (data[i]! << 16) | (left === 2 ? data[i + 1]! << 8 : 0);
+  out[at] = ALPHABET[group >>> 18]!;
+  out[at + 1] = ALPHABET[(group >>> 12) & 63]!;
+  out[at + 2] = left === 2 ? ALPHABET[(group >>> 6) & 63]! : PAD;
+  out[at + 3] = PAD;
+  return at + 4;
+}
+
+/** Base64 of `data` as lines ending in `eol`. */
+function encodeLines(data: Uint8Array, eol: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(encodedLength(data.length, eol.length));
+  encodeLinesInto(data, 0, data.length, out, 0, eol);
   return out;
 }
 
@@ -73,22 +117,32 @@ function footer(crc: number, eol: string): Buffer {
   return Buffer.from(`=${checksum}${eol}${END}${eol}`, 'latin1');
 }
 
-/** A Transform from binary OpenPGP packets to their armored form. */
+/** A Transform from binary OpenPGP packets to their armored form: one output buffer per input chunk. */
 export function armorTransform(eol: '\r\n' | '\n'): Transform {
   const eolBytes = Buffer.from(eol, 'latin1');
+  const lineBytes = CHARS_PER_LINE + eolBytes.length;
   let carry: Buffer = Buffer.alloc(0);
   let crc = CRC24_INIT;
   let started = false;
   return new Transform({
     transform(chunk: Buffer, _encoding, done) {
       crc = crc24(chunk, crc);
-      const data = carry.length > 0 ? Buffer.concat([carry, chunk]) : chunk;
-      const whole = data.length - (data.length % BYTES_PER_LINE);
-      carry = Buffer.from(data.subarray(whole));
-      const lines = encodeLines(data.subarray(0, whole), eolBytes);
-      const parts = started ? [lines] : [header(eol), lines];
+      const head = started ? undefined : header(eol);
       started = true;
-      done(null, Buffer.concat(parts));
+      const lines = Math.floor((carry.length + chunk.length) / BYTES_PER_LINE);
+      const out = Buffer.allocUnsafe((head?.length ?? 0) + lines * lineBytes);
+      let at = head ? head.copy(out) : 0;
+      let from = 0;
+      if (lines > 0 && carry.length > 0) {
+        // The line begun by the previous chunk: at most 47 carried bytes, completed from this one.
+        from = BYTES_PER_LINE - carry.length;
+        at = encodeLinesInto(Buffer.concat([carry, chunk.subarray(0, from)]), 0, BYTES_PER_LINE, out, at, eolBytes);
+        carry = Buffer.alloc(0);
+      }
+      const to = from + Math.floor((chunk.length - from) / BYTES_PER_LINE) * BYTES_PER_LINE;
+      if (lines > 0) encodeLinesInto(chunk, from, to, out, at, eolBytes);
+      carry = lines > 0 ? Buffer.from(chunk.subarray(to)) : Buffer.concat([carry, chunk]);
+      done(null, out.length > 0 ? out : undefined);
     },
     flush(done) {
       done(null, Buffer.concat([started ? Buffer.alloc(0) : header(eol), encodeLines(carry, eolBytes), footer(crc, eol)]));

@@ -28,6 +28,8 @@ describe('armor', () => {
         assert.deepEqual(await armorStreamed(data, 7, eol), whole);
         assert.deepEqual(await armorStreamed(data, 4096, eol), whole);
         const text = whole.toString('latin1');
+        const body = text.split(eol).slice(2, -3).join('');
+        assert.equal(body, data.toString('base64'), "the lines are Node's own base64 of the data");
         for (const line of text.split(eol).slice(2, -3)) assert.ok(line.length <= 64, 'lines of at most 64 characters');
         const { data: unarmored } = await openpgp.unarmor(text.replaceAll('\r\n', '\n'));
         assert.deepEqual(Buffer.from(unarmored as Uint8Array), data);
