@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { RelayError, type LacreError } from '../errors.js';
 import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/pipeline.js';
+import { installFastDotStuffing } from './dot-stuffing.js';
 
 interface SmtpFailure {
   recipient?: string;
@@ -45,6 +46,7 @@ export class Relay implements Downstream {
   private readonly pool: PoolTransport;
 
   constructor(config: Config['relay'], hostname: string | undefined, private readonly logger: Logger) {
+    if (!installFastDotStuffing()) logger.warn("nodemailer's DATA escaping is not the version Lacre knows: using it as it is (slower for big messages)");
     this.transport = nodemailer.createTransport({
       pool: true,
       host: config.host,

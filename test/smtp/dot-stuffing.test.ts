@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import DataStream from 'nodemailer/lib/smtp-connection/data-stream.js';
+import { fastTransform, installFastDotStuffing, originalTransform, transformIsKnown } from '../../src/smtp/dot-stuffing.js';
+
+type Body = typeof originalTransform;
+
+/** Runs `body` as DataStream's _transform over `chunks` (then its own _flush): output and counters. */
+async function escape(body: Body, chunks: Array<Buffer | string>): Promise<{ out: Buffer; inBytes: number; outBytes: number }> {
+  const stream = new DataStream();
+  stream._transform = body;
+  const out: Buffer[] = [];
+  stream.on('data', (piece: Buffer) => out.push(piece));
+  const ended = new Promise((resolve) => stream.on('end', resolve));
+  for (const chunk of chunks) stream.write(chunk);
+  stream.end();
+  await ended;
+  return { out: Buffer.concat(out), inBytes: stream.inByteCount, outBytes: stream.outByteCount };
+}
+
+/** Random bytes dense in what the escaping looks at: CR, LF, dots, and bytes just above and below '.'. */
+function trickyBytes(length: number): Buffer {
+  const alphabet = Buffer.from('\r\n.\r\n..-/A\x00\xff');
+  const picks = randomBytes(length);
+  return Buffer.from(picks.map((pick) => (pick < 200 ? alphabet[pick % alphabet.length]! : pick)));
+}
+
+function cutAtRandom(data: Buffer): Buffer[] {
+  const chunks: Buffer[] = [];
+  for (let at = 0; at < data.length; ) {
+    const length = 1 + (randomBytes(1)[0]! % 9) * (randomBytes(1)[0]! % 3 === 0 ? 40 : 1);
+    chunks.push(data.subarray(at, at + length));
+    at += length;
+  }
+  return chunks;
+}
+
+describe("nodemailer's DATA escaping, the fast body", () => {
+  it('is installed: the nodemailer in package-lock.json is the one it was checked against', () => {
+    assert.equal(transformIsKnown(), true, 'nodemailer changed data-stream.js: re-check fastTransform against it and update the hash');
+    assert.equal(installFastDotStuffing(), true);
+    assert.equal(DataStream.prototype._transform, fastTransform);
+  });
+
+  it('refuses to replace an escaping it does not know', () => {
+    assert.equal(transformIsKnown(function changed() {} as unknown as Body), false);
+  });
+
+  it('gives the same bytes and counters as the original on edge cases', async () => {
+    const cases: Array<Array<Buffer | string>> = [
+      ['.starts with a dot\r\n.\r\n'],
+      ['bare\nLF\n.dot after bare LF\n'],
+      ['bare\rCR\r.dot after bare CR\r'],
+      ['split CR', '\r', '\n', '.', 'dot after a split CRLF'],
+      ['ends in CR\r'],
+      ['ends in LF\n'],
+      ['no line end at all'],
+      ['', 'empty chunks', Buffer.alloc(0)],
+      ['a string chunk with ümlauts\n.'],
+      [Buffer.from('\r\r\n\n\r.\n.\r\n..')],
+    ];
+    for (const chunks of cases) assert.deepEqual(await escape(fastTransform, chunks), await escape(originalTransform, chunks), JSON.stringify(chunks));
+  });
+
+  it('gives the same bytes and counters as the original on random input cut at random places', async () => {
+    for (let round = 0; round < 300; round++) {
+      const data = round % 10 === 0 ? randomBytes(5000) : trickyBytes(1 + (round % 50) * 7);
+      const chunks = cutAtRandom(data);
+      assert.deepEqual(await escape(fastTransform, chunks), await escape(originalTransform, chunks), `round ${round}: ${data.toString('hex')}`);
+    }
+  });
+});
