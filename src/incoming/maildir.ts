@@ -83,7 +83,11 @@ async function publish(dir: string, tmpPath: string, name: string): Promise<stri
   return newPath;
 }
 
-/** Removes a published message; false when a reader already moved it on (then it is delivered after all). */
+/**
+ * Takes a published message back out of new/; false when a reader already moved it on (then it was delivered
+ * after all). An unlink failing otherwise (a broken filesystem) still counts as withdrawn: the blob is then
+ * retried, and a duplicate is better than a loss.
+ */
 async function withdraw(newPath: string): Promise<boolean> {
   try {
     await unlink(newPath);

@@ -95,8 +95,7 @@ export class FilesystemBlobStorage implements BlobStorage {
       await file.close();
       closed = true;
       const name = `${key.id}.${randomBytes(6).toString('hex')}`;
-      const dir = await this.#ensureDir(key);
-      await renameDurably(tempPath, join(dir, name), dir);
+      await this.#renameIntoPlace(key, tempPath, name);
       return { name, size };
     } catch (error) {
       if (!closed) await file.close().catch(() => undefined);
@@ -134,6 +133,18 @@ export class FilesystemBlobStorage implements BlobStorage {
   #path(key: BlobKey, name: string): string {
     if (name.includes('/') || name.includes(sep) || name.startsWith('.')) throw new LacreError(`invalid blob name ${name}`);
     return join(this.#dir(key), name);
+  }
+
+  async #renameIntoPlace(key: BlobKey, tempPath: string, name: string): Promise<void> {
+    const dir = await this.#ensureDir(key);
+    try {
+      await renameDurably(tempPath, join(dir, name), dir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      // The directory was removed behind this process's back (by hand): make it again, once.
+      this.#durableDirs.delete(dir);
+      await renameDurably(tempPath, join(await this.#ensureDir(key), name), dir);
+    }
   }
 
   /**

@@ -39,4 +39,13 @@ describe('FilesystemBlobStorage', () => {
     const object = await storage.write(key, Readable.from([Buffer.from('x')]));
     assert.equal((await buffer(await storage.read(key, object.name))).toString(), 'x');
   });
+
+  test("a user's directory removed behind the box's back (by hand) is made again by the next write", async () => {
+    const key = { user: 'removed-user', namespace: 'mx', id: 'first' };
+    await storage.write(key, Readable.from([Buffer.from('1')]));
+    await rm(join(root, 'removed-user'), { recursive: true });
+    const object = await storage.write({ ...key, id: 'second' }, Readable.from([Buffer.from('2')]));
+    assert.equal((await buffer(await storage.read({ ...key, id: 'second' }, object.name))).toString(), '2');
+    assert.deepEqual(await readdir(join(root, '.tmp')), []);
+  });
 });
