@@ -37,3 +37,8 @@ export class BoxDeliveryError extends LacreError {
 export class KeyRejectedError extends LacreError {}
 /** Configuration is invalid; message names the key. */
 export class ConfigError extends LacreError {}
+
+/** The message of an Error, or the value as text: for replies and log lines about anything thrown. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -7,6 +7,7 @@ import { processIncoming, type BlobOutcome, type ProcessSummary } from '../incom
 import { loadDecryptionKeys, openBlob } from '../incoming/decrypt.js';
 import { deliverToMaildir } from '../incoming/maildir.js';
 import type { CliContext } from './context.js';
+import { errorMessage } from '../errors.js';
 
 /** sysexits: EX_TEMPFAIL, "try again later". */
 export const EXIT_TEMPFAIL = 75;
@@ -136,8 +137,4 @@ function positiveInteger(value: string): number {
   const number = Number(value);
   if (!Number.isInteger(number) || number < 1) throw new InvalidArgumentError(`expected a positive whole number, got "${value}"`);
   return number;
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -1,6 +1,6 @@
 /** OpenPGP public-key validation: what may be stored at import, and what may be used at send time. */
 import { readKeys, type Key, type PublicKey } from 'openpgp';
-import { KeyRejectedError } from '../errors.js';
+import { errorMessage, KeyRejectedError } from '../errors.js';
 
 export interface ValidatedKey {
   /** Primary key fingerprint, upper-case hex. */
@@ -157,8 +157,4 @@ function earliest(a: Date | null, b: Date | null): Date | null {
   if (a === null) return b;
   if (b === null) return a;
   return a <= b ? a : b;
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -21,7 +21,7 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import * as openpgp from 'openpgp';
 import type { PrivateKey } from 'openpgp';
-import { LacreError } from '../errors.js';
+import { errorMessage, LacreError } from '../errors.js';
 import { findField, fieldValue, isContentField, type HeaderField, type SplitMessage } from '../mime/header.js';
 import { splitMessage } from '../mime/split.js';
 
@@ -230,8 +230,4 @@ function webStream<T>(source: AsyncIterable<T>): ReadableStream<T> {
       await iterator.return?.(reason);
     },
   });
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -8,6 +8,8 @@ import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { errorMessage } from '../errors.js';
+import { fsyncDirectory } from '../util/fs.js';
 import { DeferProcessingError } from './consumer.js';
 
 const SUBDIRS = ['tmp', 'new', 'cur'] as const;
@@ -72,13 +74,13 @@ async function publish(dir: string, tmpPath: string, name: string): Promise<stri
     // Delivered: a tmp/ name left by a failing unlink is harmless (readers clean tmp/ after 36 hours).
     await unlink(tmpPath).catch(() => undefined);
   } catch (error) {
-    if (!linkUnsupported(error)) throw new MaildirWriteError(`cannot link into new/: ${errorText(error)}`, { cause: error });
+    if (!linkUnsupported(error)) throw new MaildirWriteError(`cannot link into new/: ${errorMessage(error)}`, { cause: error });
     await local('rename into new/', rename(tmpPath, newPath));
   }
   try {
     await fsyncDirectory(join(dir, 'new'));
   } catch (error) {
-    if (await withdraw(newPath)) throw new MaildirWriteError(`cannot fsync new/: ${errorText(error)}`, { cause: error });
+    if (await withdraw(newPath)) throw new MaildirWriteError(`cannot fsync new/: ${errorMessage(error)}`, { cause: error });
   }
   return newPath;
 }
@@ -101,24 +103,11 @@ async function local<T>(what: string, operation: Promise<T>): Promise<T> {
   try {
     return await operation;
   } catch (error) {
-    throw new MaildirWriteError(`cannot ${what}: ${errorText(error)}`, { cause: error });
+    throw new MaildirWriteError(`cannot ${what}: ${errorMessage(error)}`, { cause: error });
   }
 }
 
 function linkUnsupported(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException).code;
   return code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV' || code === 'ENOSYS';
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-async function fsyncDirectory(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }

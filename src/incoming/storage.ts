@@ -9,6 +9,7 @@ import { tryPidLock } from '../util/pid-lock.js';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LacreError } from '../errors.js';
+import { fsyncDirectory } from '../util/fs.js';
 
 export interface BlobKey {
   user: string;
@@ -158,7 +159,9 @@ export class FilesystemBlobStorage implements BlobStorage {
     if (!durable) {
       durable = createDurably(dir);
       this.#durableDirs.set(dir, durable);
-      durable.catch(() => this.#durableDirs.delete(dir));
+      const settled = durable;
+      // A later attempt may already have replaced a failed one: only forget this one.
+      settled.catch(() => this.#durableDirs.get(dir) === settled && this.#durableDirs.delete(dir));
     }
     await durable;
     return dir;
@@ -168,7 +171,7 @@ export class FilesystemBlobStorage implements BlobStorage {
 async function createDurably(dir: string): Promise<void> {
   const firstCreated = await mkdir(dir, { recursive: true, mode: 0o700 });
   if (firstCreated === undefined) return;
-  for (let current = dir; current !== dirname(firstCreated); current = dirname(current)) await fsyncDir(dirname(current));
+  for (let current = dir; current !== dirname(firstCreated); current = dirname(current)) await fsyncDirectory(dirname(current));
 }
 
 async function copyInto(file: FileHandle, source: AsyncIterable<Buffer>, maxBytes: number | undefined): Promise<number> {
@@ -189,17 +192,9 @@ async function copyInto(file: FileHandle, source: AsyncIterable<Buffer>, maxByte
 
 async function renameDurably(from: string, to: string, dir: string): Promise<void> {
   await rename(from, to);
-  await fsyncDir(dir);
+  await fsyncDirectory(dir);
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
 async function readdirOrEmpty(dir: string): Promise<string[]> {
   try {
