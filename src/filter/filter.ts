@@ -7,7 +7,7 @@ import type { KeyDirectory } from '../keys/types.js';
 import { parseAddress } from '../keys/address.js';
 import { processMessage, type Downstreams, type FilterOptions, type MessageInput, type MessageResult } from './pipeline.js';
 import type { RecipientAction, RoutedRecipient } from './plan.js';
-import { errorReply, messageReply, recipientReplies, type SmtpReply } from './reply.js';
+import { abortedRecipientReplies, errorReply, messageReply, recipientReplies, type SmtpReply } from './reply.js';
 
 /** A message for the pipeline, plus what the log line and the metrics need. */
 export interface FilterRequest extends MessageInput {
@@ -149,8 +149,7 @@ export class MessageFilter {
       outcome = { reply: messageReply(result), recipientReplies: recipientReplies(addresses, result), result };
     } catch (caught) {
       error = caught;
-      const reply = errorReply(caught);
-      outcome = { reply, recipientReplies: addresses.map(() => reply) };
+      outcome = { reply: errorReply(caught), recipientReplies: abortedRecipientReplies(addresses, caught) };
     }
     this.logCopies(request, outcome);
     this.logOutcome(request, outcome, started, input, error);

@@ -164,6 +164,26 @@ interface Encryption {
  */
 export const BUFFERED_MESSAGE_LIMIT = 256 * 1024;
 
+/**
+ * A copy streaming to the relay while the input is read (the plain copy, or a kind's only encrypted copy) stops
+ * the whole message when it fails: the input cannot be read past a copy nobody consumes, and in SMTP mode the
+ * answer is one anyway. The error it throws is remembered here with that copy's recipients, so that LMTP can
+ * answer them with it and the others with a temporary failure instead of bouncing them too.
+ */
+const streamedCopyFailures = new WeakMap<object, readonly string[]>();
+
+/** The recipients of the streamed copy whose failure `error` is; undefined when it was not such a failure. */
+export function recipientsOfFailedStreamedCopy(error: unknown): readonly string[] | undefined {
+  return typeof error === 'object' && error !== null ? streamedCopyFailures.get(error) : undefined;
+}
+
+function failedStreamedCopy(copy: Copy, fail: (error: unknown) => void): (error: unknown) => void {
+  return (error) => {
+    if (typeof error === 'object' && error !== null && !streamedCopyFailures.has(error)) streamedCopyFailures.set(error, copy.recipients);
+    fail(error);
+  };
+}
+
 async function produceAndDeliver(
   plan: Plan,
   split: SplitMessage,
@@ -261,7 +281,7 @@ async function produceStreaming(
     plainSink.write(split.headerBlock);
     plainSink.write(split.separator);
     sinks.push(plainSink);
-    deliveries.push(deliver(() => send(plainCopy, plainSink, ''), plainCopy, plainSink, abort.signal, fail));
+    deliveries.push(deliver(() => send(plainCopy, plainSink, ''), plainCopy, plainSink, abort.signal, failedStreamedCopy(plainCopy, fail)));
   }
   const encryptions: Encryption[] = [];
   const direct: DirectEncryption[] = [];
@@ -280,7 +300,7 @@ async function produceStreaming(
         encryption.done.catch(fail);
         direct.push(encryption);
         sinks.push(encryption.input);
-        deliveries.push(deliver(() => send(copy, encryption.output, ''), copy, encryption.output, abort.signal, fail));
+        deliveries.push(deliver(() => send(copy, encryption.output, ''), copy, encryption.output, abort.signal, failedStreamedCopy(copy, fail)));
         continue;
       }
       const encryption = await startEncryption(kind, copies, split, spoolDir, options.spoolMemory);
@@ -371,7 +391,7 @@ async function deliver(
     return rejected.size > 0 ? { copy, rejected } : { copy };
   } catch (error) {
     raw.destroy();
-    // The plain copy streams while the input is read: its failure must stop the whole message.
+    // A copy streaming while the input is read: its failure must stop the whole message.
     onFailure(error);
     return { copy, error: error instanceof LacreError ? error : new LacreError(String(error), { cause: error }) };
   }

@@ -7,7 +7,7 @@ import {
   RecipientPolicyError,
   RelayError,
 } from '../errors.js';
-import type { MessageResult } from './pipeline.js';
+import { recipientsOfFailedStreamedCopy, type MessageResult } from './pipeline.js';
 
 /** The one place where an outcome becomes an SMTP reply (and, for `lacre pipe`, an exit code). */
 export interface SmtpReply {
@@ -57,6 +57,20 @@ export function recipientReplies(recipients: readonly string[], result: MessageR
     const error = byRecipient.get(rcpt);
     return error ? errorReply(error) : ACCEPTED;
   });
+}
+
+const ANOTHER_COPY_FAILED: SmtpReply = { code: 451, enhanced: '4.3.0', text: 'another copy of this message failed, nothing was delivered: try again later' };
+
+/**
+ * LMTP mode, when the message as a whole failed (`error` was thrown, nothing was delivered). A failed streamed
+ * copy (pipeline.ts) answers its own recipients; the others get a temporary failure, since nothing was wrong
+ * with their copies, rather than a refusal that would bounce them.
+ */
+export function abortedRecipientReplies(recipients: readonly string[], error: unknown): SmtpReply[] {
+  const reply = errorReply(error);
+  const failed = recipientsOfFailedStreamedCopy(error);
+  if (!failed) return recipients.map(() => reply);
+  return recipients.map((rcpt) => (failed.includes(rcpt) ? reply : ANOTHER_COPY_FAILED));
 }
 
 /** Incoming Box answers (docs/incoming-box.md); 409 never gets here: it is a success. */

@@ -7,9 +7,10 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import * as openpgp from 'openpgp';
-import { BUFFERED_MESSAGE_LIMIT, processMessage, type Downstream, type OutboundEnvelope, type MessageInput, type RecipientRejections, type FilterOptions } from '../../src/filter/pipeline.js';
+import { BUFFERED_MESSAGE_LIMIT, processMessage, recipientsOfFailedStreamedCopy, type Downstream, type OutboundEnvelope, type MessageInput, type RecipientRejections, type FilterOptions } from '../../src/filter/pipeline.js';
 import type { RecipientKeys } from '../../src/keys/types.js';
 import { RelayError } from '../../src/errors.js';
+import { abortedRecipientReplies } from '../../src/filter/reply.js';
 import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { armoredBlock, contentEntity, corpus, inlinePgpMessage, nonContentHeaderLines, pgpMimeMessage, smimeMessage } from '../helpers/corpus.js';
 
@@ -328,6 +329,42 @@ describe('pipeline', () => {
       RelayError,
     );
     assert.equal(downstream.received.length, 0, 'nothing was delivered');
+  });
+
+  it('a streamed copy refused for good fails the message; LMTP refuses its recipients and defers the others', async () => {
+    const big = Buffer.concat([Buffer.from('From: s@example.net\r\n\r\n'), Buffer.alloc(BUFFERED_MESSAGE_LIMIT * 4, 'line\r\n')]);
+    const refusing = new (class extends CollectingDownstream {
+      override async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
+        if (envelope.to.includes('alice@example.test')) {
+          raw.resume();
+          throw new RelayError('550 5.1.1 no such user', true, 550);
+        }
+        return super.send(envelope, raw);
+      }
+    })();
+    const recipients = ['alice@example.test', 'bob@example.test'];
+    const failure = await run(
+      { ...input(big, [
+        { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
+        { address: 'bob@example.test', lookup: usable('bob@example.test', bobKey, 'inline') },
+      ]), body: chunked(big, 65536) },
+      refusing,
+      options,
+    ).then(() => assert.fail('the message should have failed'), (error: unknown) => error);
+    assert.ok(failure instanceof RelayError);
+    assert.deepEqual(recipientsOfFailedStreamedCopy(failure), ['alice@example.test']);
+    const [alice, bob] = abortedRecipientReplies(recipients, failure);
+    assert.equal(alice!.code, 554, 'the refused copy keeps its permanent answer');
+    assert.deepEqual([bob!.code, bob!.enhanced], [451, '4.3.0'], 'the other recipient is deferred, not bounced');
+    assert.equal(refusing.received.length, 0);
+    // An error that no streamed copy raised answers every recipient alike.
+    assert.deepEqual(abortedRecipientReplies(recipients, new RelayError('down', true)).map((reply) => reply.code), [554, 554]);
+  });
+
+  it('a failing plain copy is remembered with its recipients too', async () => {
+    const big = Buffer.concat([Buffer.from('From: s@example.net\r\n\r\n'), Buffer.alloc(BUFFERED_MESSAGE_LIMIT * 2, 'line\r\n')]);
+    const failure = await run(streamedToCarolAndAlice(big), new FailingDownstream(), options).then(() => assert.fail('should fail'), (error: unknown) => error);
+    assert.deepEqual(recipientsOfFailedStreamedCopy(failure), ['carol@example.test']);
   });
 
   for (const [path, bufferLimit] of [['in memory', undefined], ['streamed', -1]] as const) it(`${path}: an encryption failure delivers nothing, not even the plain copy`, async () => {

@@ -21,10 +21,10 @@ describe('lacre serve in LMTP mode answers per recipient', () => {
     home = await createGpgHome();
     alice = await generateKey(home, { email: 'alice@example.test' });
     bob = await generateKey(home, { email: 'bob@example.test' });
-    // The relay refuses bob for good and dave for now; everyone else is accepted.
+    // The relay refuses bob and erin for good and dave for now; everyone else is accepted.
     sink = await SmtpSink.start({
       rcptReply: (address) =>
-        address === 'bob@example.test' ? { code: 550, message: '5.1.1 no such user' } : address === 'dave@example.test' ? { code: 451, message: '4.3.0 try later' } : undefined,
+        address === 'bob@example.test' || address === 'erin@example.test' ? { code: 550, message: '5.1.1 no such user' } : address === 'dave@example.test' ? { code: 451, message: '4.3.0 try later' } : undefined,
     });
     dataDir = await mkdtemp(join(tmpdir(), 'lacre-lmtp-'));
     const keyFile = join(dataDir, 'keys.asc');
@@ -55,5 +55,15 @@ describe('lacre serve in LMTP mode answers per recipient', () => {
     const plain = sink.messageFor('carol@example.test')!;
     assert.deepEqual(plain.to, ['carol@example.test']);
     assert.deepEqual(plain.data, message);
+  });
+
+  it('a big message whose streamed copy is refused for good: its recipient is refused, the others deferred, not bounced', async () => {
+    // Over 256 KiB the message streams, and erin's plain copy (she has no key) streams to the relay while it is
+    // read: its refusal stops the message, and alice's copy is never sent. Alice must be retried, not bounced.
+    const message = Buffer.concat([Buffer.from('From: s@example.net\r\nSubject: big\r\n\r\n'), Buffer.alloc(400 * 1024, 'line\r\n')]);
+    const reply = await sendRaw(server.port, { from: 'sender@example.net', to: ['alice@example.test', 'erin@example.test'], lmtp: true }, message);
+    assert.equal(reply.data.length, 2);
+    assert.match(reply.data[0]!, /^451 4\.3\.0 /, 'alice: nothing wrong with her copy, Postfix retries her');
+    assert.match(reply.data[1]!, /^554 5\.3\.0 /, 'erin: refused for good by the relay');
   });
 });
