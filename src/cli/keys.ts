@@ -5,7 +5,7 @@ import { readKey } from 'openpgp';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
 import type { Logger } from '../log/logger.js';
-import { KeyRejectedError } from '../errors.js';
+import { errorMessage, KeyRejectedError } from '../errors.js';
 import { usableEncryptionKey } from '../crypto/keys.js';
 import { InvalidAddressError } from '../keys/address.js';
 import { KeyStore, type ImportOutcome, type KeyRow } from '../keys/store.js';
@@ -106,7 +106,7 @@ async function importFiles(store: KeyStore, files: string[], flags: ImportFlags,
       armored = file === '-' ? await readAll(io.stdin) : await readFile(file, 'utf8');
     } catch (error) {
       refusals += 1;
-      io.stderr.write(`refused ${file}: cannot read: ${error instanceof Error ? error.message : String(error)}\n`);
+      io.stderr.write(`refused ${file}: cannot read: ${errorMessage(error)}\n`);
       continue;
     }
     const outcomes = await store.importKeys(armored, {
@@ -183,7 +183,7 @@ async function describeKey(row: KeyRow, now: Date): Promise<{ usable: boolean; u
     const usability = await usableEncryptionKey(key, now);
     return { usable: usability.usable, unusableReason: usability.usable ? null : usability.reason, userIds: key.getUserIDs() };
   } catch (error) {
-    return { usable: false, unusableReason: `cannot be read: ${error instanceof Error ? error.message : String(error)}`, userIds: [] };
+    return { usable: false, unusableReason: `cannot be read: ${errorMessage(error)}`, userIds: [] };
   }
 }
 

@@ -137,7 +137,6 @@ export function armorTransform(eol: '\r\n' | '\n'): Transform {
         // The line begun by the previous chunk: at most 47 carried bytes, completed from this one.
         from = BYTES_PER_LINE - carry.length;
         at = encodeLinesInto(Buffer.concat([carry, chunk.subarray(0, from)]), 0, BYTES_PER_LINE, out, at, eolBytes);
-        carry = Buffer.alloc(0);
       }
       const to = from + Math.floor((chunk.length - from) / BYTES_PER_LINE) * BYTES_PER_LINE;
       if (lines > 0) encodeLinesInto(chunk, from, to, out, at, eolBytes);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import type { PublicKey } from 'openpgp';
-import { LacreError } from '../errors.js';
+import { errorMessage, LacreError } from '../errors.js';
 import { encryptBuffered, type BufferedJob } from './buffered.js';
 
 /** Something that encrypts a message held in memory: in this thread, or on a pool of worker threads. */
@@ -54,7 +54,7 @@ export class EncryptionPool implements BufferedEncryptor {
     if (this.closing) throw new LacreError('encryption pool is closed');
     if (job.plaintext.length <= this.inThreadLimit || this.size === 0) {
       return encryptBuffered(job).catch((error: unknown) => {
-        throw new LacreError(`encryption failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+        throw new LacreError(`encryption failed: ${errorMessage(error)}`, { cause: error });
       });
     }
     if (this.workers.length < this.size && this.workers.every((worker) => worker.pending.size > 0)) this.workers.push(this.spawn());

@@ -1,6 +1,7 @@
 import { parentPort } from 'node:worker_threads';
 import * as openpgp from 'openpgp';
 import { encryptBuffered, type BufferedJob } from './buffered.js';
+import { errorMessage } from '../errors.js';
 
 /** Parsed keys by the SHA-256 of their binary form: a changed key (new subkey, revocation) is parsed anew. */
 const keys = new Map<string, openpgp.PublicKey>();
@@ -26,6 +27,6 @@ parentPort!.on('message', async ({ id, job }: WorkerRequest) => {
     const armored = await encryptBuffered({ ...job, copies });
     parentPort!.postMessage({ id, armored }, armored.map((a) => a.buffer as ArrayBuffer));
   } catch (error) {
-    parentPort!.postMessage({ id, error: error instanceof Error ? error.message : String(error) });
+    parentPort!.postMessage({ id, error: errorMessage(error) });
   }
 });

@@ -6,6 +6,7 @@ import type { Config } from '../config/schema.js';
 import { maskUrlPassword } from '../config/load.js';
 import type { Database } from '../db/types.js';
 import { withTimeout } from '../metrics/timeout.js';
+import { errorMessage } from '../errors.js';
 
 export const CHECK_TIMEOUT_MS = 5_000;
 
@@ -75,7 +76,7 @@ async function runCheck(check: ReadinessCheck, timeoutMs: number): Promise<Check
     await withTimeout(check.run(), timeoutMs, 'no answer');
     return { name: check.name, ok: true, ms: elapsed() };
   } catch (error) {
-    return { name: check.name, ok: false, ms: elapsed(), error: error instanceof Error ? error.message : String(error) };
+    return { name: check.name, ok: false, ms: elapsed(), error: errorMessage(error) };
   }
 }
 

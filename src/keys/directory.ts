@@ -7,7 +7,7 @@ import { readKey, type PublicKey } from 'openpgp';
 import type { OpenedDatabase } from '../db/open.js';
 import type { Database } from '../db/types.js';
 import type { Logger } from '../log/logger.js';
-import { DatabaseUnavailableError } from '../errors.js';
+import { DatabaseUnavailableError, errorMessage } from '../errors.js';
 import { usableEncryptionKey } from '../crypto/keys.js';
 import { InvalidAddressError } from './address.js';
 import { KeyStore, type KeyRow, type KeysConfig } from './store.js';
@@ -104,7 +104,7 @@ class CachingKeyDirectory implements CachedKeyDirectory {
     } catch (error) {
       this.stopReconnectWatch?.();
       // Without notifications the cache would serve stale answers (a new key ignored): refuse to run that way.
-      throw new DatabaseUnavailableError(`cannot listen for key changes: ${messageOf(error)}`, { cause: error });
+      throw new DatabaseUnavailableError(`cannot listen for key changes: ${errorMessage(error)}`, { cause: error });
     }
   }
 
@@ -179,7 +179,7 @@ class CachingKeyDirectory implements CachedKeyDirectory {
     } catch (error) {
       // Never "no key": that would send plaintext to someone who has one. Cached answers stay (see onReconnect).
       if (error instanceof DatabaseUnavailableError) throw error;
-      throw new DatabaseUnavailableError(`key lookup failed: ${messageOf(error)}`, { cause: error });
+      throw new DatabaseUnavailableError(`key lookup failed: ${errorMessage(error)}`, { cause: error });
     }
     const now = this.clock();
     return {
@@ -208,7 +208,7 @@ async function parseStoredKey(row: KeyRow, now: Date): Promise<CachedKey> {
   try {
     key = (await readKey({ armoredKey: row.armored })) as PublicKey;
   } catch (error) {
-    return { fingerprint: row.fingerprint, key: null, usableUntil: null, unusableReason: `cannot be read from the store: ${messageOf(error)}` };
+    return { fingerprint: row.fingerprint, key: null, usableUntil: null, unusableReason: `cannot be read from the store: ${errorMessage(error)}` };
   }
   const usability = await usableEncryptionKey(key, now);
   return usability.usable
@@ -227,8 +227,4 @@ async function refreshIfExpired(cached: CachedKey, now: Date): Promise<void> {
 /** Style of the identity spelled exactly like the lookup key, else of the first one found. */
 function styleFor(rows: KeyRow[], lookupKey: string): EncryptionStyle {
   return (rows.find((row) => row.email === lookupKey) ?? rows[0])?.style ?? 'mime';
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -2,7 +2,7 @@
 import { readKey, type Key, type PublicKey } from 'openpgp';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
-import { KeyRejectedError } from '../errors.js';
+import { errorMessage, KeyRejectedError } from '../errors.js';
 import { fingerprintOf, readPublicKeys, UnusableKeyError, validateKey } from '../crypto/keys.js';
 import { canonicalAddress, InvalidAddressError, normaliseAddress } from './address.js';
 import type { EncryptionStyle, KeyStatus } from './types.js';
@@ -148,7 +148,7 @@ export class KeyStore {
     try {
       key = await this.mergeWithStored(parsed, now);
     } catch (error) {
-      return refused(fingerprint, `cannot be merged with the stored copy: ${messageOf(error)}`);
+      return refused(fingerprint, `cannot be merged with the stored copy: ${errorMessage(error)}`);
     }
     try {
       const validated = await validateKey(key, now);
@@ -262,8 +262,4 @@ function toKeyRow(row: RawKeyRow): KeyRow {
     createdAt: new Date(row.created_at),
     updatedAt: new Date(row.updated_at),
   };
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
