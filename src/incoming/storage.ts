@@ -66,7 +66,11 @@ export class FilesystemBlobStorage implements BlobStorage {
   readonly #durableDirs = new Map<string, Promise<void>>();
   #releaseLock: (() => void) | undefined;
 
-  constructor(root: string) {
+  readonly #fsyncDirectory: (dir: string) => Promise<void>;
+
+  /** `options.fsyncDirectory` lets a test watch (and slow down) the directory fsyncs; the default is fsync(2). */
+  constructor(root: string, options: { fsyncDirectory?: (dir: string) => Promise<void> } = {}) {
+    this.#fsyncDirectory = options.fsyncDirectory ?? fsyncDirectory;
     this.root = resolve(root);
     this.#tempDir = join(this.root, TEMP_DIR);
   }
@@ -139,13 +143,14 @@ export class FilesystemBlobStorage implements BlobStorage {
   async #renameIntoPlace(key: BlobKey, tempPath: string, name: string): Promise<void> {
     const dir = await this.#ensureDir(key);
     try {
-      await renameDurably(tempPath, join(dir, name), dir);
+      await rename(tempPath, join(dir, name));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       // The directory was removed behind this process's back (by hand): make it again, once.
       this.#durableDirs.delete(dir);
-      await renameDurably(tempPath, join(await this.#ensureDir(key), name), dir);
+      await rename(tempPath, join(await this.#ensureDir(key), name));
     }
+    await this.#fsyncDirectory(dir);
   }
 
   /**
@@ -157,7 +162,7 @@ export class FilesystemBlobStorage implements BlobStorage {
     const dir = this.#dir(key);
     let durable = this.#durableDirs.get(dir);
     if (!durable) {
-      durable = createDurably(dir);
+      durable = this.#createDurably(dir);
       this.#durableDirs.set(dir, durable);
       const settled = durable;
       // A later attempt may already have replaced a failed one: only forget this one.
@@ -166,12 +171,12 @@ export class FilesystemBlobStorage implements BlobStorage {
     await durable;
     return dir;
   }
-}
 
-async function createDurably(dir: string): Promise<void> {
-  const firstCreated = await mkdir(dir, { recursive: true, mode: 0o700 });
-  if (firstCreated === undefined) return;
-  for (let current = dir; current !== dirname(firstCreated); current = dirname(current)) await fsyncDirectory(dirname(current));
+  async #createDurably(dir: string): Promise<void> {
+    const firstCreated = await mkdir(dir, { recursive: true, mode: 0o700 });
+    if (firstCreated === undefined) return;
+    for (let current = dir; current !== dirname(firstCreated); current = dirname(current)) await this.#fsyncDirectory(dirname(current));
+  }
 }
 
 async function copyInto(file: FileHandle, source: AsyncIterable<Buffer>, maxBytes: number | undefined): Promise<number> {
@@ -188,11 +193,6 @@ async function copyInto(file: FileHandle, source: AsyncIterable<Buffer>, maxByte
   }
   if (tooLarge) throw new BlobTooLargeError(`blob of ${size} bytes exceeds the ${maxBytes} bytes allowed`);
   return size;
-}
-
-async function renameDurably(from: string, to: string, dir: string): Promise<void> {
-  await rename(from, to);
-  await fsyncDirectory(dir);
 }
 
 

@@ -87,7 +87,7 @@ export function transformIsKnown(transform: TransformBody = originalTransform): 
 /** Puts the fast body in place when nodemailer's is the known one; returns whether it is in place. */
 export function installFastDotStuffing(): boolean {
   if (DataStream.prototype._transform === fastTransform) return true;
-  if (!transformIsKnown()) return false;
+  if (!transformIsKnown(DataStream.prototype._transform as TransformBody)) return false;
   DataStream.prototype._transform = fastTransform;
   return true;
 }

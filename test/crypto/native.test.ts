@@ -124,11 +124,15 @@ describe('native encryption, read by GnuPG and openpgp.js', () => {
   it('a streamed packet fails closed: gpg refuses ciphertext with one bit flipped (MDC)', async () => {
     const { key } = keys.get('cv25519')!;
     const sessionKey = await newSessionKey([key]);
-    const content = await buffer(encryptContent(Readable.from([randomBytes(100_000)]), sessionKey));
+    const plaintext = randomBytes(100_000);
+    const content = await buffer(encryptContent(Readable.from([plaintext]), sessionKey));
+    const keyPackets = await sessionKeyPackets(sessionKey, [key]);
+    assert.deepEqual(await decrypt(home, armorBuffer(Buffer.concat([keyPackets, content]), '\n')), plaintext, 'unflipped, it decrypts');
     content[content.length - 30]! ^= 1;
-    const message = Buffer.concat([await sessionKeyPackets(sessionKey, [key]), content]);
+    const message = Buffer.concat([keyPackets, content]);
     const result = await runGpg(home, ['--batch', '--decrypt'], armorBuffer(message, '\n'));
     assert.notEqual(result.code, 0);
+    assert.match(result.stderr.toString(), /manipulated|MDC|integrity/i, "gpg names the integrity check, not some other failure");
   });
 
   it('every message gets a fresh session key and a fresh ephemeral key', async () => {

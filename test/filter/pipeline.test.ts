@@ -202,6 +202,8 @@ describe('pipeline', () => {
     const body = Buffer.alloc(3 * 1024 * 1024, 'abcdefghij\r\n');
     const raw = Buffer.concat([Buffer.from('From: s@example.net\r\nContent-Type: text/plain\r\n\r\n'), body]);
     const spoolDir = await mkdtemp(join(tmpdir(), 'lacre-spool-'));
+    const spilled: string[] = [];
+    const watcher = watch(spoolDir, (_event, name) => name && spilled.push(name));
     let inputRead = false;
     let outputBeforeInputEnd = false;
     const downstream = new (class extends CollectingDownstream {
@@ -217,7 +219,9 @@ describe('pipeline', () => {
     try {
       await run({ ...input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), body: Readable.from(source()) }, downstream, { ...options, spoolMemory: 64 * 1024, spoolDir });
       assert.deepEqual(await readdir(spoolDir), []);
+      assert.deepEqual(spilled, [], 'no spool file was ever created (dispose() would have removed it by now)');
     } finally {
+      watcher.close();
       await rm(spoolDir, { recursive: true, force: true });
     }
     assert.ok(outputBeforeInputEnd, 'the copy started before the input ended');

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
@@ -14,7 +14,9 @@ describe('CipherSpool', () => {
       const parts = [Buffer.alloc(600, 1), Buffer.alloc(600, 2), Buffer.alloc(5000, 3)];
       for (const part of parts) spool.write(part);
       await new Promise<void>((resolve, reject) => spool.end((error?: Error | null) => (error ? reject(error) : resolve())));
-      assert.equal((await readdir(dir)).length, 1);
+      const names = await readdir(dir);
+      assert.equal(names.length, 1);
+      assert.equal((await stat(join(dir, names[0]!))).mode & 0o777, 0o600);
       assert.deepEqual(await buffer(spool.reader()), Buffer.concat(parts));
       await spool.dispose();
       assert.deepEqual(await readdir(dir), []);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -64,8 +64,9 @@ describe('Maildir delivery', () => {
     await mkdir(join(dir, 'cur'));
     await mkdir(join(dir, 'new', 'x'));
     await rm(join(dir, 'tmp'), { recursive: true });
-    await writeFile(join(dir, 'tmp'), 'a file where tmp/ belongs');
-    await assert.rejects(deliverToMaildir(dir, Readable.from([Buffer.from('m')])), MaildirWriteError);
+    // A tmp/ where no file can be created (as root, permissions would not stop it; /proc does).
+    await symlink('/proc', join(dir, 'tmp'));
+    await assert.rejects(deliverToMaildir(dir, Readable.from([Buffer.from('m')])), (error) => error instanceof MaildirWriteError && /cannot create a file in tmp\//.test(error.message));
     assert.deepEqual(await readdir(join(dir, 'new')), ['x']);
   });
 

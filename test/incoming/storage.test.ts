@@ -48,4 +48,33 @@ describe('FilesystemBlobStorage', () => {
     assert.equal((await buffer(await storage.read({ ...key, id: 'second' }, object.name))).toString(), '2');
     assert.deepEqual(await readdir(join(root, '.tmp')), []);
   });
+
+  test("a second first-write of a new user is not acknowledged before the first one's parent fsyncs are done", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lacre-storage-fsync-'));
+    const events: string[] = [];
+    let releaseRoot: () => void = () => undefined;
+    const rootFsyncHeld = new Promise<void>((resolve) => (releaseRoot = resolve));
+    const watched = new FilesystemBlobStorage(dir, {
+      async fsyncDirectory(path) {
+        // The fsync making the new user directory durable (in the root) is slow.
+        if (path === dir) {
+          await rootFsyncHeld;
+          events.push('root fsynced');
+        }
+      },
+    });
+    await watched.start();
+    try {
+      const first = watched.write({ user: 'fresh', namespace: 'mx', id: 'a' }, Readable.from([Buffer.from('a')])).then(() => events.push('first written'));
+      const second = watched.write({ user: 'fresh', namespace: 'mx', id: 'b' }, Readable.from([Buffer.from('b')])).then(() => events.push('second written'));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.deepEqual(events, [], 'neither write is acknowledged while the root fsync is pending');
+      releaseRoot();
+      await Promise.all([first, second]);
+      assert.equal(events[0], 'root fsynced');
+    } finally {
+      watched.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });

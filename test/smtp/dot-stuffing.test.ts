@@ -45,6 +45,18 @@ describe("nodemailer's DATA escaping, the fast body", () => {
 
   it('refuses to replace an escaping it does not know', () => {
     assert.equal(transformIsKnown(function changed() {} as unknown as Body), false);
+    const installed = DataStream.prototype._transform;
+    const changed: Body = function (chunk, _encoding, done) {
+      this.push(chunk);
+      done();
+    };
+    DataStream.prototype._transform = changed;
+    try {
+      assert.equal(installFastDotStuffing(), false);
+      assert.equal(DataStream.prototype._transform, changed, "another nodemailer's escaping stays in place");
+    } finally {
+      DataStream.prototype._transform = installed;
+    }
   });
 
   it('gives the same bytes and counters as the original on edge cases', async () => {
