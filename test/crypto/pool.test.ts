@@ -51,6 +51,22 @@ describe('encryption pool (worker threads)', () => {
     }
   });
 
+  it('starts another worker only while every worker is busy, up to the pool size', async () => {
+    const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+    const twoWorkers = new EncryptionPool(2);
+    try {
+      const big = Buffer.alloc(IN_THREAD_LIMIT + 1, 'b');
+      const job = () => twoWorkers.encrypt({ plaintext: big, copies: [{ keys: [aliceKey] }], eol: '\n' });
+      await job();
+      await job();
+      assert.equal(twoWorkers.started, 1, 'one after the other: the first worker was idle again');
+      await Promise.all([job(), job(), job(), job()]);
+      assert.equal(twoWorkers.started, 2, 'at once: a second worker, and no more than the size');
+    } finally {
+      await twoWorkers.close();
+    }
+  });
+
   it('a key that cannot encrypt fails an in-thread job the same way', async () => {
     const signer = await generateKey(home, { email: 'signer2@example.test', signOnly: true });
     const signOnly = await openpgp.readKey({ armoredKey: signer.publicArmored });

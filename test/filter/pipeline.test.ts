@@ -70,6 +70,15 @@ describe('pipeline', () => {
     body: chunked(raw, 65536),
   });
 
+  /** Alice's PGP/MIME copy streams straight to the relay (the only one of its kind); Bob's inline copy spools. */
+  const streamedToAliceAndBobInline = (raw: Buffer): MessageInput => ({
+    ...input(raw, [
+      { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
+      { address: 'bob@example.test', lookup: usable('bob@example.test', bobKey, 'inline') },
+    ]),
+    body: chunked(raw, 65536),
+  });
+
   before(async () => {
     home = await createGpgHome();
     alice = await generateKey(home, { email: 'alice@example.test' });
@@ -242,10 +251,7 @@ describe('pipeline', () => {
     })();
     await assert.rejects(
       run(
-        { ...input(big, [
-          { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
-          { address: 'bob@example.test', lookup: usable('bob@example.test', bobKey, 'inline') },
-        ]), body: chunked(big, 65536) },
+        streamedToAliceAndBobInline(big),
         failing,
         options,
       ),
@@ -348,10 +354,7 @@ describe('pipeline', () => {
     })();
     const recipients = ['alice@example.test', 'bob@example.test'];
     const failure = await run(
-      { ...input(big, [
-        { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
-        { address: 'bob@example.test', lookup: usable('bob@example.test', bobKey, 'inline') },
-      ]), body: chunked(big, 65536) },
+      streamedToAliceAndBobInline(big),
       refusing,
       options,
     ).then(() => assert.fail('the message should have failed'), (error: unknown) => error);
