@@ -9,11 +9,11 @@
  * random places. It replaces the original only when the original is the code it was written against (by a
  * SHA-256 of its source): a nodemailer release that changes the escaping keeps its own.
  */
-import { createHash } from 'node:crypto';
 import DataStream from 'nodemailer/lib/smtp-connection/data-stream.js';
+import { sourceHash } from './known-code.js';
 
-/** SHA-256 of `DataStream.prototype._transform.toString()` in nodemailer 10.6.0 and 10.6.1. */
-const KNOWN_TRANSFORM_SHA256 = 'f9011076cfb9b81d6f382bca2d600bc9fe9d40bbe0d4bed9a0563aab27e8d4d5';
+/** `sourceHash(DataStream.prototype._transform)` in nodemailer 10.6.0 and 10.6.1. */
+const KNOWN_TRANSFORM_SHA256 = 'e473a887bcac9c4395ed5a9e89889847b4823949f35113ab071985aa542dead7';
 
 type TransformBody = (this: DataStream, chunk: Buffer | string, encoding: BufferEncoding, done: () => void) => void;
 
@@ -81,7 +81,7 @@ function insertBefore(byte: number, previous: number): Buffer | undefined {
 }
 
 export function transformIsKnown(transform: TransformBody = originalTransform): boolean {
-  return createHash('sha256').update(transform.toString()).digest('hex') === KNOWN_TRANSFORM_SHA256;
+  return sourceHash(transform) === KNOWN_TRANSFORM_SHA256;
 }
 
 /** Puts the fast body in place when nodemailer's is the known one; returns whether it is in place. */

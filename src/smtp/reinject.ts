@@ -4,7 +4,19 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { RelayError, type LacreError } from '../errors.js';
 import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/pipeline.js';
+import SMTPPool from 'nodemailer/lib/smtp-pool/index.js';
+import PoolResource from 'nodemailer/lib/smtp-pool/pool-resource.js';
 import { installFastDotStuffing } from './dot-stuffing.js';
+import { sourceHash } from './known-code.js';
+
+/** `sourceHash` of the pool code that reads a `PooledMail`, in nodemailer 10.6.0 and 10.6.1. */
+const KNOWN_POOL_SHA256 = 'efdd68f0b62aa65dcb4f060268230bcc2c644d3141c4fcb27abc89311755eefb';
+
+/** Whether nodemailer's pool reads a message the way `PooledMail` provides it. */
+export function poolIsKnown(): boolean {
+  const pool = SMTPPool.prototype as unknown as Record<string, unknown>;
+  return sourceHash(pool['send'], pool['_processMessages'], PoolResource.prototype.send) === KNOWN_POOL_SHA256;
+}
 
 interface SmtpFailure {
   recipient?: string;
@@ -22,7 +34,7 @@ interface PoolTransport {
 /**
  * What nodemailer's SMTP pool reads of a message (smtp-pool/index.js, pool-resource.js): the envelope, a
  * Message-ID for its own logs, and the stream to send. When a kept-alive connection turns out closed before a
- * byte was sent, the pool retries on another connection, but closing the first destroyed the stream.
+ * byte of the message was read, the pool asks for the stream again and sends it over another connection.
  */
 interface PooledMail {
   readonly data: Record<string, never>;
@@ -43,10 +55,13 @@ interface PooledMail {
  */
 export class Relay implements Downstream {
   private readonly transport: Mail;
-  private readonly pool: PoolTransport;
+  /** Undefined when nodemailer's pool is not the version Lacre knows: messages then go through `sendMail`. */
+  private readonly pool: PoolTransport | undefined;
 
-  constructor(config: Config['relay'], hostname: string | undefined, private readonly logger: Logger) {
+  constructor(config: Config['relay'], hostname: string | undefined, logger: Logger, options: { directToPool?: boolean } = {}) {
     if (!installFastDotStuffing()) logger.warn("nodemailer's DATA escaping is not the version Lacre knows: using it as it is (slower for big messages)");
+    const directToPool = (options.directToPool ?? true) && poolIsKnown();
+    if (!directToPool && options.directToPool !== false) logger.warn("nodemailer's SMTP pool is not the version Lacre knows: sending through sendMail (slower under load)");
     this.transport = nodemailer.createTransport({
       pool: true,
       host: config.host,
@@ -60,17 +75,15 @@ export class Relay implements Downstream {
       socketTimeout: config.timeout_seconds * 1000,
       ...(hostname ? { name: hostname } : {}),
     });
-    this.pool = this.transport.transporter as unknown as PoolTransport;
+    this.pool = directToPool ? (this.transport.transporter as unknown as PoolTransport) : undefined;
   }
 
   async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
     const smtpEnvelope = { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.use8BitMime };
-    const mail: PooledMail = {
-      data: {},
-      message: { getEnvelope: () => smtpEnvelope, messageId: () => '', getHeader: () => undefined, createReadStream: () => (raw.destroyed ? closedBeforeSent() : raw) },
-    };
     const info = await new Promise<{ rejectedErrors?: SmtpFailure[] }>((resolve, reject) => {
-      this.pool.send(mail, (error, sent) => (error ? reject(toRelayError(error)) : resolve(sent)));
+      const settle = (error: Error | null, sent: { rejectedErrors?: SmtpFailure[] }) => (error ? reject(toRelayError(error)) : resolve(sent));
+      if (this.pool) this.pool.send(pooledMail(smtpEnvelope, raw), settle);
+      else this.transport.sendMail({ envelope: smtpEnvelope, raw }, (error, sent) => settle(error, sent as { rejectedErrors?: SmtpFailure[] }));
     });
     const rejected = new Map<string, LacreError>();
     for (const failure of info.rejectedErrors ?? []) rejected.set(String(failure.recipient), toRelayError(failure));
@@ -93,11 +106,54 @@ export class Relay implements Downstream {
   }
 }
 
-/** The copy for a retry whose stream the closed connection destroyed: fails at once (451, Postfix retries) rather than stalling until the socket timeout. */
-function closedBeforeSent(): Readable {
+function pooledMail(envelope: ReturnType<PooledMail['message']['getEnvelope']>, raw: Readable): PooledMail {
+  return {
+    data: {},
+    message: { getEnvelope: () => envelope, messageId: () => '', getHeader: () => undefined, createReadStream: () => streamForAttempt(raw) },
+  };
+}
+
+/**
+ * The stream one delivery attempt reads. nodemailer destroys it when the attempt fails before DATA (a kept-alive
+ * connection the relay had just closed), and the pool then asks for it again: so each attempt gets a view that
+ * takes nothing from `raw` until it is read, and whose destruction leaves `raw` whole for the next attempt.
+ * Once a byte was taken, a message cannot be sent again from its start: a later attempt fails at once (451,
+ * Postfix retries) rather than sending the rest, and rather than stalling until the socket timeout.
+ */
+function streamForAttempt(raw: Readable): Readable {
+  if (raw.destroyed) return failedAttempt('the message was withdrawn before it was sent');
+  if (raw.readableDidRead) return failedAttempt('the connection closed after the message was partly read; it cannot be sent again from its start');
+  let reading = false;
+  const onData = (chunk: Buffer) => {
+    if (!view.push(chunk)) raw.pause();
+  };
+  const onEnd = () => view.push(null);
+  const onError = (error: Error) => view.destroy(error);
+  const onClose = () => {
+    if (!raw.readableEnded) view.destroy(new RelayError('relay: the message was withdrawn while it was being sent', false));
+  };
+  const view: Readable = new Readable({
+    read() {
+      if (!reading) {
+        reading = true;
+        raw.on('data', onData).once('end', onEnd);
+      }
+      raw.resume();
+    },
+    destroy(error, callback) {
+      raw.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+      if (!raw.destroyed) raw.pause();
+      callback(error);
+    },
+  });
+  raw.once('error', onError).once('close', onClose);
+  return view;
+}
+
+function failedAttempt(reason: string): Readable {
   return new Readable({
     read() {
-      this.destroy(new RelayError('relay: the connection closed before the message was sent', false));
+      this.destroy(new RelayError(`relay: ${reason}`, false));
     },
   });
 }

@@ -1,13 +1,17 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 
+/** Decides, for one connection, whether a chunk from the client ends it instead of being forwarded. */
+export type CutRule = (fromClient: Buffer) => boolean;
+
 /** A loopback TCP forwarder that a test can cut and restore, to take a real server "down" for one client. */
 export class TcpProxy {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   port = 0;
 
-  constructor(private readonly targetHost: string, private readonly targetPort: number) {}
+  /** `cutRule` makes a fresh rule for every connection (each keeps its own count of what it saw). */
+  constructor(private readonly targetHost: string, private readonly targetPort: number, private readonly cutRule?: () => CutRule) {}
 
   async start(): Promise<void> {
     const server = createServer((client) => {
@@ -17,7 +21,17 @@ export class TcpProxy {
         socket.on('close', () => this.sockets.delete(socket));
         socket.on('error', () => undefined);
       }
-      client.pipe(upstream).pipe(client);
+      const cut = this.cutRule?.();
+      if (cut) {
+        client.on('data', (chunk: Buffer) => {
+          if (!cut(chunk)) return void upstream.write(chunk);
+          client.destroy();
+          upstream.destroy();
+        });
+      } else {
+        client.pipe(upstream);
+      }
+      upstream.pipe(client);
       client.on('close', () => upstream.destroy());
       upstream.on('close', () => client.destroy());
     });

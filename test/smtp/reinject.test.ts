@@ -1,0 +1,90 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { createLogger } from '../../src/log/logger.js';
+import { RelayError } from '../../src/errors.js';
+import { Relay, poolIsKnown } from '../../src/smtp/reinject.js';
+import { SmtpSink } from '../helpers/smtp-sink.js';
+import { TcpProxy, type CutRule } from '../helpers/tcp-proxy.js';
+
+const envelope = { from: 'sender@example.org', to: ['alice@example.net'], use8BitMime: false };
+
+function message(subject: string, body = 'Hello.\r\n'): Buffer {
+  return Buffer.from(`From: sender@example.org\r\nTo: alice@example.net\r\nSubject: ${subject}\r\n\r\n${body}`);
+}
+
+/** Cuts a connection when the client starts its `nth` transaction on it (MAIL FROM): a kept-alive connection the relay dropped just as a message was handed to it. */
+function cutAtTransaction(nth: number): () => CutRule {
+  return () => {
+    let transactions = 0;
+    return (chunk) => /^MAIL FROM:/im.test(chunk.toString('latin1')) && ++transactions === nth;
+  };
+}
+
+/** Cuts a connection when the client sends `marker` (inside DATA): the relay gone in the middle of a message. */
+function cutOnBytes(marker: string): () => CutRule {
+  return () => (chunk) => chunk.includes(marker);
+}
+
+it("nodemailer's pool is the version the direct path was written for (else Relay falls back to sendMail)", () => {
+  assert.equal(poolIsKnown(), true);
+});
+
+for (const directToPool of [true, false]) describe(`reinjection through a pool of kept-alive connections (${directToPool ? 'direct' : 'sendMail'})`, () => {
+  let sink: SmtpSink;
+  const opened: { relay: Relay; proxy: TcpProxy }[] = [];
+
+  before(async () => {
+    sink = await SmtpSink.start();
+  });
+  after(async () => {
+    for (const { relay, proxy } of opened) {
+      relay.close();
+      await proxy.stop();
+    }
+    await sink.stop();
+  });
+
+  async function relayThrough(cutRule: () => CutRule): Promise<Relay> {
+    const proxy = new TcpProxy('127.0.0.1', sink.port, cutRule);
+    await proxy.start();
+    const relay = new Relay({ host: '127.0.0.1', port: proxy.port, max_connections: 1, timeout_seconds: 5 }, undefined, createLogger('silent'), { directToPool });
+    opened.push({ relay, proxy });
+    return relay;
+  }
+
+  it(directToPool ? 'sends a copy again on a new connection when the kept-alive one closed before the copy was read' : 'fails a copy for a retry (451) when its kept-alive connection closed before the copy was read', async () => {
+    const relay = await relayThrough(cutAtTransaction(2));
+    const first = message(`first ${directToPool}`);
+    const second = message(`second ${directToPool}`);
+    assert.equal((await relay.send(envelope, Readable.from([first]))).size, 0);
+    const sent = relay.send(envelope, Readable.from([second]));
+    if (directToPool) assert.equal((await sent).size, 0);
+    else await assert.rejects(sent, (error: unknown) => error instanceof RelayError && !error.permanent);
+    assert.deepEqual(
+      sink.messages.filter((m) => m.data.includes(`${directToPool}\r\n`)).map((m) => m.data),
+      directToPool ? [first, second] : [first],
+    );
+  });
+
+  it('never sends the rest of a copy that was cut off in the middle: the copy fails for a retry', async () => {
+    const relay = await relayThrough(cutOnBytes('CUT-HERE'));
+    const before = sink.messages.length;
+    const body = `${'x'.repeat(200)}\r\nCUT-HERE\r\n${'y'.repeat(200)}\r\n`;
+    const sent = relay.send(envelope, Readable.from([message('cut', body)]));
+    await assert.rejects(sent, (error: unknown) => error instanceof RelayError && !error.permanent);
+    await new Promise((resolve) => setTimeout(resolve, 300)); // a wrongful retry would arrive in this time
+    assert.equal(sink.messages.length, before);
+  });
+
+  it('a copy whose stream was destroyed while it waited for a connection fails without being sent', async () => {
+    const relay = await relayThrough(cutAtTransaction(0));
+    const before = sink.messages.length;
+    const raw = new Readable({ read() {} });
+    raw.on('error', () => undefined);
+    const sent = relay.send(envelope, raw);
+    raw.destroy(new Error('the message was aborted'));
+    await assert.rejects(sent, (error: unknown) => error instanceof RelayError && !error.permanent);
+    assert.equal(sink.messages.length, before);
+  });
+});
