@@ -1,4 +1,5 @@
 import { Transform } from 'node:stream';
+import { markDataSafe } from '../mime/data-safe.js';
 
 /**
  * ASCII armor (RFC 9580 §6) for an OpenPGP message, streaming: 64 base64 characters per line (as GnuPG
@@ -117,14 +118,21 @@ function footer(crc: number, eol: string): Buffer {
   return Buffer.from(`=${checksum}${eol}${END}${eol}`, 'latin1');
 }
 
-/** A Transform from binary OpenPGP packets to their armored form: one output buffer per input chunk. */
+/**
+ * A Transform from binary OpenPGP packets to their armored form: one output buffer per input chunk, made of
+ * whole lines. With CRLF line ends every output buffer is marked as safe for SMTP DATA as it is.
+ */
 export function armorTransform(eol: '\r\n' | '\n'): Transform {
   const eolBytes = Buffer.from(eol, 'latin1');
+  const mark = markerFor(eol);
   const lineBytes = CHARS_PER_LINE + eolBytes.length;
   let carry: Buffer = Buffer.alloc(0);
   let crc = CRC24_INIT;
   let started = false;
   return new Transform({
+    // One buffer per read: a byte-mode reader behind would concatenate pieces waiting together, and lose the mark.
+    readableObjectMode: true,
+    readableHighWaterMark: 1,
     transform(chunk: Buffer, _encoding, done) {
       crc = crc24(chunk, crc);
       const head = started ? undefined : header(eol);
@@ -141,16 +149,21 @@ export function armorTransform(eol: '\r\n' | '\n'): Transform {
       const to = from + Math.floor((chunk.length - from) / BYTES_PER_LINE) * BYTES_PER_LINE;
       if (lines > 0) encodeLinesInto(chunk, from, to, out, at, eolBytes);
       carry = lines > 0 ? Buffer.from(chunk.subarray(to)) : Buffer.concat([carry, chunk]);
-      done(null, out.length > 0 ? out : undefined);
+      done(null, out.length > 0 ? mark(out) : undefined);
     },
     flush(done) {
-      done(null, Buffer.concat([started ? Buffer.alloc(0) : header(eol), encodeLines(carry, eolBytes), footer(crc, eol)]));
+      done(null, mark(Buffer.concat([started ? Buffer.alloc(0) : header(eol), encodeLines(carry, eolBytes), footer(crc, eol)])));
     },
   });
 }
 
-/** The armored form of a message held in memory. */
+/** The armored form of a message held in memory (marked safe for SMTP DATA with CRLF line ends). */
 export function armorBuffer(binary: Uint8Array, eol: '\r\n' | '\n'): Buffer {
   const data = Buffer.from(binary.buffer, binary.byteOffset, binary.byteLength);
-  return Buffer.concat([header(eol), encodeLines(data, Buffer.from(eol, 'latin1')), footer(crc24(data), eol)]);
+  return markerFor(eol)(Buffer.concat([header(eol), encodeLines(data, Buffer.from(eol, 'latin1')), footer(crc24(data), eol)]));
+}
+
+/** Armor with CRLF line ends is whole lines none of which starts with '.': safe for SMTP DATA as it is. */
+function markerFor(eol: '\r\n' | '\n'): (buffer: Buffer) => Buffer {
+  return eol === '\r\n' ? markDataSafe : (buffer) => buffer;
 }

@@ -4,14 +4,29 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import * as openpgp from 'openpgp';
 import { armorBuffer, armorTransform, crc24 } from '../../src/crypto/armor.js';
+import { isDataSafe } from '../../src/mime/data-safe.js';
 import { createGpgHome, gpgOk } from '../helpers/gpg.js';
 
-async function armorStreamed(data: Buffer, chunkSize: number, eol: '\r\n' | '\n'): Promise<Buffer> {
+async function armorPieces(data: Buffer, chunkSize: number, eol: '\r\n' | '\n'): Promise<Buffer[]> {
   const chunks: Buffer[] = [];
   for (let i = 0; i < data.length; i += chunkSize) chunks.push(data.subarray(i, i + chunkSize));
   const out: Buffer[] = [];
   for await (const piece of Readable.from(chunks).pipe(armorTransform(eol))) out.push(piece as Buffer);
-  return Buffer.concat(out);
+  return out;
+}
+
+async function armorStreamed(data: Buffer, chunkSize: number, eol: '\r\n' | '\n'): Promise<Buffer> {
+  return Buffer.concat(await armorPieces(data, chunkSize, eol));
+}
+
+/** What a buffer marked safe for SMTP DATA promises: whole CRLF lines, none starting with '.', no other CR or LF. */
+function assertDataSafe(piece: Buffer, context: string): void {
+  const text = piece.toString('latin1');
+  assert.ok(text.endsWith('\r\n'), `${context}: ends with CRLF`);
+  for (const line of text.slice(0, -2).split('\r\n')) {
+    assert.ok(!line.startsWith('.'), `${context}: a line starts with a dot`);
+    assert.ok(!/[\r\n]/.test(line), `${context}: a bare CR or LF`);
+  }
 }
 
 describe('armor', () => {
@@ -36,6 +51,20 @@ describe('armor', () => {
       }
     });
   }
+
+  it('marks every piece safe for SMTP DATA when lines end in CRLF, and keeps that promise; never with LF', async () => {
+    for (const length of [0, 1, 47, 48, 1000, 65537]) {
+      for (const chunkSize of [1, 7, 48, 4096]) {
+        const data = randomBytes(length);
+        const crlf = await armorPieces(data, chunkSize, '\r\n');
+        for (const piece of crlf) {
+          assert.ok(isDataSafe(piece), `${length}/${chunkSize}: every CRLF piece is marked`);
+          assertDataSafe(piece, `${length}/${chunkSize}`);
+        }
+        for (const piece of await armorPieces(data, chunkSize, '\n')) assert.ok(!isDataSafe(piece), 'LF pieces need mending on the way into DATA');
+      }
+    }
+  });
 
   it('GnuPG dearmors it (no padding at the end: the case GnuPG 2.2 needs the checksum for)', async () => {
     const home = await createGpgHome();

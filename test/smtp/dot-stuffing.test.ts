@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import DataStream from 'nodemailer/lib/smtp-connection/data-stream.js';
+import { armorBuffer } from '../../src/crypto/armor.js';
+import { markDataSafe } from '../../src/mime/data-safe.js';
 import { fastTransform, installFastDotStuffing, originalTransform, transformIsKnown } from '../../src/smtp/dot-stuffing.js';
 
 type Body = typeof originalTransform;
@@ -81,5 +83,23 @@ describe("nodemailer's DATA escaping, the fast body", () => {
       const chunks = cutAtRandom(data);
       assert.deepEqual(await escape(fastTransform, chunks), await escape(originalTransform, chunks), `round ${round}: ${data.toString('hex')}`);
     }
+  });
+
+  it('passes armor marked safe for DATA as it is, and still escapes it where what came before needs it', async () => {
+    const armor = () => markDataSafe(armorBuffer(randomBytes(3000), '\r\n'));
+    const cases: Array<Array<Buffer | string>> = [
+      [armor()],
+      ['Subject: x\r\n\r\n', armor(), armor()],
+      ['after a line end\n', armor()],
+      ['after a bare CR\r', armor()],
+      ['no line end before the armor', armor()],
+    ];
+    for (const chunks of cases) assert.deepEqual(await escape(fastTransform, chunks), await escape(originalTransform, chunks), JSON.stringify(chunks).slice(0, 80));
+  });
+
+  it('does not examine a marked buffer after a line end (shown with one that breaks the promise)', async () => {
+    const lying = () => markDataSafe(Buffer.from('a\r\n.b\r\n'));
+    assert.equal((await escape(fastTransform, ['x\r\n', lying()])).out.toString(), 'x\r\na\r\n.b\r\n.\r\n');
+    assert.equal((await escape(fastTransform, ['x\r', lying()])).out.toString(), 'x\r\na\r\n..b\r\n.\r\n', 'after a bare CR it is examined');
   });
 });
