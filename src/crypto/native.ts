@@ -105,7 +105,7 @@ class SeipdCipher {
     return this.update(Buffer.concat([random, random.subarray(14)]));
   }
 
-  update(plaintext: Buffer): Buffer {
+  update(plaintext: Uint8Array): Buffer {
     this.mdc.update(plaintext);
     return this.cipher.update(plaintext);
   }
@@ -120,12 +120,13 @@ class SeipdCipher {
 
 /** The SEIPD v1 packet carrying `plaintext` as one binary literal data packet, for a message held in memory. */
 export function seipdBytes(plaintext: Uint8Array, sessionKey: NativeSessionKey, now = new Date()): Buffer {
-  const literalBody = Buffer.concat([literalFields(now), plaintext]);
+  const fields = literalFields(now);
   const cipher = new SeipdCipher(sessionKey);
   const encrypted = [
     cipher.prefix(),
-    cipher.update(packetHeader(PacketTag.literalData, literalBody.length)),
-    cipher.update(literalBody),
+    cipher.update(packetHeader(PacketTag.literalData, fields.length + plaintext.length)),
+    cipher.update(fields),
+    cipher.update(plaintext),
     cipher.final(),
   ];
   const length = 1 + encrypted.reduce((sum, part) => sum + part.length, 0);

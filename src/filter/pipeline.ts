@@ -412,10 +412,7 @@ interface DirectEncryption {
  * Box copies wait for the whole input instead, because their blob id includes the message's digest.
  */
 async function startDirectEncryption(kind: EncryptedKind, copy: Copy, split: SplitMessage): Promise<DirectEncryption> {
-  const plaintext = new PassThrough();
-  if (kind === 'mime') plaintext.write(contentEntityHead(split));
-  if (kind === 'whole') plaintext.write(Buffer.concat([split.headerBlock, split.separator]));
-  const input: Writable = kind === 'inline' ? transferDecoder(transferEncodingOf(split.fields), plaintext) : plaintext;
+  const { plaintext, input } = streamedPlaintext(kind, split);
   const sessionKey = await newSessionKey(copy.keys);
   const keyPackets = await sessionKeyPackets(sessionKey, copy.keys);
   const ciphertext = encryptContent(plaintext, sessionKey);
@@ -441,14 +438,23 @@ async function startEncryption(
   spoolMemory: number,
 ): Promise<Encryption> {
   const spool = new CipherSpool(spoolDir, spoolMemory);
+  const { plaintext, input } = streamedPlaintext(kind, split);
+  if (kind === 'raw') return { kind, sessionKey: undefined, spool, input, done: pipeline(plaintext, spool) };
+  const sessionKey = await newSessionKey(copies.flatMap((copy) => copy.keys));
+  const ciphertext = encryptContent(plaintext, sessionKey);
+  return { kind, sessionKey, spool, input, done: pipeline(ciphertext, spool) };
+}
+
+/**
+ * What a kind encrypts, as it streams: its head first (the content entity's header for PGP/MIME, the message's
+ * header for whole-message and raw copies), then the body that `input` takes, decoded on the way for inline.
+ */
+function streamedPlaintext(kind: EncryptedKind | 'raw', split: SplitMessage): { plaintext: PassThrough; input: Writable } {
   const plaintext = new PassThrough();
   if (kind === 'mime') plaintext.write(contentEntityHead(split));
   if (kind === 'whole' || kind === 'raw') plaintext.write(Buffer.concat([split.headerBlock, split.separator]));
-  if (kind === 'raw') return { kind, sessionKey: undefined, spool, input: plaintext, done: pipeline(plaintext, spool) };
-  const sessionKey = await newSessionKey(copies.flatMap((copy) => copy.keys));
-  const input: Writable = kind === 'inline' ? transferDecoder(transferEncodingOf(split.fields), plaintext) : plaintext;
-  const ciphertext = encryptContent(plaintext, sessionKey);
-  return { kind, sessionKey, spool, input, done: pipeline(ciphertext, spool) };
+  const input = kind === 'inline' ? transferDecoder(transferEncodingOf(split.fields), plaintext) : plaintext;
+  return { plaintext, input };
 }
 
 /** Inline PGP carries the decoded text: undo the transfer encoding on the way in. */
