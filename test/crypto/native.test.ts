@@ -82,6 +82,20 @@ describe('native encryption, read by GnuPG and openpgp.js', () => {
     });
   }
 
+  it('resolves a key again once the subkey it encrypted to has expired, and then uses the one still valid', async () => {
+    const day = 24 * 3600 * 1000;
+    // The first encryption subkey (never expires) was made yesterday; a newer one, made now, expires tomorrow.
+    const gpg = await generateKey(home, { email: 'rotating@example.org', expire: 'never', createdAt: new Date(Date.now() - day) });
+    await runGpg(home, ['--batch', '--pinentry-mode', 'loopback', '--passphrase', '', '--quick-add-key', gpg.fingerprint, 'cv25519', 'encr', '1d']);
+    const listing = (await runGpg(home, ['--with-colons', '--list-keys', gpg.fingerprint])).stdout.toString('utf8');
+    const [lasting, expiring] = listing.split('\n').filter((line) => line.startsWith('sub:')).map((line) => line.split(':')[4]!.toUpperCase());
+    assert.ok(lasting && expiring, listing);
+    const key = await openpgp.readKey({ armoredKey: (await runGpg(home, ['--armor', '--export', gpg.fingerprint])).stdout.toString('utf8') });
+    const hexId = (target: EncryptionTarget) => target.keyId.toString('hex').toUpperCase();
+    assert.equal(hexId(await encryptionTargetOf(key)), expiring, 'the newest valid subkey while it is valid');
+    assert.equal(hexId(await encryptionTargetOf(key, new Date(Date.now() + 2 * day))), lasting, 'not the cached one after it expired');
+  });
+
   it('leaves key types it does not handle (X448) to openpgp.js, which reads the result', async () => {
     const { privateKey, publicKey } = await openpgp.generateKey({ type: 'curve448', userIDs: [{ email: 'x448@example.org' }], format: 'object' });
     assert.equal((await encryptionTargetOf(publicKey)).kind, 'openpgp');
