@@ -14,6 +14,7 @@ import { fanOut } from './fanout.js';
 import { planDelivery, type Copy, type EncryptedKind, type Plan, type RoutedRecipient } from './plan.js';
 import { blobIdFor } from './blob-id.js';
 import { CipherSpool, defaultSpoolDir } from './spool.js';
+import { countedForCollection } from '../util/young-gc.js';
 
 export interface OutboundEnvelope {
   readonly from: string;
@@ -308,7 +309,8 @@ async function produceStreaming(
       encryptions.push(encryption);
       sinks.push(encryption.input);
     }
-    await fanOut(digest ? hashing(bodyStream, digest) : bodyStream, sinks, abort.signal);
+    const body = countedForCollection(bodyStream);
+    await fanOut(digest ? hashing(body, digest) : body, sinks, abort.signal);
     if (input.sizeExceeded?.()) throw new MessageTooLargeError('message exceeds smtp.max_size');
     // The copy streaming to the relay (plain or direct) is completed last: if a spooled encryption fails,
     // the relay has not accepted anything yet.
@@ -467,9 +469,10 @@ function transferDecoder(encoding: string, into: PassThrough): Writable {
 }
 
 async function copyStream(copy: Copy, encryption: Encryption, split: SplitMessage): Promise<Readable> {
-  if (encryption.kind === 'raw' || !encryption.sessionKey) return encryption.spool.reader();
+  const spooled = countedForCollection(encryption.spool.reader());
+  if (encryption.kind === 'raw' || !encryption.sessionKey) return Readable.from(spooled);
   const keyPackets = await sessionKeyPackets(encryption.sessionKey, copy.keys);
-  const binary = Readable.from(concat([keyPackets], encryption.spool.reader()));
+  const binary = Readable.from(concat([keyPackets], spooled));
   return wrapStream(encryption.kind, armorMessage(binary, split.eol), split);
 }
 

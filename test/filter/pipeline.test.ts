@@ -13,6 +13,7 @@ import { RelayError } from '../../src/errors.js';
 import { abortedRecipientReplies } from '../../src/filter/reply.js';
 import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { armoredBlock, contentEntity, corpus, inlinePgpMessage, nonContentHeaderLines, pgpMimeMessage, smimeMessage } from '../helpers/corpus.js';
+import { youngCollections } from '../../src/util/young-gc.js';
 
 interface Received {
   envelope: OutboundEnvelope;
@@ -197,7 +198,10 @@ describe('pipeline', () => {
         { address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) },
         { address: 'bob@example.test', lookup: usable('bob@example.test', bobKey) },
       ];
+      const collectionsBefore = youngCollections();
       await run({ ...input(raw, recipients), body: chunked(raw, 65536) }, downstream, { ...options, spoolMemory: 64 * 1024, spoolDir });
+      // 3 MB read once and 3 MB read back twice from the spool: a young-generation collection every 2 MB of it.
+      assert.ok(youngCollections() - collectionsBefore >= 4, `${youngCollections() - collectionsBefore} collections`);
     } finally {
       watcher.close();
       await rm(spoolDir, { recursive: true, force: true });
@@ -226,7 +230,9 @@ describe('pipeline', () => {
       inputRead = true;
     }
     try {
+      const collectionsBefore = youngCollections();
       await run({ ...input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), body: Readable.from(source()) }, downstream, { ...options, spoolMemory: 64 * 1024, spoolDir });
+      assert.ok(youngCollections() > collectionsBefore, 'a young-generation collection while 3 MB streamed');
       assert.deepEqual(await readdir(spoolDir), []);
       assert.deepEqual(spilled, [], 'no spool file was ever created (dispose() would have removed it by now)');
     } finally {
@@ -258,6 +264,32 @@ describe('pipeline', () => {
       RelayError,
     );
     assert.equal(downstream.received.length, 0, 'the spooled copy for Bob was not sent either');
+  });
+
+  it('a client that vanishes while a copy waits for its relay connection: nothing is delivered, the process goes on', async () => {
+    const big = Buffer.concat([Buffer.from('From: s@example.net\r\nContent-Type: text/plain\r\n\r\n'), Buffer.alloc(BUFFERED_MESSAGE_LIMIT * 4, 'line\r\n')]);
+    async function* clientVanishes() {
+      yield* chunked(big.subarray(0, BUFFERED_MESSAGE_LIMIT * 2), 65536);
+      throw new Error('the client went away');
+    }
+    const uncaught: Error[] = [];
+    const record = (error: Error) => uncaught.push(error);
+    process.on('uncaughtException', record);
+    const slowToListen = new (class extends CollectingDownstream {
+      override async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
+        await new Promise((resolve) => setTimeout(resolve, 100)); // the copy is destroyed meanwhile
+        return super.send(envelope, raw);
+      }
+    })();
+    try {
+      const carol = { address: 'carol@example.test', lookup: none('carol@example.test') };
+      await assert.rejects(run({ ...input(big, [carol]), body: Readable.from(clientVanishes()) }, slowToListen, options), /went away/);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    } finally {
+      process.off('uncaughtException', record);
+    }
+    assert.deepEqual(uncaught.map((error) => error.message), []);
+    assert.equal(slowToListen.received.length, 0);
   });
 
   it('a big message to a plain and a keyed recipient completes through a relay with one connection', { timeout: 30_000 }, async () => {
