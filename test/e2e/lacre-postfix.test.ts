@@ -311,6 +311,55 @@ describe('Lacre behind a real Postfix', { skip: unavailable }, () => {
     });
   });
 
+  describe('content_filter over LMTP to lacre serve (lmtp-master.cf.snippet)', () => {
+    let postfix: PostfixInstance;
+    let lacre: LacreServer;
+    let filterPort: number;
+
+    before(async () => {
+      filterPort = await freePort();
+      postfix = await startPostfix({ filterPort, lmtp: true });
+      lacre = await LacreServer.start({
+        ...databaseEnv(database.config),
+        LACRE_SMTP_LISTEN: `127.0.0.1:${filterPort}`,
+        LACRE_SMTP_LMTP: 'true',
+        LACRE_RELAY_PORT: String(postfix.reinjectPort),
+        LACRE_LOG_LEVEL: 'info',
+      });
+    });
+
+    after(async () => {
+      const code = await lacre?.stop();
+      await postfix?.stop();
+      if (code !== undefined) assert.equal(code, 0, 'lacre serve exits cleanly on SIGTERM');
+    });
+
+    it('encrypts a keyed recipient’s copy, passes the others untouched, over one kept connection, with the queue id logged', async () => {
+      const first = textMessage('e2e-lmtp-1@example.org', 'alice@example.test, carol@example.test');
+      const second = textMessage('e2e-lmtp-2@example.org', 'carol@example.test');
+      await sendToPostfix(postfix.smtpPort, first, ['alice@example.test', 'carol@example.test']);
+      const [aliceCopy] = await postfix.waitForDelivery('alice@example.test', 1, DELIVERY_TIMEOUT_MS);
+      await postfix.waitForDelivery('carol@example.test', 1, DELIVERY_TIMEOUT_MS);
+      await sendToPostfix(postfix.smtpPort, second, ['carol@example.test']);
+      const carolCopies = await postfix.waitForDelivery('carol@example.test', 2, DELIVERY_TIMEOUT_MS);
+      await assertEncryptedCopy(keys, aliceCopy!, first, 'alice@example.test', keys.alice);
+      const byMessageId = async (id: string) => {
+        for (const path of carolCopies) if ((await readFile(path)).includes(id)) return path;
+        assert.fail(`no copy of ${id} for Carol`);
+      };
+      await assertPlainCopy(await byMessageId('e2e-lmtp-1@example.org'), first, 'carol@example.test');
+      await assertPlainCopy(await byMessageId('e2e-lmtp-2@example.org'), second, 'carol@example.test');
+      assert.deepEqual(await waitForQueue(postfix, (entries) => entries.length === 0), []);
+
+      const maillog = await postfix.log();
+      assert.match(maillog, /postfix\/lacre\/lmtp\[\d+\]: \w+: to=<alice@example\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*status=sent/);
+      assert.match(maillog, /postfix\/lacre\/lmtp\[\d+\]: .*conn_use=2.*status=sent/, 'the second message went over the kept connection');
+      const queueId = queueIdSentToFilter(maillog, 'e2e-lmtp-1@example.org', 'alice@example.test', filterPort);
+      assert.ok(queueId, maillog);
+      assert.equal(acceptedLines(lacre, 'e2e-lmtp-1@example.org')[0]?.queueId, queueId);
+    });
+  });
+
   describe('pipe(8) transport running lacre pipe', () => {
     let postfix: PostfixInstance;
     let configDir: string;

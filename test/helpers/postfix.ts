@@ -14,6 +14,7 @@
  *   filter -> reinjection smtpd (reinjectPort, content_filter cleared) -> queue -> virtual(8) -> Maildir
  * With `pipeFilter`, the `lacre` transport is the pipe(8) one of deploy/postfix/pipe-master.cf.snippet instead:
  *   inbound smtpd -> queue -> `lacre` pipe transport -> `COMMAND pipe -f sender -- recipients` (stdin: the message)
+ * With `lmtp`, it is the lmtp(8) one of deploy/postfix/lmtp-master.cf.snippet, to the same `filterPort`.
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
@@ -32,6 +33,8 @@ export interface PostfixOptions {
   filterPort?: number;
   /** Run the content filter as pipe(8) (deploy/postfix/pipe-master.cf.snippet) instead; excludes `filterPort`. */
   pipeFilter?: PipeFilterOptions;
+  /** Speak LMTP to the filter on `filterPort` (deploy/postfix/lmtp-master.cf.snippet) instead of SMTP. */
+  lmtp?: boolean;
   /** The virtual mailbox domain. Default `example.test`. */
   domain?: string;
   /** Local parts (or full addresses in `domain`) that have a mailbox. Others are rejected with 550 at RCPT. */
@@ -137,7 +140,7 @@ interface Ports {
   filter: number | undefined;
 }
 
-type Filter = { kind: 'none' } | { kind: 'smtp'; port: number } | ({ kind: 'pipe'; user: string } & PipeFilterOptions);
+type Filter = { kind: 'none' } | { kind: 'smtp' | 'lmtp'; port: number } | ({ kind: 'pipe'; user: string } & PipeFilterOptions);
 
 export async function startPostfix(options: PostfixOptions = {}): Promise<PostfixInstance> {
   const reason = postfixUnavailableReason();
@@ -146,6 +149,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     throw new Error('cannot start Postfix: a private instance needs root (master(8) runs as root)');
   }
   if (options.pipeFilter && options.filterPort !== undefined) throw new Error('startPostfix: filterPort or pipeFilter, not both');
+  if (options.lmtp && options.filterPort === undefined) throw new Error('startPostfix: lmtp needs filterPort');
   const domain = (options.domain ?? 'example.test').toLowerCase();
   const mailboxes = (options.mailboxes ?? ['alice', 'bob', 'carol']).map((box) => localPart(box, domain));
   const owner = systemUser(options.deliveryUser ?? 'nobody');
@@ -156,7 +160,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     ? { kind: 'pipe', ...options.pipeFilter, user: options.pipeFilter.user ?? 'nobody' }
     : ports.filter === undefined
       ? { kind: 'none' }
-      : { kind: 'smtp', port: ports.filter };
+      : { kind: options.lmtp ? 'lmtp' : 'smtp', port: ports.filter };
 
   await writeFile(join(layout.config, 'main.cf'), mainCf(layout, domain, owner, filter, options.mainCf ?? {}));
   await writeFile(join(layout.config, 'master.cf'), masterCf(ports, filter));
@@ -318,10 +322,11 @@ function mainCf(
     minimal_backoff_time: '1s',
     maximal_backoff_time: '5s',
   };
-  const filterLine = 'content_filter = lacre:[127.0.0.1]:10025\n';
   const snippet = replaceOnce(deploySnippet('main.cf.snippet'), filterLine, contentFilterSettings(filter));
   return `${parameters(base)}\n${snippet}\n${parameters(extra)}`;
 }
+
+const filterLine = 'content_filter = lacre:[127.0.0.1]:10025\n';
 
 /** The content_filter line of main.cf.snippet, or what pipe-master.cf.snippet says to use instead. */
 function contentFilterSettings(filter: Filter): string {
@@ -329,6 +334,10 @@ function contentFilterSettings(filter: Filter): string {
     case 'none':
       return '';
     case 'smtp':
+    case 'lmtp':
+      if (filter.kind === 'lmtp' && !deploySnippet('lmtp-master.cf.snippet').includes(`#   ${filterLine}`)) {
+        throw new Error("lmtp-master.cf.snippet no longer keeps main.cf.snippet's content_filter line");
+      }
       return `content_filter = lacre:[127.0.0.1]:${filter.port}\n`;
     case 'pipe': {
       const advised = ['content_filter = lacre:dummy', 'lacre_time_limit = 600s'];
@@ -349,7 +358,11 @@ function masterCf(ports: Ports, filter: Filter): string {
   const reinjectListener = `127.0.0.1:${ports.reinject} inet`;
   const lacre = replaceOnce(deploySnippet('master.cf.snippet'), '127.0.0.1:10026 inet', reinjectListener);
   return [
-    filter.kind === 'pipe' ? `${withoutService(lacre, 'lacre')}${pipeTransport(filter)}` : lacre,
+    filter.kind === 'pipe'
+      ? `${withoutService(lacre, 'lacre')}${pipeTransport(filter)}`
+      : filter.kind === 'lmtp'
+        ? `${withoutService(lacre, 'lacre')}${deploySnippet('lmtp-master.cf.snippet')}`
+        : lacre,
     `127.0.0.1:${ports.smtp} inet n - n - - smtpd\n`,
     'pickup unix n - n 60 1 pickup\n',
     'cleanup unix n - n - 0 cleanup\n',
