@@ -33,19 +33,24 @@ export function uniqueName(now = new Date()): string {
   return `${seconds}.${process.pid}_${randomBytes(8).toString('hex')}.${host}`;
 }
 
+export interface MaildirOptions {
+  /** How a directory is fsynced (util/fs.ts); tests put a failing one in place. */
+  fsyncDirectory?: (dir: string) => Promise<void>;
+}
+
 /**
  * Delivers one message into the Maildir (created if missing) and resolves with its path in new/. The message is
  * visible in new/ only once every byte is on disk; on any failure nothing is left behind, in tmp/ or new/, so a
  * retry cannot deliver it twice. Filesystem failures are MaildirWriteError; an error of `message` itself (a
  * decryption that fails midway) is passed on as it is.
  */
-export async function deliverToMaildir(dir: string, message: Readable | AsyncIterable<Buffer>): Promise<string> {
+export async function deliverToMaildir(dir: string, message: Readable | AsyncIterable<Buffer>, options: MaildirOptions = {}): Promise<string> {
   await local('create the Maildir', ensureMaildir(dir));
   const name = uniqueName();
   const tmpPath = join(dir, 'tmp', name);
   try {
     await writeDurably(tmpPath, message);
-    return await publish(dir, tmpPath, name);
+    return await publish(dir, tmpPath, name, options.fsyncDirectory ?? fsyncDirectory);
   } catch (error) {
     await unlink(tmpPath).catch(() => undefined);
     throw error;
@@ -67,7 +72,7 @@ async function writeDurably(path: string, message: Readable | AsyncIterable<Buff
  * link() into new/ (refuses to replace an existing name) and fsync new/; rename where links are not supported.
  * Once the name is in new/ a reader may see it, so a failure after that takes it back out.
  */
-async function publish(dir: string, tmpPath: string, name: string): Promise<string> {
+async function publish(dir: string, tmpPath: string, name: string, fsyncDir: (dir: string) => Promise<void>): Promise<string> {
   const newPath = join(dir, 'new', name);
   try {
     await link(tmpPath, newPath);
@@ -78,7 +83,7 @@ async function publish(dir: string, tmpPath: string, name: string): Promise<stri
     await local('rename into new/', rename(tmpPath, newPath));
   }
   try {
-    await fsyncDirectory(join(dir, 'new'));
+    await fsyncDir(join(dir, 'new'));
   } catch (error) {
     if (await withdraw(newPath)) throw new MaildirWriteError(`cannot fsync new/: ${errorMessage(error)}`, { cause: error });
   }

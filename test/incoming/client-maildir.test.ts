@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -68,6 +68,32 @@ describe('Maildir delivery', () => {
     await symlink('/proc', join(dir, 'tmp'));
     await assert.rejects(deliverToMaildir(dir, Readable.from([Buffer.from('m')])), (error) => error instanceof MaildirWriteError && /cannot create a file in tmp\//.test(error.message));
     assert.deepEqual(await readdir(join(dir, 'new')), ['x']);
+  });
+
+  test('a failing fsync of new/ takes the message back out: nothing is left to be delivered twice by the retry', async () => {
+    const dir = join(root, 'fsync-fails');
+    const failing = async () => {
+      throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    };
+    await assert.rejects(
+      deliverToMaildir(dir, Readable.from([Buffer.from('m')]), { fsyncDirectory: failing }),
+      (error) => error instanceof MaildirWriteError && error.defer && /cannot fsync new\//.test(error.message),
+    );
+    for (const sub of ['tmp', 'new', 'cur']) assert.deepEqual(await readdir(join(dir, sub)), [], `${sub}/ is empty`);
+  });
+
+  test('a failing fsync of new/ after a reader moved the message on to cur/ counts as delivered', async () => {
+    const dir = join(root, 'fsync-fails-read');
+    const readerMovesItFirst = async (newDir: string) => {
+      for (const name of await readdir(newDir)) await rename(join(newDir, name), join(dir, 'cur', `${name}:2,S`));
+      throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    };
+    const path = await deliverToMaildir(dir, Readable.from([Buffer.from('seen')]), { fsyncDirectory: readerMovesItFirst });
+    assert.equal(dirname(path), join(dir, 'new'));
+    const read = await readdir(join(dir, 'cur'));
+    assert.deepEqual(read, [`${basename(path)}:2,S`]);
+    assert.equal(await readFile(join(dir, 'cur', read[0]!), 'utf8'), 'seen');
+    assert.deepEqual(await readdir(join(dir, 'tmp')), []);
   });
 
   test('an existing Maildir is used as it is', async () => {
