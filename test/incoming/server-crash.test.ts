@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, type ClientRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -184,11 +184,20 @@ for (const backend of await databaseBackends()) {
           assert.ok(results.every((r) => r instanceof Error), `no upload was answered: ${results.join(', ')}`);
           assert.ok(readdirSync(tempDir).length >= blobs.length, 'the crash left temporary files behind');
 
+          // An object stored but never recorded (a crash between the two) is swept at start; what is not a blob is not.
+          writeFileSync(join(userDir, 'stored-never-recorded'), 'orphan');
+          writeFileSync(join(userDir, '.keep'), 'not a blob');
+          mkdirSync(join(blobsPath, '.snapshot', 'mx'), { recursive: true });
+          writeFileSync(join(blobsPath, '.snapshot', 'mx', 'x'), 'not a user');
           box = await BoxProcess.start(env);
           assert.deepEqual(readdirSync(tempDir), [], 'temporary files are removed at start');
           const listed = await fetch(`${box.base}/blobs/${user}/?include_processing=1`, { headers: { authorization: auth } });
           assert.deepEqual(await listed.json(), ['small'], 'no partial blob is listed');
-          assert.equal(readdirSync(userDir).length, 1);
+          const left = readdirSync(userDir).sort();
+          assert.equal(left.length, 2, `the orphan is swept: ${left.join(', ')}`);
+          assert.equal(left[0], '.keep', 'the dot file is kept');
+          assert.match(left[1]!, /^small\./);
+          assert.deepEqual(readdirSync(join(blobsPath, '.snapshot', 'mx')), ['x']);
 
           const redelivered = await Promise.all([...blobs, small].map((blob) => upload(box.base, user, blob, 0).result));
           assert.deepEqual(redelivered, [200, 200, 200, 200, 409]);
@@ -201,7 +210,7 @@ for (const backend of await databaseBackends()) {
             for await (const chunk of response.body!) hash.update(chunk);
             assert.equal(hash.digest('hex'), blob.sha256, `${blob.id} has exactly the bytes delivered`);
           }
-          assert.equal(readdirSync(userDir).length, 5, 'one file per blob');
+          assert.equal(readdirSync(userDir).filter((name) => !name.startsWith('.')).length, 5, 'one file per blob');
           assert.deepEqual(readdirSync(tempDir), []);
           assert.equal(await box.stop(), 0, 'SIGTERM stops the box cleanly');
         } finally {
