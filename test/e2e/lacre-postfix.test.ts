@@ -189,6 +189,23 @@ function newFiles(after: string[], before: string[]): string[] {
   return after.filter((path) => !before.includes(path));
 }
 
+/** `lacre serve` as the filter on `filterPort`, reinjecting into `postfix`, logging at info. */
+function serveEnv(database: TestDatabase, filterPort: number, postfix: PostfixInstance, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return {
+    ...databaseEnv(database.config),
+    LACRE_SMTP_LISTEN: `127.0.0.1:${filterPort}`,
+    LACRE_RELAY_PORT: String(postfix.reinjectPort),
+    LACRE_LOG_LEVEL: 'info',
+    ...extra,
+  };
+}
+
+async function stopFilterAndPostfix(lacre: LacreServer | undefined, postfix: PostfixInstance | undefined): Promise<void> {
+  const code = await lacre?.stop();
+  await postfix?.stop();
+  if (code !== undefined) assert.equal(code, 0, 'lacre serve exits cleanly on SIGTERM');
+}
+
 const unavailable = postfixUnavailableReason();
 
 describe('Lacre behind a real Postfix', { skip: unavailable }, () => {
@@ -221,20 +238,11 @@ describe('Lacre behind a real Postfix', { skip: unavailable }, () => {
     before(async () => {
       filterPort = await freePort();
       postfix = await startPostfix({ filterPort });
-      lacreEnv = {
-        ...databaseEnv(database.config),
-        LACRE_SMTP_LISTEN: `127.0.0.1:${filterPort}`,
-        LACRE_RELAY_PORT: String(postfix.reinjectPort),
-        LACRE_LOG_LEVEL: 'info',
-      };
+      lacreEnv = serveEnv(database, filterPort, postfix);
       lacre = await LacreServer.start(lacreEnv);
     });
 
-    after(async () => {
-      const code = await lacre?.stop();
-      await postfix?.stop();
-      if (code !== undefined) assert.equal(code, 0, 'lacre serve exits cleanly on SIGTERM');
-    });
+    after(() => stopFilterAndPostfix(lacre, postfix));
 
     it('encrypts Alice’s (cv25519) and Bob’s (RSA) copies separately and passes Carol’s untouched', async () => {
       const message = textMessage('e2e-three-recipients@example.org', 'alice@example.test, bob@example.test, carol@example.test');
@@ -319,20 +327,10 @@ describe('Lacre behind a real Postfix', { skip: unavailable }, () => {
     before(async () => {
       filterPort = await freePort();
       postfix = await startPostfix({ filterPort, lmtp: true });
-      lacre = await LacreServer.start({
-        ...databaseEnv(database.config),
-        LACRE_SMTP_LISTEN: `127.0.0.1:${filterPort}`,
-        LACRE_SMTP_LMTP: 'true',
-        LACRE_RELAY_PORT: String(postfix.reinjectPort),
-        LACRE_LOG_LEVEL: 'info',
-      });
+      lacre = await LacreServer.start(serveEnv(database, filterPort, postfix, { LACRE_SMTP_LMTP: 'true' }));
     });
 
-    after(async () => {
-      const code = await lacre?.stop();
-      await postfix?.stop();
-      if (code !== undefined) assert.equal(code, 0, 'lacre serve exits cleanly on SIGTERM');
-    });
+    after(() => stopFilterAndPostfix(lacre, postfix));
 
     it('encrypts a keyed recipient’s copy, passes the others untouched, over one kept connection, with the queue id logged', async () => {
       const first = textMessage('e2e-lmtp-1@example.org', 'alice@example.test, carol@example.test');
