@@ -1,4 +1,4 @@
-import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { BoxDownstream, BoxScheme, Downstream, OutboundEnvelope, RecipientRejections } from '../filter/pipeline.js';
 import type { DownstreamName, LacreMetrics } from './metrics.js';
 
@@ -13,13 +13,23 @@ class ByteCounter extends Transform {
 }
 
 /**
- * The copy as the downstream reads it, counted; an error on either side ends both. stream.pipeline(), not
- * pipe(): it also takes the counter's own 'error', which has no other listener while the copy waits for a
- * relay connection, and would otherwise end the process.
+ * The copy as the downstream reads it, counted; an error or an early end on either side ends both. Both sides
+ * get an 'error' listener: the counter has no other while the copy waits for a relay connection, and an
+ * unheard error would end the process. Wired by hand rather than with stream.pipeline(), which per copy cost
+ * ~5 % of the event loop under load of small messages (it makes an AbortController and aborts it, with a
+ * DOMException, when the copy ends).
  */
 function counted(raw: Readable): ByteCounter {
   const counter = new ByteCounter();
-  pipeline(raw, counter, () => undefined);
+  raw.on('error', (error) => counter.destroy(error));
+  raw.on('close', () => {
+    if (!raw.readableEnded && !counter.destroyed) counter.destroy(new Error('the copy ended before its last byte'));
+  });
+  counter.on('error', () => raw.destroy());
+  counter.on('close', () => {
+    if (!counter.writableFinished) raw.destroy();
+  });
+  raw.pipe(counter);
   return counter;
 }
 

@@ -1,7 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import type { Downstream } from '../../src/filter/pipeline.js';
 import { createLogger } from '../../src/log/logger.js';
 import { LacreMetrics } from '../../src/metrics/metrics.js';
 import { meteredRelay } from '../../src/metrics/downstream.js';
@@ -32,4 +34,65 @@ describe('metered relay', () => {
       silent.close();
     }
   });
+
+  /** A downstream that reads the copy to its end, like the relay does, and says how reading it ended. */
+  function reading(): { downstream: Downstream; outcome: Promise<string> } {
+    let settle: (outcome: string) => void = () => undefined;
+    const outcome = new Promise<string>((resolve) => (settle = resolve));
+    const downstream: Downstream = {
+      async send(_envelope, raw) {
+        try {
+          const bytes = (await buffer(raw)).length;
+          settle(`ended after ${bytes} bytes`);
+          return new Map();
+        } catch (error) {
+          settle(`failed: ${(error as Error).message}`);
+          throw error;
+        }
+      },
+    };
+    return { downstream, outcome };
+  }
+
+  const envelope = { from: 'a@example.net', to: ['b@example.net'], use8BitMime: false };
+
+  it('a copy cut short without an error is never read to a normal end (a relay would complete a truncated message)', async () => {
+    const { downstream, outcome } = reading();
+    const raw = new PassThrough();
+    const sent = meteredRelay(downstream, new LacreMetrics()).send(envelope, raw);
+    raw.write('the first half');
+    await new Promise((resolve) => setImmediate(resolve));
+    raw.destroy();
+    await assert.rejects(sent);
+    assert.match(await outcome, /^failed: /);
+  });
+
+  it("the copy's error reaches the downstream as it is, and a complete copy is read to its end, counted", async () => {
+    const failing = reading();
+    const raw = new PassThrough();
+    const sent = meteredRelay(failing.downstream, new LacreMetrics()).send(envelope, raw);
+    raw.destroy(new Error('encryption failed'));
+    await assert.rejects(sent, /encryption failed/);
+    assert.equal(await failing.outcome, 'failed: encryption failed');
+
+    const whole = reading();
+    const metrics = new LacreMetrics();
+    await meteredRelay(whole.downstream, metrics).send(envelope, Readable.from([Buffer.from('12345'), Buffer.from('678')]));
+    assert.equal(await whole.outcome, 'ended after 8 bytes');
+    assert.match(await metrics.registry.metrics(), /lacre_delivered_bytes_total\{downstream="relay"\} 8/);
+  });
+
+  it('a downstream that gives up on the copy releases it (the copy is destroyed)', async () => {
+    const raw = new PassThrough();
+    const giveUp: Downstream = {
+      async send(_envelope, counted) {
+        counted.destroy();
+        throw new Error('relay gone');
+      },
+    };
+    await assert.rejects(meteredRelay(giveUp, new LacreMetrics()).send(envelope, raw), /relay gone/);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(raw.destroyed, true);
+  });
 });
+
