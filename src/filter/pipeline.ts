@@ -15,6 +15,7 @@ import { planDelivery, type Copy, type EncryptedKind, type Plan, type RoutedReci
 import { blobIdFor } from './blob-id.js';
 import { CipherSpool, defaultSpoolDir } from './spool.js';
 import { countedForCollection } from '../util/young-gc.js';
+import { markDataSafe } from '../mime/data-safe.js';
 
 export interface OutboundEnvelope {
   readonly from: string;
@@ -224,20 +225,20 @@ async function produceBuffered(
   const whole = Buffer.concat([split.headerBlock, split.separator, body]);
   const digest = plan.copies.some((copy) => copy.boxUser !== undefined) ? createHash('sha256').update(whole).digest('hex') : '';
   const encryptor = options.encryptor ?? inThreadEncryptor;
-  const bytesOf = new Map<Copy, Buffer>();
+  const piecesOf = new Map<Copy, Buffer[]>();
   await Promise.all(
     (['mime', 'inline', 'whole'] as const).map(async (kind) => {
       const copies = plan.copies.filter((copy) => copy.kind === kind);
       if (copies.length === 0) return;
       const plaintext = plaintextOf(kind, split, body, whole);
       const armored = await encryptor.encrypt({ plaintext, copies: copies.map((copy) => ({ keys: copy.keys })), eol: split.eol });
-      copies.forEach((copy, i) => bytesOf.set(copy, wrapArmored(copy, Buffer.from(armored[i]!), split)));
+      copies.forEach((copy, i) => piecesOf.set(copy, wrapArmored(copy, armorPiece(armored[i]!, split.eol), split)));
     }),
   );
-  const produced = plan.copies.map((copy) => ({ copy, bytes: bytesOf.get(copy) ?? whole }));
   return Promise.all(
-    produced.map(({ copy, bytes }) => {
-      const raw = Readable.from([bytes]);
+    plan.copies.map((copy) => {
+      // One piece per chunk: the armor goes into SMTP DATA without being examined (mime/data-safe.ts).
+      const raw = Readable.from(piecesOf.get(copy) ?? [whole]);
       return deliver(() => sendCopy(copy, raw, { input, downstreams, options, digest }), copy, raw, NEVER_ABORTED, () => undefined);
     }),
   );
@@ -252,10 +253,21 @@ function plaintextOf(kind: EncryptedKind, split: SplitMessage, body: Buffer, who
   return body;
 }
 
-function wrapArmored(copy: Copy, armored: Buffer, split: SplitMessage): Buffer {
-  if (copy.kind === 'whole') return armored;
+function wrapArmored(copy: Copy, armored: Buffer, split: SplitMessage): Buffer[] {
+  if (copy.kind === 'whole') return [armored];
   const envelope = copy.kind === 'mime' ? pgpMimeEnvelope(split) : inlineEnvelope(split);
-  return Buffer.concat([envelope.prefix, armored, envelope.suffix]);
+  return [envelope.prefix, armored, envelope.suffix];
+}
+
+/**
+ * An armored copy from the encryptor as a Buffer, without copying it. Armor made in this thread is already
+ * marked safe for SMTP DATA; a mark does not cross from a worker thread, so armor with CRLF line ends from
+ * there (armorBuffer's output, whole lines of base64) is marked here.
+ */
+function armorPiece(armored: Uint8Array, eol: '\r\n' | '\n'): Buffer {
+  if (Buffer.isBuffer(armored)) return armored;
+  const piece = Buffer.from(armored.buffer, armored.byteOffset, armored.byteLength);
+  return eol === '\r\n' ? markDataSafe(piece) : piece;
 }
 
 /** Bigger messages: the body streams once through every encryptor (and the plain copy) into spools. */

@@ -14,6 +14,8 @@ import { abortedRecipientReplies } from '../../src/filter/reply.js';
 import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { armoredBlock, contentEntity, corpus, inlinePgpMessage, nonContentHeaderLines, pgpMimeMessage, smimeMessage } from '../helpers/corpus.js';
 import { youngCollections } from '../../src/util/young-gc.js';
+import { EncryptionPool } from '../../src/crypto/pool.js';
+import { isDataSafe } from '../../src/mime/data-safe.js';
 
 interface Received {
   envelope: OutboundEnvelope;
@@ -184,6 +186,29 @@ describe('pipeline', () => {
     const result = await run(input(corpus[1]!.raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey, 'inline') }]), downstream, options);
     assert.equal(result.plan.actions.get('alice@example.test'), 'encrypted-mime');
     assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(corpus[1]!.raw));
+  });
+
+  it('a message held in memory hands the relay its armor as one piece marked safe for DATA, from this thread and from a worker', async () => {
+    const raw = Buffer.from('From: s@example.net\r\nContent-Type: text/plain\r\n\r\nhello\r\n');
+    const pool = new EncryptionPool(1, 0); // every message to the worker
+    try {
+      for (const encryptor of [undefined, pool]) {
+        const pieces: Buffer[] = [];
+        const keeping = new (class extends CollectingDownstream {
+          override async send(envelope: OutboundEnvelope, copy: Readable): Promise<RecipientRejections> {
+            for await (const piece of copy) pieces.push(piece as Buffer);
+            return new Map();
+          }
+        })();
+        await run(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), keeping, { ...options, encryptor });
+        const armor = pieces.filter((piece) => piece.includes('-----BEGIN PGP MESSAGE-----'));
+        assert.equal(armor.length, 1);
+        assert.ok(isDataSafe(armor[0]!), encryptor ? 'from the worker' : 'from this thread');
+        assert.ok(armor[0]!.toString('latin1').startsWith('-----BEGIN PGP MESSAGE-----'), 'the armor alone, not joined to the MIME parts around it');
+      }
+    } finally {
+      await pool.close();
+    }
   });
 
   it('spills big ciphertext shared by two copies to the spool directory; each still decrypts exactly', async () => {
