@@ -120,7 +120,7 @@ function pooledMail(envelope: ReturnType<PooledMail['message']['getEnvelope']>, 
  * Once a byte was taken, a message cannot be sent again from its start: a later attempt fails at once (451,
  * Postfix retries) rather than sending the rest, and rather than stalling until the socket timeout.
  */
-function streamForAttempt(raw: Readable): Readable {
+export function streamForAttempt(raw: Readable): Readable {
   if (raw.destroyed) return failedAttempt('the message was withdrawn before it was sent');
   if (raw.readableDidRead) return failedAttempt('the connection closed after the message was partly read; it cannot be sent again from its start');
   let reading = false;

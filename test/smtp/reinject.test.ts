@@ -1,9 +1,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { createLogger } from '../../src/log/logger.js';
 import { RelayError } from '../../src/errors.js';
-import { Relay, poolIsKnown } from '../../src/smtp/reinject.js';
+import { buffer } from 'node:stream/consumers';
+import { Relay, poolIsKnown, streamForAttempt } from '../../src/smtp/reinject.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 import { TcpProxy, type CutRule } from '../helpers/tcp-proxy.js';
 
@@ -88,3 +89,40 @@ for (const directToPool of [true, false]) describe(`reinjection through a pool o
     assert.equal(sink.messages.length, before);
   });
 });
+
+describe('the stream one delivery attempt reads', () => {
+  it('takes nothing from the copy until it is read: after a failed attempt the next one reads the copy whole', async () => {
+    const copy = Readable.from([Buffer.from('one '), Buffer.from('two '), Buffer.from('three')]);
+    const first = streamForAttempt(copy);
+    first.destroy(); // nodemailer destroys the message when the envelope fails
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(copy.destroyed, false);
+    assert.equal((await buffer(streamForAttempt(copy))).toString(), 'one two three');
+  });
+
+  it('once a byte was read, a later attempt fails instead of sending the rest', async () => {
+    const copy = new PassThrough();
+    copy.write('the start, ');
+    const first = streamForAttempt(copy);
+    await new Promise<void>((resolve) => first.once('data', () => resolve()));
+    first.destroy();
+    copy.end('the end');
+    await assert.rejects(buffer(streamForAttempt(copy)), (error: unknown) => error instanceof RelayError && /partly read/.test(error.message));
+  });
+
+  it('passes on an error of the copy, and fails when the copy is withdrawn without one', async () => {
+    const failing = new PassThrough();
+    const view = streamForAttempt(failing);
+    failing.write('x');
+    failing.destroy(new Error('encryption failed'));
+    await assert.rejects(buffer(view), /encryption failed/);
+
+    const withdrawn = new PassThrough();
+    const reading = buffer(streamForAttempt(withdrawn));
+    withdrawn.write('half');
+    await new Promise((resolve) => setImmediate(resolve));
+    withdrawn.destroy();
+    await assert.rejects(reading, /withdrawn/);
+  });
+});
+
