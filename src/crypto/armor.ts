@@ -124,7 +124,6 @@ function footer(crc: number, eol: string): Buffer {
  */
 export function armorTransform(eol: '\r\n' | '\n'): Transform {
   const eolBytes = Buffer.from(eol, 'latin1');
-  const mark = markerFor(eol);
   const lineBytes = CHARS_PER_LINE + eolBytes.length;
   let carry: Buffer = Buffer.alloc(0);
   let crc = CRC24_INIT;
@@ -149,10 +148,10 @@ export function armorTransform(eol: '\r\n' | '\n'): Transform {
       const to = from + Math.floor((chunk.length - from) / BYTES_PER_LINE) * BYTES_PER_LINE;
       if (lines > 0) encodeLinesInto(chunk, from, to, out, at, eolBytes);
       carry = lines > 0 ? Buffer.from(chunk.subarray(to)) : Buffer.concat([carry, chunk]);
-      done(null, out.length > 0 ? mark(out) : undefined);
+      done(null, out.length > 0 ? markArmor(out, eol) : undefined);
     },
     flush(done) {
-      done(null, mark(Buffer.concat([started ? Buffer.alloc(0) : header(eol), encodeLines(carry, eolBytes), footer(crc, eol)])));
+      done(null, markArmor(Buffer.concat([started ? Buffer.alloc(0) : header(eol), encodeLines(carry, eolBytes), footer(crc, eol)]), eol));
     },
   });
 }
@@ -160,10 +159,13 @@ export function armorTransform(eol: '\r\n' | '\n'): Transform {
 /** The armored form of a message held in memory (marked safe for SMTP DATA with CRLF line ends). */
 export function armorBuffer(binary: Uint8Array, eol: '\r\n' | '\n'): Buffer {
   const data = Buffer.from(binary.buffer, binary.byteOffset, binary.byteLength);
-  return markerFor(eol)(Buffer.concat([header(eol), encodeLines(data, Buffer.from(eol, 'latin1')), footer(crc24(data), eol)]));
+  return markArmor(Buffer.concat([header(eol), encodeLines(data, Buffer.from(eol, 'latin1')), footer(crc24(data), eol)]), eol);
 }
 
-/** Armor with CRLF line ends is whole lines none of which starts with '.': safe for SMTP DATA as it is. */
-function markerFor(eol: '\r\n' | '\n'): (buffer: Buffer) => Buffer {
-  return eol === '\r\n' ? markDataSafe : (buffer) => buffer;
+/**
+ * Armor with CRLF line ends is whole lines none of which starts with '.': safe for SMTP DATA as it is. Also for
+ * armor this module made elsewhere (in a worker thread: a mark does not cross threads).
+ */
+export function markArmor(armored: Buffer, eol: '\r\n' | '\n'): Buffer {
+  return eol === '\r\n' ? markDataSafe(armored) : armored;
 }

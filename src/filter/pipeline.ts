@@ -4,6 +4,7 @@ import { createHash, type Hash } from 'node:crypto';
 import libbase64 from 'libbase64';
 import libqp from 'libqp';
 import { MessageTooLargeError, LacreError } from '../errors.js';
+import { markArmor } from '../crypto/armor.js';
 import { armorMessage, encryptContent, newSessionKey, sessionKeyPackets, type SessionKey } from '../crypto/encrypt.js';
 import { inThreadEncryptor, type BufferedEncryptor } from '../crypto/pool.js';
 import { splitMessage } from '../mime/split.js';
@@ -15,7 +16,6 @@ import { planDelivery, type Copy, type EncryptedKind, type Plan, type RoutedReci
 import { blobIdFor } from './blob-id.js';
 import { CipherSpool, defaultSpoolDir } from './spool.js';
 import { countedForCollection } from '../util/young-gc.js';
-import { markDataSafe } from '../mime/data-safe.js';
 
 export interface OutboundEnvelope {
   readonly from: string;
@@ -259,15 +259,10 @@ function wrapArmored(copy: Copy, armored: Buffer, split: SplitMessage): Buffer[]
   return [envelope.prefix, armored, envelope.suffix];
 }
 
-/**
- * An armored copy from the encryptor as a Buffer, without copying it. Armor made in this thread is already
- * marked safe for SMTP DATA; a mark does not cross from a worker thread, so armor with CRLF line ends from
- * there (armorBuffer's output, whole lines of base64) is marked here.
- */
+/** An armored copy from the encryptor as a Buffer, without copying it (and marked again when it comes from a worker). */
 function armorPiece(armored: Uint8Array, eol: '\r\n' | '\n'): Buffer {
   if (Buffer.isBuffer(armored)) return armored;
-  const piece = Buffer.from(armored.buffer, armored.byteOffset, armored.byteLength);
-  return eol === '\r\n' ? markDataSafe(piece) : piece;
+  return markArmor(Buffer.from(armored.buffer, armored.byteOffset, armored.byteLength), eol);
 }
 
 /** Bigger messages: the body streams once through every encryptor (and the plain copy) into spools. */
