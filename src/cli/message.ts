@@ -34,7 +34,16 @@ export function registerMessageCommands(program: Command, context: CliContext): 
     .requiredOption('-f, --from <address>', 'envelope sender (${sender})')
     .argument('<recipients...>', 'envelope recipients (${recipient})')
     .action(async (recipients: string[], options: { from: string }, command: Command) => {
-      const config = context.configFrom(command);
+      let config: Config;
+      try {
+        config = context.configFrom(command);
+      } catch {
+        // The admin's mistake, not the message's: defer (Postfix keeps it queued), never bounce. The detail
+        // stays out of the delivery status, which can reach the sender; `lacre check` shows it.
+        process.stdout.write('4.3.5 lacre configuration error, see lacre check\n');
+        process.exitCode = 75;
+        return;
+      }
       const logger = context.createConfiguredLogger(config.log, 'none');
       const outcome = await runOne(config, logger, options.from, recipients, (runtime) => runtime.filter).catch(
         (error: unknown): Pick<FilterOutcome, 'reply'> => {

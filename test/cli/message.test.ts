@@ -80,6 +80,12 @@ describe('one-shot modes: lacre encrypt and lacre pipe', () => {
     assert.equal(logged.at(-1)!.outcome, 451);
   });
 
+  it('pipe defers (75), never bounces, when its configuration is wrong', async () => {
+    const result = await runLacre(['pipe', '-f', 'sender@example.net', '--', 'alice@example.test'], { ...env, LACRE_RELAY_PORT: 'abc' }, message);
+    assert.equal(result.code, 75, result.stderr);
+    assert.match(result.stdout.toString(), /^4\.3\.5 [^\n]*\n$/);
+  });
+
   it('refuses a bad configuration value naming the key', async () => {
     const result = await runLacre(['encrypt', '--from', 'a@b', '--to', 'c@d'], { ...env, LACRE_RELAY_PORT: 'abc' }, message);
     assert.notEqual(result.code, 0);
