@@ -289,6 +289,21 @@ describe('Lacre behind a real Postfix', { skip: unavailable }, () => {
       for (const header of nonContentHeaderLines(multipart.raw)) assert.ok(stored.includes(lf(header)), `kept: ${header.toString()}`);
     });
 
+    it('delivers an encrypted copy of a message near the public size limit (the copy is a third larger)', { timeout: 60_000 }, async () => {
+      // 9.5 MB, under the 10240000 bytes the public smtpd accepts; its armored copy is ~13 MB on reinjection.
+      const line = 'All work and no play makes a big message for Lacre to encrypt.\r\n';
+      const body = line.repeat(Math.ceil(9_500_000 / line.length));
+      const message = Buffer.concat([textMessage('e2e-big@example.org', 'alice@example.test').subarray(0, -2), Buffer.from(body)]);
+      const before = await postfix.delivered('alice@example.test');
+      await sendToPostfix(postfix.smtpPort, message, ['alice@example.test']);
+      const files = await postfix.waitForDelivery('alice@example.test', before.length + 1, 40_000);
+      const [copy] = newFiles(files, before);
+      assert.ok(copy);
+      const stored = await readFile(copy);
+      assert.ok(stored.length > 10_240_000, `the copy (${stored.length} bytes) is over the public limit`);
+      assert.deepEqual(await decrypt(keys.home, armoredBlock(stored)), contentEntity(message));
+    });
+
     it('leaves the message deferred in Postfix while Lacre is down and delivers it encrypted exactly once after a restart', async () => {
       const killed = running(lacre);
       lacre = undefined;

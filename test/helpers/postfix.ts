@@ -363,7 +363,8 @@ function masterCf(ports: Ports, filter: Filter): string {
       : filter.kind === 'lmtp'
         ? `${withoutService(lacre, 'lacre')}${deploySnippet('lmtp-master.cf.snippet')}`
         : lacre,
-    `127.0.0.1:${ports.smtp} inet n - n - - smtpd\n`,
+    // The public listener keeps Postfix's default size limit, as main.cf.snippet advises.
+    `127.0.0.1:${ports.smtp} inet n - n - - smtpd -o message_size_limit=10240000\n`,
     'pickup unix n - n 60 1 pickup\n',
     'cleanup unix n - n - 0 cleanup\n',
     'qmgr unix n - n 300 1 qmgr\n',
