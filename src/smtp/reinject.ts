@@ -6,16 +6,21 @@ import { RelayError, type LacreError } from '../errors.js';
 import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/pipeline.js';
 import SMTPPool from 'nodemailer/lib/smtp-pool/index.js';
 import PoolResource from 'nodemailer/lib/smtp-pool/pool-resource.js';
+import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { installFastDotStuffing } from './dot-stuffing.js';
 import { sourceHash } from './known-code.js';
 
-/** `sourceHash` of the pool code that reads a `PooledMail`, in nodemailer 10.6.0 and 10.6.1. */
-const KNOWN_POOL_SHA256 = 'efdd68f0b62aa65dcb4f060268230bcc2c644d3141c4fcb27abc89311755eefb';
+/**
+ * `sourceHash` of the nodemailer code the direct feed and the per-attempt view rely on (10.6.0 and 10.6.1): how
+ * the pool reads a `PooledMail` and requeues it when its connection closes before the message was read, and how
+ * a connection takes the message stream (destroying it when the envelope fails).
+ */
+const KNOWN_POOL_SHA256 = 'e2c1b9606f74d863e78a0bad0db3f59b6bbdb44f20171ff117e963fd3b8c49b2';
 
 /** Whether nodemailer's pool reads a message the way `PooledMail` provides it. */
 export function poolIsKnown(): boolean {
   const pool = SMTPPool.prototype as unknown as Record<string, unknown>;
-  return sourceHash(pool['send'], pool['_processMessages'], PoolResource.prototype.send) === KNOWN_POOL_SHA256;
+  return sourceHash(pool['send'], pool['_processMessages'], pool['_createConnection'], PoolResource.prototype.send, SMTPConnection.prototype.send) === KNOWN_POOL_SHA256;
 }
 
 interface SmtpFailure {
@@ -121,6 +126,8 @@ function pooledMail(envelope: ReturnType<PooledMail['message']['getEnvelope']>, 
  * Postfix retries) rather than sending the rest, and rather than stalling until the socket timeout.
  */
 export function streamForAttempt(raw: Readable): Readable {
+  // An attempt nodemailer gave up on before it read (or listened to) its view: release that view first.
+  currentAttempt.get(raw)?.destroy();
   if (raw.destroyed) return failedAttempt('the message was withdrawn before it was sent');
   if (raw.readableDidRead) return failedAttempt('the connection closed after the message was partly read; it cannot be sent again from its start');
   let reading = false;
@@ -147,8 +154,15 @@ export function streamForAttempt(raw: Readable): Readable {
     },
   });
   raw.once('error', onError).once('close', onClose);
+  // Its outcome reaches nodemailer through the send it belongs to: a view abandoned before nodemailer listened
+  // (a connection found dead before the envelope) must not end the process when the copy fails later.
+  view.on('error', () => undefined);
+  currentAttempt.set(raw, view);
   return view;
 }
+
+/** The view of each copy's latest attempt. */
+const currentAttempt = new WeakMap<Readable, Readable>();
 
 function failedAttempt(reason: string): Readable {
   return new Readable({

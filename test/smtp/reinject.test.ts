@@ -110,6 +110,34 @@ describe('the stream one delivery attempt reads', () => {
     await assert.rejects(buffer(streamForAttempt(copy)), (error: unknown) => error instanceof RelayError && /partly read/.test(error.message));
   });
 
+  it('an attempt abandoned before anyone listened to it does not end the process when the copy fails later', async () => {
+    const uncaught: Error[] = [];
+    const record = (error: Error) => uncaught.push(error);
+    process.on('uncaughtException', record);
+    try {
+      for (const failure of [new Error('the message was aborted'), undefined]) {
+        const copy = new PassThrough();
+        copy.on('error', () => undefined); // deliver()'s own listener
+        streamForAttempt(copy); // nodemailer found the connection dead: it neither read nor listened to this view
+        copy.destroy(failure);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    } finally {
+      process.off('uncaughtException', record);
+    }
+    assert.deepEqual(uncaught.map((error) => error.message), []);
+  });
+
+  it('a new attempt releases the one before it: no listeners pile up on the copy', () => {
+    const copy = new PassThrough();
+    const listeners = () => copy.listenerCount('error') + copy.listenerCount('close');
+    const first = streamForAttempt(copy);
+    const withOne = listeners();
+    for (let attempt = 0; attempt < 5; attempt++) streamForAttempt(copy);
+    assert.equal(listeners(), withOne);
+    assert.equal(first.destroyed, true);
+  });
+
   it('passes on an error of the copy, and fails when the copy is withdrawn without one', async () => {
     const failing = new PassThrough();
     const view = streamForAttempt(failing);
