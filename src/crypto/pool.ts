@@ -4,7 +4,11 @@ import type { PublicKey } from 'openpgp';
 import { errorMessage, LacreError } from '../errors.js';
 import { encryptBuffered, type BufferedJob } from './buffered.js';
 
-/** Something that encrypts a message held in memory: in this thread, or on a pool of worker threads. */
+/**
+ * Something that encrypts a message held in memory: in this thread, or on a pool of worker threads. It resolves
+ * with each copy's armor as armorBuffer makes it, lines ending in `job.eol` (the pipeline marks CRLF armor from
+ * a worker as safe for SMTP DATA on that promise).
+ */
 export interface BufferedEncryptor {
   encrypt(job: BufferedJob): Promise<Uint8Array[]>;
   close(): Promise<void>;
