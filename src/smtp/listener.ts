@@ -1,5 +1,5 @@
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { RoutedRecipient } from '../filter/plan.js';
@@ -40,6 +40,11 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
     socketTimeout: config.smtp.socket_timeout_seconds * 1000,
     closeTimeout: 30_000,
     logger: false,
+    // Answered at once: smtp-server's default answers MAIL on the next turn of the event loop, after the
+    // replies to what came with it were let go (see batchRepliesPerRead).
+    onMailFrom(_address, _session, callback) {
+      callback();
+    },
     onRcptTo(address, session, callback) {
       const started = performance.now();
       filter.lookupRecipient(address.address).then(
@@ -70,6 +75,7 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
     },
   });
   server.on('error', (error) => logger.error({ err: error }, 'SMTP listener error'));
+  server.server.on('connection', batchRepliesPerRead);
   const { host, port } = parseListen(config.smtp.listen);
   return {
     listen: () =>
@@ -145,5 +151,27 @@ function sessionLogger(logger: Logger, session: SMTPServerSession): Logger {
     queueId: xforward?.get('IDENT'),
     client: xforward?.get('ADDR') ?? session.remoteAddress,
     clientName: xforward?.get('NAME'),
+  });
+}
+
+/**
+ * Postfix pipelines its commands (XFORWARD, MAIL, RCPT, DATA in one packet) and smtp-server writes each reply as
+ * it is made, one system call each: a third of Lacre's busy time behind Postfix went to those writes. The
+ * socket is corked when a read arrives and uncorked on the next turn of the event loop, after the commands
+ * read were answered (a cached key lookup answers RCPT within the same turn), so their replies leave in one
+ * write. A reply made later (a key looked up in the database, the end of DATA) goes out when it is made.
+ */
+export function batchRepliesPerRead(socket: Socket): void {
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
+  // prependListener: before smtp-server's parser reads the chunk, and without putting the socket in flowing mode.
+  socket.prependListener('data', () => {
+    if (corked) return;
+    corked = true;
+    socket.cork();
+    setImmediate(uncork);
   });
 }

@@ -43,6 +43,11 @@ export class RawSmtpClient {
     }
   }
 
+  /** Writes `text` as it is, without waiting for a reply (to pipeline commands). */
+  write(text: string | Buffer): void {
+    this.socket.write(text);
+  }
+
   async command(line: string): Promise<string> {
     this.socket.write(`${line}\r\n`);
     return this.reply();
