@@ -5,6 +5,7 @@ import libbase64 from 'libbase64';
 import libqp from 'libqp';
 import { MessageTooLargeError, LacreError } from '../errors.js';
 import { markArmor } from '../crypto/armor.js';
+import { joinedWhenSafe } from '../mime/data-safe.js';
 import { armorMessage, encryptContent, newSessionKey, sessionKeyPackets, type SessionKey } from '../crypto/encrypt.js';
 import { inThreadEncryptor, type BufferedEncryptor } from '../crypto/pool.js';
 import { splitMessage } from '../mime/split.js';
@@ -237,7 +238,7 @@ async function produceBuffered(
   );
   return Promise.all(
     plan.copies.map((copy) => {
-      // One piece per chunk: the armor goes into SMTP DATA without being examined (mime/data-safe.ts).
+      // One piece per chunk: a piece marked safe goes into SMTP DATA without being examined (mime/data-safe.ts).
       const raw = Readable.from(piecesOf.get(copy) ?? [whole]);
       return deliver(() => sendCopy(copy, raw, { input, downstreams, options, digest }), copy, raw, NEVER_ABORTED, () => undefined);
     }),
@@ -256,7 +257,7 @@ function plaintextOf(kind: EncryptedKind, split: SplitMessage, body: Buffer, who
 function wrapArmored(copy: Copy, armored: Buffer, split: SplitMessage): Buffer[] {
   if (copy.kind === 'whole') return [armored];
   const envelope = copy.kind === 'mime' ? pgpMimeEnvelope(split) : inlineEnvelope(split);
-  return [envelope.prefix, armored, envelope.suffix];
+  return joinedWhenSafe([envelope.prefix, armored, envelope.suffix]);
 }
 
 /** An armored copy from the encryptor as a Buffer, without copying it (and marked again when it comes from a worker). */

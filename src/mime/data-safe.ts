@@ -6,6 +6,10 @@
  */
 const dataSafe = new WeakSet<Uint8Array>();
 
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+
 export function markDataSafe<T extends Uint8Array>(buffer: T): T {
   dataSafe.add(buffer);
   return buffer;
@@ -13,4 +17,33 @@ export function markDataSafe<T extends Uint8Array>(buffer: T): T {
 
 export function isDataSafe(buffer: Uint8Array): boolean {
   return dataSafe.has(buffer);
+}
+
+/** Whether `buffer` is made as a data-safe buffer must be, found by looking at every byte. */
+export function isWholeCrlfLines(buffer: Uint8Array): boolean {
+  const length = buffer.length;
+  if (length > 0 && buffer[length - 1] !== LF) return false;
+  let lineStart = true;
+  for (let i = 0; i < length; i++) {
+    const byte = buffer[i]!;
+    if (byte === DOT && lineStart) return false;
+    lineStart = false;
+    if (byte === CR) {
+      if (buffer[i + 1] !== LF) return false;
+    } else if (byte === LF) {
+      if (buffer[i - 1] !== CR) return false;
+      lineStart = true;
+    }
+  }
+  return true;
+}
+
+/**
+ * The pieces of a copy held in memory as one buffer, marked safe, when each piece is safe (marked, or found so):
+ * one write to the relay instead of one per piece. Otherwise the pieces as they are, so that the marked ones
+ * still pass unexamined.
+ */
+export function joinedWhenSafe(pieces: Buffer[]): Buffer[] {
+  if (pieces.length < 2 || !pieces.every((piece) => isDataSafe(piece) || isWholeCrlfLines(piece))) return pieces;
+  return [markDataSafe(Buffer.concat(pieces))];
 }

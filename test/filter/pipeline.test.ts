@@ -64,6 +64,19 @@ describe('pipeline', () => {
     use8BitMime: true,
   });
 
+  /** The pieces Alice's copy reaches the relay in, as read from the copy's stream. */
+  const piecesReachingRelay = async (raw: Buffer, opts: FilterOptions): Promise<Buffer[]> => {
+    const pieces: Buffer[] = [];
+    const keeping: Downstream = {
+      async send(_envelope, copy) {
+        for await (const piece of copy) pieces.push(piece as Buffer);
+        return new Map();
+      },
+    };
+    await run(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), keeping, opts);
+    return pieces;
+  };
+
   /** A big message in 64 KiB pieces to Carol (no key: the plain copy) and Alice (keyed). */
   const streamedToCarolAndAlice = (raw: Buffer): MessageInput => ({
     ...input(raw, [
@@ -188,27 +201,29 @@ describe('pipeline', () => {
     assert.deepEqual(await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test'))), contentEntity(corpus[1]!.raw));
   });
 
-  it('a message held in memory hands the relay its armor as one piece marked safe for DATA, from this thread and from a worker', async () => {
+  it('a message held in memory reaches the relay as one piece marked safe for DATA, from this thread and from a worker', async () => {
     const raw = Buffer.from('From: s@example.net\r\nContent-Type: text/plain\r\n\r\nhello\r\n');
     const pool = new EncryptionPool(1, 0); // every message to the worker
     try {
       for (const encryptor of [undefined, pool]) {
-        const pieces: Buffer[] = [];
-        const keeping = new (class extends CollectingDownstream {
-          override async send(envelope: OutboundEnvelope, copy: Readable): Promise<RecipientRejections> {
-            for await (const piece of copy) pieces.push(piece as Buffer);
-            return new Map();
-          }
-        })();
-        await run(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey) }]), keeping, { ...options, encryptor });
-        const armor = pieces.filter((piece) => piece.includes('-----BEGIN PGP MESSAGE-----'));
-        assert.equal(armor.length, 1);
-        assert.ok(isDataSafe(armor[0]!), encryptor ? 'from the worker' : 'from this thread');
-        assert.ok(armor[0]!.toString('latin1').startsWith('-----BEGIN PGP MESSAGE-----'), 'the armor alone, not joined to the MIME parts around it');
+        const pieces = await piecesReachingRelay(raw, { ...options, encryptor });
+        assert.equal(pieces.length, 1, 'headers, armor and MIME parts in one write');
+        assert.ok(isDataSafe(pieces[0]!), encryptor ? 'from the worker' : 'from this thread');
+        assert.match(pieces[0]!.toString('latin1'), /^From: s@example.net\r\n[^]*-----BEGIN PGP MESSAGE-----[^]*--\r\n$/);
       }
     } finally {
       await pool.close();
     }
+  });
+
+  it('a message held in memory whose header needs escaping keeps its armor apart, still marked safe', async () => {
+    const raw = Buffer.from('From: s@example.net\r\nX-Odd: bare\nLF\r\nContent-Type: text/plain\r\n\r\nhello\r\n');
+    const pieces = await piecesReachingRelay(raw, options);
+    const armor = pieces.filter((piece) => piece.includes('-----BEGIN PGP MESSAGE-----'));
+    assert.equal(armor.length, 1);
+    assert.ok(isDataSafe(armor[0]!));
+    assert.ok(armor[0]!.toString('latin1').startsWith('-----BEGIN PGP MESSAGE-----'), 'the armor alone, not joined to the header around it');
+    assert.ok(!isDataSafe(pieces[0]!), 'the header is examined on its way into DATA');
   });
 
   it('spills big ciphertext shared by two copies to the spool directory; each still decrypts exactly', async () => {

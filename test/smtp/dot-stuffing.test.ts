@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import DataStream from 'nodemailer/lib/smtp-connection/data-stream.js';
 import { armorBuffer } from '../../src/crypto/armor.js';
-import { markDataSafe } from '../../src/mime/data-safe.js';
+import { isDataSafe, isWholeCrlfLines, joinedWhenSafe, markDataSafe } from '../../src/mime/data-safe.js';
 import { fastTransform, installFastDotStuffing, originalTransform, transformIsKnown } from '../../src/smtp/dot-stuffing.js';
 
 type Body = typeof originalTransform;
@@ -101,5 +101,34 @@ describe("nodemailer's DATA escaping, the fast body", () => {
     const lying = () => markDataSafe(Buffer.from('a\r\n.b\r\n'));
     assert.equal((await escape(fastTransform, ['x\r\n', lying()])).out.toString(), 'x\r\na\r\n.b\r\n.\r\n');
     assert.equal((await escape(fastTransform, ['x\r', lying()])).out.toString(), 'x\r\na\r\n..b\r\n.\r\n', 'after a bare CR it is examined');
+  });
+
+  it('finds a buffer safe exactly when it is whole lines the original escaping leaves as they are', async () => {
+    const lines = ['abc', '', '.x', '..', 'a\rb', 'a\nb', 'x.y', '\r'];
+    for (let round = 0; round < 400; round++) {
+      const picks = randomBytes(1 + (round % 6));
+      const eol = round % 5 === 0 ? '\n' : '\r\n';
+      const text = [...picks].map((pick) => lines[pick % lines.length]!).join(eol) + (round % 3 === 0 ? '' : eol);
+      const data = Buffer.from(text, 'latin1');
+      const { out } = await escape(originalTransform, [data]);
+      const leftAsItIs = out.subarray(0, data.length).equals(data) && ['.\r\n', '\n.\r\n', '\r\n.\r\n'].includes(out.subarray(data.length).toString('latin1'));
+      const wholeLines = data.length === 0 || text.endsWith('\n');
+      assert.equal(isWholeCrlfLines(data), leftAsItIs && wholeLines, JSON.stringify(text));
+    }
+  });
+
+  it('joins the pieces of a copy into one marked buffer only when every piece is safe', async () => {
+    const armor = markDataSafe(armorBuffer(randomBytes(300), '\r\n'));
+    const prefix = Buffer.from('Subject: x\r\n\r\n');
+    const joined = joinedWhenSafe([prefix, armor, Buffer.from('\r\n--b--\r\n')]);
+    assert.equal(joined.length, 1);
+    assert.ok(isDataSafe(joined[0]!));
+    assert.deepEqual((await escape(originalTransform, joined)).out, Buffer.concat([prefix, armor, Buffer.from('\r\n--b--\r\n.\r\n')]));
+    for (const unsafe of ['.dot\r\n', 'bare\nLF\r\n', 'no line end']) {
+      const pieces = [Buffer.from(unsafe), armor, Buffer.alloc(0)];
+      const kept = joinedWhenSafe(pieces);
+      assert.equal(kept, pieces, `${JSON.stringify(unsafe)}: the pieces stay apart`);
+      assert.ok(isDataSafe(kept[1]!), 'and the armor keeps its mark');
+    }
   });
 });
