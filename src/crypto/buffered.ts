@@ -1,6 +1,6 @@
 import type { PublicKey } from 'openpgp';
 import { armorBuffer } from './armor.js';
-import { encryptContentBytes, newSessionKey, sessionKeyPackets } from './encrypt.js';
+import { encryptContentBytes, newSessionKey, sessionKeyPackets, type KeyPacketWriter } from './encrypt.js';
 
 /**
  * One plaintext held in memory, encrypted once under a fresh session key, and armored once per copy with
@@ -12,14 +12,19 @@ export interface BufferedJob {
   readonly eol: '\r\n' | '\n';
 }
 
-/** The armored message of each copy, in order. */
-export async function encryptBuffered(job: BufferedJob): Promise<Uint8Array[]> {
+/**
+ * The armored message of each copy, in order. The key packets are asked for first: when a worker writes them
+ * (`writeNative`), they are made there while the content is encrypted here.
+ */
+export async function encryptBuffered(job: BufferedJob, writeNative?: KeyPacketWriter): Promise<Uint8Array[]> {
   const sessionKey = await newSessionKey(job.copies.flatMap((copy) => copy.keys));
-  const ciphertext = await encryptContentBytes(job.plaintext, sessionKey);
-  return Promise.all(
-    job.copies.map(async (copy) => {
-      const keyPackets = await sessionKeyPackets(sessionKey, copy.keys);
-      return armorBuffer(Buffer.concat([keyPackets, ciphertext]), job.eol);
-    }),
-  );
+  const keyPackets = Promise.all(job.copies.map((copy) => sessionKeyPackets(sessionKey, copy.keys, writeNative)));
+  let ciphertext: Buffer;
+  try {
+    ciphertext = encryptContentBytes(job.plaintext, sessionKey);
+  } catch (error) {
+    keyPackets.catch(() => undefined); // the job fails with this error; theirs would go unheard
+    throw error;
+  }
+  return (await keyPackets).map((packets) => armorBuffer(Buffer.concat([packets, ciphertext]), job.eol));
 }

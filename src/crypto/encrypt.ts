@@ -3,7 +3,7 @@ import * as openpgp from 'openpgp';
 import type { PublicKey } from 'openpgp';
 import { armorTransform } from './armor.js';
 import { nativeSessionKey, seipdBytes, seipdTransform, sessionKeyPacket, type NativeSessionKey } from './native.js';
-import { encryptionTargetOf, type EncryptionTarget } from './recipient-key.js';
+import { encryptionTargetOf, type EncryptionTarget, type NativeTarget } from './recipient-key.js';
 
 /**
  * Encrypt once, address many: the content is encrypted a single time under a fresh session key (one SEIPD
@@ -36,14 +36,17 @@ export function encryptContentBytes(plaintext: Uint8Array, sessionKey: SessionKe
   return seipdBytes(plaintext, sessionKey);
 }
 
+/** Writes the PKESK of a key node:crypto handles: in this thread, or on a worker (pool.ts). */
+export type KeyPacketWriter = (target: NativeTarget, sessionKey: SessionKey) => Buffer | Promise<Buffer>;
+
 /** PKESK v3 packets giving `keys` (one recipient's keys) the session key. */
-export async function sessionKeyPackets(sessionKey: SessionKey, keys: readonly PublicKey[], now = new Date()): Promise<Buffer> {
-  const targets = await targetsOf(keys, now);
-  return Buffer.concat(await Promise.all(targets.map((target) => packetFor(target, sessionKey))));
+export async function sessionKeyPackets(sessionKey: SessionKey, keys: readonly PublicKey[], writeNative: KeyPacketWriter = sessionKeyPacket): Promise<Buffer> {
+  const targets = await targetsOf(keys, new Date());
+  return Buffer.concat(await Promise.all(targets.map((target) => packetFor(target, sessionKey, writeNative))));
 }
 
-async function packetFor(target: EncryptionTarget, sessionKey: SessionKey): Promise<Buffer> {
-  if (target.kind !== 'openpgp') return sessionKeyPacket(target, sessionKey);
+async function packetFor(target: EncryptionTarget, sessionKey: SessionKey, writeNative: KeyPacketWriter): Promise<Buffer> {
+  if (target.kind !== 'openpgp') return writeNative(target, sessionKey);
   const packets = await openpgp.encryptSessionKey({
     data: sessionKey.data,
     algorithm: openpgp.enums.read(openpgp.enums.symmetric, sessionKey.algorithm) as openpgp.enums.symmetricNames,

@@ -1,6 +1,8 @@
 import { parentPort } from 'node:worker_threads';
 import * as openpgp from 'openpgp';
 import { encryptBuffered, type BufferedJob } from './buffered.js';
+import { sessionKeyPacket, type NativeSessionKey } from './native.js';
+import type { NativeTarget } from './recipient-key.js';
 import { errorMessage } from '../errors.js';
 
 /** Parsed keys by the SHA-256 of their binary form: a changed key (new subkey, revocation) is parsed anew. */
@@ -16,17 +18,44 @@ async function keyFor(hash: string, binary: Uint8Array): Promise<openpgp.PublicK
   return key;
 }
 
-export interface WorkerRequest {
+/** A whole message to encrypt, or one key packet to write (the PKESK of a message encrypted on the main thread). */
+export type WorkerRequest = {
   readonly id: number;
-  readonly job: Omit<BufferedJob, 'copies'> & { copies: Array<{ keys: Array<{ hash: string; binary: Uint8Array }> }> };
+  readonly job?: Omit<BufferedJob, 'copies'> & { copies: Array<{ keys: Array<{ hash: string; binary: Uint8Array }> }> };
+  readonly keyPacket?: { target: NativeTarget; sessionKey: NativeSessionKey };
+};
+
+export interface WorkerReply {
+  readonly id: number;
+  readonly armored?: Uint8Array[];
+  readonly packet?: Uint8Array;
+  readonly error?: string;
 }
 
-parentPort!.on('message', async ({ id, job }: WorkerRequest) => {
+/** Buffers arrive as plain Uint8Arrays (structured clone); node:crypto's KeyObjects arrive as they were. */
+function asBuffers<T extends object>(value: T): T {
+  const revived = { ...value } as Record<string, unknown>;
+  for (const [name, field] of Object.entries(revived)) {
+    if (field instanceof Uint8Array && !Buffer.isBuffer(field)) revived[name] = Buffer.from(field.buffer, field.byteOffset, field.byteLength);
+  }
+  return revived as T;
+}
+
+async function answer({ job, keyPacket }: WorkerRequest): Promise<{ reply: Omit<WorkerReply, 'id'>; transfer: ArrayBuffer[] }> {
+  if (keyPacket) {
+    const packet = sessionKeyPacket(asBuffers(keyPacket.target), asBuffers(keyPacket.sessionKey));
+    return { reply: { packet }, transfer: [] };
+  }
+  const copies = await Promise.all(job!.copies.map(async (copy) => ({ keys: await Promise.all(copy.keys.map((k) => keyFor(k.hash, k.binary))) })));
+  const armored = await encryptBuffered({ ...job!, copies });
+  return { reply: { armored }, transfer: armored.map((a) => a.buffer as ArrayBuffer) };
+}
+
+parentPort!.on('message', async (request: WorkerRequest) => {
   try {
-    const copies = await Promise.all(job.copies.map(async (copy) => ({ keys: await Promise.all(copy.keys.map((k) => keyFor(k.hash, k.binary))) })));
-    const armored = await encryptBuffered({ ...job, copies });
-    parentPort!.postMessage({ id, armored }, armored.map((a) => a.buffer as ArrayBuffer));
+    const { reply, transfer } = await answer(request);
+    parentPort!.postMessage({ id: request.id, ...reply }, transfer);
   } catch (error) {
-    parentPort!.postMessage({ id, error: errorMessage(error) });
+    parentPort!.postMessage({ id: request.id, error: errorMessage(error) });
   }
 });

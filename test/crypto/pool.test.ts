@@ -34,21 +34,64 @@ describe('encryption pool (worker threads)', () => {
     }
   });
 
-  it('small plaintexts are encrypted in this thread and start no worker; bigger ones start one', async () => {
-    const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+  it('small plaintexts are encrypted in this thread, their key packets on a worker, for each key type node:crypto handles', async () => {
+    const carol = await generateKey(home, { email: 'carol@example.test', algo: 'nistp256' });
+    const recipients = [alice, bob, carol];
+    const keys = await Promise.all(recipients.map((gpg) => openpgp.readKey({ armoredKey: gpg.publicArmored })));
     const lazy = new EncryptionPool(1);
     try {
       const small = Buffer.alloc(4096, 's');
-      const [smallCopy] = await lazy.encrypt({ plaintext: small, copies: [{ keys: [aliceKey] }], eol: '\n' });
-      assert.equal(lazy.started, 0);
+      const copies = await lazy.encrypt({ plaintext: small, copies: keys.map((key) => ({ keys: [key] })), eol: '\n' });
+      assert.equal(lazy.started, 1, 'one worker, for the key packets');
+      for (const [i, copy] of copies.entries()) {
+        assert.deepEqual(await listPacketsKeyIds(home, Buffer.from(copy)), [recipients[i]!.encryptionKeyId]);
+        assert.deepEqual(await decrypt(home, Buffer.from(copy)), small);
+      }
       const big = Buffer.alloc(IN_THREAD_LIMIT + 1, 'b');
-      const [bigCopy] = await lazy.encrypt({ plaintext: big, copies: [{ keys: [aliceKey] }], eol: '\n' });
-      assert.equal(lazy.started, 1);
-      assert.deepEqual(await decrypt(home, Buffer.from(smallCopy!)), small);
+      const [bigCopy] = await lazy.encrypt({ plaintext: big, copies: [{ keys: [keys[0]!] }], eol: '\n' });
+      assert.equal(lazy.started, 1, 'a bigger one goes whole to the same worker');
       assert.deepEqual(await decrypt(home, Buffer.from(bigCopy!)), big);
     } finally {
       await lazy.close();
     }
+  });
+
+  it('with no workers (encryption.workers = 0) everything is written in this thread', async () => {
+    const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+    const none = new EncryptionPool(0);
+    try {
+      const plaintext = Buffer.alloc(IN_THREAD_LIMIT + 1, 'n');
+      const [copy] = await none.encrypt({ plaintext, copies: [{ keys: [aliceKey] }], eol: '\n' });
+      assert.equal(none.started, 0);
+      assert.deepEqual(await decrypt(home, Buffer.from(copy!)), plaintext);
+    } finally {
+      await none.close();
+    }
+  });
+
+  it('key types left to openpgp.js (X448) get their key packets in this thread, next to ones written on the worker', async () => {
+    const { privateKey, publicKey } = await openpgp.generateKey({ type: 'curve448', userIDs: [{ email: 'x448@example.test' }], format: 'object' });
+    const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+    const plaintext = Buffer.from('for two keys');
+    const [copy] = await pool.encrypt({ plaintext, copies: [{ keys: [publicKey, aliceKey] }], eol: '\n' });
+    const message = await openpgp.readMessage({ armoredMessage: Buffer.from(copy!).toString('latin1') });
+    const read = await openpgp.decrypt({ message, decryptionKeys: privateKey, format: 'binary' });
+    assert.deepEqual(Buffer.from(read.data as Uint8Array), plaintext);
+    assert.deepEqual(await decrypt(home, Buffer.from(copy!)), plaintext);
+  });
+
+  it('closing the pool fails the jobs still in flight rather than leaving them waiting', { timeout: 20_000 }, async () => {
+    const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+    const closing = new EncryptionPool(1);
+    const jobs = Array.from({ length: 20 }, (_, i) =>
+      closing.encrypt({ plaintext: Buffer.alloc(i % 2 ? IN_THREAD_LIMIT + 1 : 100, 'c'), copies: [{ keys: [aliceKey] }], eol: '\n' }),
+    );
+    const settled = Promise.allSettled(jobs);
+    await closing.close();
+    const outcomes = await settled;
+    const failures = outcomes.flatMap((outcome) => (outcome.status === 'rejected' ? [outcome.reason as Error] : []));
+    assert.ok(failures.length > 0, 'jobs were still in flight');
+    for (const failure of failures) assert.match(failure.message, /encryption pool (is )?closed/);
   });
 
   it('starts another worker only while every worker is busy, up to the pool size', async () => {
