@@ -1,4 +1,4 @@
-import { createCipheriv, createECDH, createHash, diffieHellman, generateKeyPairSync, publicEncrypt, constants, type Cipher } from 'node:crypto';
+import { createCipheriv, createECDH, createHash, diffieHellman, generateKeyPairSync, publicEncrypt, constants, type Cipher, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { secureRandomBytes } from '../util/random.js';
 import { Transform } from 'node:stream';
 import { enums } from 'openpgp';
@@ -59,13 +59,20 @@ const ANONYMOUS_SENDER = Buffer.from('Anonymous Sender    ', 'latin1');
 const KDF_COUNTER = Buffer.from([0, 0, 0, 1]);
 const KEY_WRAP_IV = Buffer.from('a6a6a6a6a6a6a6a6', 'hex');
 
-/** The ephemeral public point as written in the PKESK, and the shared secret the KDF takes. */
+/**
+ * The ephemeral public point as written in the PKESK, and the shared secret the KDF takes.
+ *
+ * The X25519 public point comes encoded from the key generation itself, never from `publicKey.export()`:
+ * Node 20 exports a key holding the key's lock while it allocates, and a collection that frees the job which
+ * generated the key then waits for that same lock. The thread deadlocked (seen under load in the bench, and
+ * in a plain generate-and-export loop within 20 000 keys). Encoded inside the job, the public half never
+ * becomes a key object; the agreement with the private half allocates nothing while it holds the lock.
+ */
 function agree(target: EcdhTarget): { ephemeral: Buffer; shared: Buffer } {
   if (target.curve === 'x25519') {
-    const { privateKey, publicKey } = generateKeyPairSync('x25519');
+    const { privateKey, publicKey } = generateX25519WithJwkPublic('x25519', { publicKeyEncoding: { format: 'jwk' } });
     const shared = diffieHellman({ privateKey, publicKey: target.publicKey! });
-    const native = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
-    return { ephemeral: Buffer.concat([X25519_PREFIX, native]), shared };
+    return { ephemeral: Buffer.concat([X25519_PREFIX, Buffer.from(publicKey.x!, 'base64url')]), shared };
   }
   const ecdh = createECDH(target.curve);
   const ephemeral = ecdh.generateKeys();
@@ -73,6 +80,11 @@ function agree(target: EcdhTarget): { ephemeral: Buffer; shared: Buffer } {
 }
 
 const X25519_PREFIX = Buffer.from([0x40]);
+/** `generateKeyPairSync` as Node runs it; @types/node has no overload for a JWK public half with a key-object private half. */
+const generateX25519WithJwkPublic = generateKeyPairSync as unknown as (
+  type: 'x25519',
+  options: { publicKeyEncoding: { format: 'jwk' } },
+) => { privateKey: KeyObject; publicKey: JsonWebKey };
 
 function pkcs5Pad(data: Buffer): Buffer {
   const padding = 8 - (data.length % 8);

@@ -1,5 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
@@ -155,5 +156,27 @@ describe('native encryption, read by GnuPG and openpgp.js', () => {
     const b = await newSessionKey([key]);
     assert.notDeepEqual(a.data, b.data);
     assert.notDeepEqual(await sessionKeyPackets(a, [key]), await sessionKeyPackets(a, [key]));
+  });
+
+  it('writes X25519 key packets without deadlocking its thread (Node 20: exporting a fresh key could)', { timeout: 120_000 }, async () => {
+    // The old way (generate, then export the public key) hung in about two runs of three at 60 000 packets here;
+    // at 120 000 a return of the old way fails this test most of the time, not always.
+    const loop = `
+      const { sessionKeyPacket, nativeSessionKey } = await import(${JSON.stringify(new URL('../../src/crypto/native.js', import.meta.url).href)});
+      const { encryptionTargetOf } = await import(${JSON.stringify(new URL('../../src/crypto/recipient-key.js', import.meta.url).href)});
+      const openpgp = await import('openpgp');
+      const { publicKey } = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ email: 'loop@example.org' }], format: 'object' });
+      const target = await encryptionTargetOf(publicKey);
+      const sessionKey = nativeSessionKey([target]);
+      for (let i = 0; i < 120000; i++) sessionKeyPacket(target, sessionKey);
+      process.stdout.write('done');`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', loop], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise((resolve) => child.once('exit', (exitCode, signal) => resolve(exitCode ?? signal)));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 75_000);
+    const output = await buffer(child.stdout!);
+    const code = await exited;
+    clearTimeout(killer);
+    assert.equal(code, 0, 'the loop hung and was killed');
+    assert.equal(output.toString(), 'done');
   });
 });
