@@ -65,7 +65,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
   const metrics = options.metrics ? await createMetrics({ config, db, keys, relay, health }, logger) : undefined;
   // One core stays with the event loop (SMTP, relay, database): on 2 cores, 1 worker.
   const workers = options.encryptionWorkers ? (config.encryption.workers ?? availableParallelism() - 1) : 0;
-  const encryptor = workers > 0 ? new EncryptionPool(workers) : undefined;
+  const encryptor = workers > 0 ? new EncryptionPool(workers, { logger }) : undefined;
   const filterTo = (downstream: Downstream) =>
     new MessageFilter({
       keys,

@@ -21,6 +21,7 @@ export const inThreadEncryptor: BufferedEncryptor = { encrypt: encryptBuffered, 
 interface Pending {
   resolve(reply: WorkerReply): void;
   reject(error: Error): void;
+  readonly watchdog: NodeJS.Timeout;
 }
 
 interface PooledWorker {
@@ -35,6 +36,25 @@ interface PooledWorker {
 export const IN_THREAD_LIMIT = 64 * 1024;
 
 /**
+ * A worker that has not answered a job by then is taken for stuck (the work itself takes milliseconds: a key
+ * packet well under one, a message held in memory tens): its jobs fail with a 4xx, so Postfix retries them, and
+ * another worker takes its place. Without it, one thread stuck in native code (Node 20's key-export deadlock,
+ * native.ts) would hold every message handed to it, and its SMTP session, for good.
+ */
+export const WORKER_ANSWER_WITHIN_MS = 30_000;
+
+export interface EncryptionPoolOptions {
+  /** Plaintexts up to this size are encrypted in this thread (IN_THREAD_LIMIT). */
+  readonly inThreadLimit?: number;
+  /** WORKER_ANSWER_WITHIN_MS. */
+  readonly answerWithinMs?: number;
+  /** Told when a worker is replaced: it died, or stopped answering. */
+  readonly logger?: { error(fields: object, message: string): void };
+  /** The worker's script (tests run a wrapped one). */
+  readonly workerScript?: URL;
+}
+
+/**
  * Encryption off the event loop, so that the SMTP side keeps one core while the others encrypt:
  * - a bigger message held in memory is encrypted on a worker, whole;
  * - a smaller one is encrypted on the event loop, but its key packets (public-key operations: RSA, or an
@@ -42,7 +62,8 @@ export const IN_THREAD_LIMIT = 64 * 1024;
  *   worker meanwhile. Handing over a session key and a key costs the event loop ~0.01 ms.
  * Workers start on first use (with `encryption.workers = 0` there are none); whole messages go to the worker
  * with the fewest jobs in flight, and start another one while all are busy; key packets go to a running worker.
- * A worker that dies fails its jobs (the messages get a 4xx, Postfix retries) and is replaced.
+ * A worker that dies, or stops answering (WORKER_ANSWER_WITHIN_MS), fails its jobs (the messages get a 4xx,
+ * Postfix retries) and is replaced.
  */
 export class EncryptionPool implements BufferedEncryptor {
   private readonly workers: PooledWorker[] = [];
@@ -50,10 +71,16 @@ export class EncryptionPool implements BufferedEncryptor {
   private nextId = 1;
   private closing = false;
 
+  private readonly inThreadLimit: number;
+  private readonly answerWithinMs: number;
+
   constructor(
     private readonly size: number,
-    private readonly inThreadLimit = IN_THREAD_LIMIT,
-  ) {}
+    private readonly options: EncryptionPoolOptions = {},
+  ) {
+    this.inThreadLimit = options.inThreadLimit ?? IN_THREAD_LIMIT;
+    this.answerWithinMs = options.answerWithinMs ?? WORKER_ANSWER_WITHIN_MS;
+  }
 
   /** Worker threads running now. */
   get started(): number {
@@ -75,7 +102,7 @@ export class EncryptionPool implements BufferedEncryptor {
   async close(): Promise<void> {
     this.closing = true;
     const failed = new LacreError('encryption pool closed');
-    for (const { pending } of this.workers) for (const job of pending.values()) job.reject(failed);
+    for (const pooled of this.workers) failPending(pooled, failed);
     await Promise.all(this.workers.map(({ worker }) => worker.terminate()));
   }
 
@@ -96,9 +123,22 @@ export class EncryptionPool implements BufferedEncryptor {
   private request(target: PooledWorker, request: Omit<WorkerRequest, 'id'>): Promise<WorkerReply> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      target.pending.set(id, { resolve, reject });
+      const watchdog = setTimeout(() => this.replace(target, new Error(`no answer within ${this.answerWithinMs} ms`)), this.answerWithinMs);
+      watchdog.unref();
+      target.pending.set(id, { resolve, reject, watchdog });
       target.worker.postMessage({ id, ...request });
     });
+  }
+
+  /** Fails a worker's jobs and puts a new worker in its place (unless the pool is closing). */
+  private replace(pooled: PooledWorker, cause: Error): void {
+    failPending(pooled, new LacreError(`encryption worker failed: ${cause.message}`));
+    const index = this.workers.indexOf(pooled);
+    if (this.closing || index === -1) return;
+    this.options.logger?.error({ err: cause }, 'encryption worker replaced');
+    this.workers[index] = this.spawn();
+    // A thread stuck in native code does not stop; it is left behind rather than waited for.
+    pooled.worker.terminate().catch(() => undefined);
   }
 
   private binaryOf(key: PublicKey): { hash: string; binary: Uint8Array } {
@@ -112,27 +152,27 @@ export class EncryptionPool implements BufferedEncryptor {
   }
 
   private spawn(): PooledWorker {
-    const worker = new Worker(new URL('./worker.js', import.meta.url));
+    const worker = new Worker(this.options.workerScript ?? new URL('./worker.js', import.meta.url));
     const pooled: PooledWorker = { worker, pending: new Map() };
     worker.unref();
     worker.on('message', (reply: WorkerReply) => {
       const pending = pooled.pending.get(reply.id);
-      pooled.pending.delete(reply.id);
       if (!pending) return;
+      pooled.pending.delete(reply.id);
+      clearTimeout(pending.watchdog);
       if (reply.error === undefined) pending.resolve(reply);
       else pending.reject(new LacreError(`encryption failed: ${reply.error}`));
     });
-    const fail = (error: Error) => {
-      for (const pending of pooled.pending.values()) pending.reject(new LacreError(`encryption worker failed: ${error.message}`));
-      pooled.pending.clear();
-      if (this.closing) return;
-      const index = this.workers.indexOf(pooled);
-      if (index !== -1) this.workers[index] = this.spawn();
-    };
-    worker.on('error', fail);
-    worker.on('exit', (code) => {
-      if (!this.closing) fail(new Error(`exited with code ${code}`));
-    });
+    worker.on('error', (error) => this.replace(pooled, error));
+    worker.on('exit', (code) => this.replace(pooled, new Error(`exited with code ${code}`)));
     return pooled;
   }
+}
+
+function failPending(pooled: PooledWorker, error: Error): void {
+  for (const pending of pooled.pending.values()) {
+    clearTimeout(pending.watchdog);
+    pending.reject(error);
+  }
+  pooled.pending.clear();
 }

@@ -14,7 +14,7 @@ describe('encryption pool (worker threads)', () => {
     home = await createGpgHome();
     alice = await generateKey(home, { email: 'alice@example.test' });
     bob = await generateKey(home, { email: 'bob@example.test', algo: 'rsa3072' });
-    pool = new EncryptionPool(2, 0); // every job to a worker
+    pool = new EncryptionPool(2, { inThreadLimit: 0 }); // every job to a worker
   });
   after(async () => {
     await pool.close();
@@ -117,6 +117,32 @@ describe('encryption pool (worker threads)', () => {
     await assert.rejects(inThread.encrypt({ plaintext: Buffer.from('x'), copies: [{ keys: [signOnly] }], eol: '\n' }), /encryption failed/);
     assert.equal(inThread.started, 0);
     await inThread.close();
+  });
+
+  it('a worker that stops answering fails its jobs after the deadline and is replaced, for whole messages and key packets', { timeout: 20_000 }, async () => {
+    const carol = await generateKey(home, { email: 'carol-stuck@example.test', algo: 'nistp256' });
+    const [aliceKey, carolKey] = await Promise.all([alice, carol].map((gpg) => openpgp.readKey({ armoredKey: gpg.publicArmored })));
+    const replaced: unknown[] = [];
+    const logger = { error: (fields: object, message: string) => void replaced.push([fields, message]) };
+    const stuck = new EncryptionPool(1, { answerWithinMs: 1_500, logger, workerScript: new URL('../helpers/stuck-worker.js', import.meta.url) });
+    const big = (text: string) => Buffer.concat([Buffer.from(text), Buffer.alloc(IN_THREAD_LIMIT, 'b')]);
+    try {
+      const started = Date.now();
+      await assert.rejects(stuck.encrypt({ plaintext: big('STUCK'), copies: [{ keys: [aliceKey!] }], eol: '\n' }), /encryption worker failed: no answer within 1500 ms/);
+      assert.ok(Date.now() - started >= 1_490, 'not before the deadline');
+      assert.equal(replaced.length, 1, 'the replacement is logged');
+      const [copy] = await stuck.encrypt({ plaintext: big('fine'), copies: [{ keys: [aliceKey!] }], eol: '\n' });
+      assert.deepEqual(await decrypt(home, Buffer.from(copy!)), big('fine'), 'the new worker encrypts');
+
+      const small = Buffer.from('a small one');
+      await assert.rejects(stuck.encrypt({ plaintext: small, copies: [{ keys: [carolKey!] }], eol: '\n' }), /no answer within 1500 ms/);
+      assert.equal(replaced.length, 2);
+      const [smallCopy] = await stuck.encrypt({ plaintext: small, copies: [{ keys: [aliceKey!] }], eol: '\n' });
+      assert.deepEqual(await decrypt(home, Buffer.from(smallCopy!)), small);
+      assert.equal(stuck.started, 1, 'replaced, not added');
+    } finally {
+      await stuck.close();
+    }
   });
 
   it('a key that cannot encrypt fails the job, not the pool', async () => {

@@ -203,7 +203,7 @@ describe('pipeline', () => {
 
   it('a message held in memory reaches the relay as one piece marked safe for DATA, from this thread and from a worker', async () => {
     const raw = Buffer.from('From: s@example.net\r\nContent-Type: text/plain\r\n\r\nhello\r\n');
-    const pool = new EncryptionPool(1, 0); // every message to the worker
+    const pool = new EncryptionPool(1, { inThreadLimit: 0 }); // every message to the worker
     try {
       for (const encryptor of [undefined, pool]) {
         const pieces = await piecesReachingRelay(raw, { ...options, encryptor });
