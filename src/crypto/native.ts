@@ -1,7 +1,7 @@
 import { createCipheriv, createECDH, createHash, diffieHellman, generateKeyPairSync, publicEncrypt, constants, type Cipher, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { secureRandomBytes } from '../util/random.js';
 import { Transform } from 'node:stream';
-import { enums } from 'openpgp';
+import { PUBLIC_KEY, SYMMETRIC } from './algorithm-ids.js';
 import { lengthOctets, mpi, packetHeader, PacketTag, PartialPacketWriter } from './packets.js';
 import { AES_KEY_BYTES, KDF_HASHES, type EcdhTarget, type EncryptionTarget, type NativeTarget } from './recipient-key.js';
 
@@ -21,8 +21,8 @@ export interface NativeSessionKey {
 
 /** AES-256 when every recipient lists it, else AES-128 (which every OpenPGP implementation reads): openpgp.js's rule. */
 export function nativeSessionKey(targets: readonly EncryptionTarget[]): NativeSessionKey {
-  const aes256 = targets.every((target) => target.preferredCiphers.includes(enums.symmetric.aes256));
-  const algorithm = aes256 ? enums.symmetric.aes256 : enums.symmetric.aes128;
+  const aes256 = targets.every((target) => target.preferredCiphers.includes(SYMMETRIC.aes256));
+  const algorithm = aes256 ? SYMMETRIC.aes256 : SYMMETRIC.aes128;
   return { algorithm, data: secureRandomBytes(AES_KEY_BYTES[algorithm]!) };
 }
 
@@ -39,7 +39,7 @@ export function sessionKeyPacket(target: NativeTarget, sessionKey: NativeSession
   const fields =
     target.kind === 'rsa'
       ? [Buffer.from([target.algorithm]), mpi(publicEncrypt({ key: target.publicKey, padding: constants.RSA_PKCS1_PADDING }, payload))]
-      : [Buffer.from([enums.publicKey.ecdh]), ...ecdhFields(target, payload)];
+      : [Buffer.from([PUBLIC_KEY.ecdh]), ...ecdhFields(target, payload)];
   const body = Buffer.concat([Buffer.from([3]), target.keyId, ...fields]);
   return Buffer.concat([packetHeader(PacketTag.pkesk, body.length), body]);
 }
@@ -47,7 +47,7 @@ export function sessionKeyPacket(target: NativeTarget, sessionKey: NativeSession
 /** RFC 6637 §8: an ephemeral key agreement, a KDF over the shared secret, and the padded payload key-wrapped. */
 function ecdhFields(target: EcdhTarget, payload: Buffer): Buffer[] {
   const { ephemeral, shared } = agree(target);
-  const param = Buffer.concat([target.oid, Buffer.from([enums.publicKey.ecdh, 3, 1, target.kdfHash, target.kdfCipher]), ANONYMOUS_SENDER, target.fingerprint]);
+  const param = Buffer.concat([target.oid, Buffer.from([PUBLIC_KEY.ecdh, 3, 1, target.kdfHash, target.kdfCipher]), ANONYMOUS_SENDER, target.fingerprint]);
   const kekBytes = AES_KEY_BYTES[target.kdfCipher]!;
   const kek = createHash(KDF_HASHES[target.kdfHash]!).update(KDF_COUNTER).update(shared).update(param).digest().subarray(0, kekBytes);
   const wrap = createCipheriv(`id-aes${kekBytes * 8}-wrap`, kek, KEY_WRAP_IV);

@@ -1,5 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { enums, type PublicKey } from 'openpgp';
+import type { PublicKey } from 'openpgp';
+import { HASH, PUBLIC_KEY, SYMMETRIC } from './algorithm-ids.js';
 
 /**
  * A recipient's encryption (sub)key in the form node:crypto needs, resolved once per key with openpgp.js
@@ -54,15 +55,15 @@ const CURVES: Record<string, string> = {
 };
 
 export const KDF_HASHES: Record<number, string> = {
-  [enums.hash.sha256]: 'sha256',
-  [enums.hash.sha384]: 'sha384',
-  [enums.hash.sha512]: 'sha512',
+  [HASH.sha256]: 'sha256',
+  [HASH.sha384]: 'sha384',
+  [HASH.sha512]: 'sha512',
 };
 
 export const AES_KEY_BYTES: Record<number, number> = {
-  [enums.symmetric.aes128]: 16,
-  [enums.symmetric.aes192]: 24,
-  [enums.symmetric.aes256]: 32,
+  [SYMMETRIC.aes128]: 16,
+  [SYMMETRIC.aes192]: 24,
+  [SYMMETRIC.aes256]: 32,
 };
 
 interface Resolved {
@@ -113,11 +114,11 @@ function nativeTargetOf(
   packet: { getFingerprintBytes(): Uint8Array | null; version: number },
   base: TargetBase,
 ): NativeTarget | undefined {
-  if ((algorithm === enums.publicKey.rsaEncryptSign || algorithm === enums.publicKey.rsaEncrypt) && params.n && params.e) {
+  if ((algorithm === PUBLIC_KEY.rsaEncryptSign || algorithm === PUBLIC_KEY.rsaEncrypt) && params.n && params.e) {
     const jwk = { kty: 'RSA', n: Buffer.from(params.n).toString('base64url'), e: Buffer.from(params.e).toString('base64url') };
     return { ...base, kind: 'rsa', algorithm, publicKey: createPublicKey({ key: jwk, format: 'jwk' }) };
   }
-  if (algorithm !== enums.publicKey.ecdh || !params.oid || !params.Q || !params.kdfParams || packet.version !== 4) return undefined;
+  if (algorithm !== PUBLIC_KEY.ecdh || !params.oid || !params.Q || !params.kdfParams || packet.version !== 4) return undefined;
   const curve = CURVES[params.oid.getName()];
   const { hash, cipher } = params.kdfParams;
   if (!curve || !KDF_HASHES[hash] || !AES_KEY_BYTES[cipher]) return undefined;

@@ -1,18 +1,32 @@
 import { parentPort } from 'node:worker_threads';
-import * as openpgp from 'openpgp';
-import { encryptBuffered, type BufferedJob } from './buffered.js';
+import type { PublicKey } from 'openpgp';
+import type { BufferedJob } from './buffered.js';
 import { sessionKeyPacket, type NativeSessionKey } from './native.js';
 import type { NativeTarget } from './recipient-key.js';
 import { errorMessage } from '../errors.js';
 
+/**
+ * What whole messages need (openpgp.js, ~13 MB per thread) is loaded with the first one: a worker that only
+ * writes key packets goes without it.
+ */
+let wholeMessagesLoaded: Promise<{ readKey: typeof import('openpgp').readKey; encryptBuffered: typeof import('./buffered.js').encryptBuffered }> | undefined;
+function wholeMessages() {
+  wholeMessagesLoaded ??= Promise.all([import('openpgp'), import('./buffered.js')]).then(([openpgp, buffered]) => ({
+    readKey: openpgp.readKey,
+    encryptBuffered: buffered.encryptBuffered,
+  }));
+  return wholeMessagesLoaded;
+}
+
 /** Parsed keys by the SHA-256 of their binary form: a changed key (new subkey, revocation) is parsed anew. */
-const keys = new Map<string, openpgp.PublicKey>();
+const keys = new Map<string, PublicKey>();
 const MAX_CACHED_KEYS = 10_000;
 
-async function keyFor(hash: string, binary: Uint8Array): Promise<openpgp.PublicKey> {
+async function keyFor(hash: string, binary: Uint8Array): Promise<PublicKey> {
   const cached = keys.get(hash);
   if (cached) return cached;
-  const key = await openpgp.readKey({ binaryKey: binary });
+  const { readKey } = await wholeMessages();
+  const key = await readKey({ binaryKey: binary });
   if (keys.size >= MAX_CACHED_KEYS) keys.delete(keys.keys().next().value!);
   keys.set(hash, key);
   return key;
@@ -47,6 +61,7 @@ async function answer({ job, keyPacket }: WorkerRequest): Promise<{ reply: Omit<
     return { reply: { packet }, transfer: [] };
   }
   const copies = await Promise.all(job!.copies.map(async (copy) => ({ keys: await Promise.all(copy.keys.map((k) => keyFor(k.hash, k.binary))) })));
+  const { encryptBuffered } = await wholeMessages();
   const armored = await encryptBuffered({ ...job!, copies });
   return { reply: { armored }, transfer: armored.map((a) => a.buffer as ArrayBuffer) };
 }
