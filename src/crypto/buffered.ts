@@ -4,7 +4,8 @@ import { encryptContentBytes, newSessionKey, sessionKeyPackets, type KeyPacketWr
 
 /**
  * One plaintext held in memory, encrypted once under a fresh session key, and armored once per copy with
- * only that copy's PKESK packets (see encrypt.ts). Runs on the main thread or in a worker (pool.ts).
+ * only that copy's PKESK packets (see encrypt.ts). Runs on the main thread; the worker threads have their own
+ * native-only version (worker.ts).
  */
 export interface BufferedJob {
   readonly plaintext: Uint8Array;

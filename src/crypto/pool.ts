@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import type { PublicKey } from 'openpgp';
 import { errorMessage, LacreError } from '../errors.js';
 import { encryptBuffered, type BufferedJob } from './buffered.js';
 import type { KeyPacketWriter } from './encrypt.js';
+import { encryptionTargetOf, type NativeTarget } from './recipient-key.js';
 import type { WorkerReply, WorkerRequest } from './worker.js';
+import { EventLoopGauge } from '../util/loop-gauge.js';
 
 /**
  * Something that encrypts a message held in memory: in this thread, or on a pool of worker threads. It resolves
@@ -43,11 +43,20 @@ export const IN_THREAD_LIMIT = 64 * 1024;
  */
 export const WORKER_ANSWER_WITHIN_MS = 30_000;
 
+/**
+ * Key packets go to a worker only while the event loop is at least this busy (over the last 100 ms). Handing one
+ * over and waking the threads costs more CPU in all than writing it here (behind Postfix, ~0.35 ms per message
+ * against ~0.1 ms); it pays only when this thread is the limit and another core would otherwise sit idle.
+ */
+export const KEY_PACKETS_OFFLOAD_ABOVE = 0.8;
+
 export interface EncryptionPoolOptions {
   /** Plaintexts up to this size are encrypted in this thread (IN_THREAD_LIMIT). */
   readonly inThreadLimit?: number;
   /** WORKER_ANSWER_WITHIN_MS. */
   readonly answerWithinMs?: number;
+  /** When key packets go to a worker: always, never, or (the default) while the event loop is busy. */
+  readonly keyPacketsOnWorker?: 'always' | 'never' | { isBusy(): boolean };
   /** Told when a worker is replaced: it died, or stopped answering. */
   readonly logger?: { error(fields: object, message: string): void };
   /** The worker's script (tests run a wrapped one). */
@@ -56,10 +65,12 @@ export interface EncryptionPoolOptions {
 
 /**
  * Encryption off the event loop, so that the SMTP side keeps one core while the others encrypt:
- * - a bigger message held in memory is encrypted on a worker, whole;
- * - a smaller one is encrypted on the event loop, but its key packets (public-key operations: RSA, or an
- *   ephemeral X25519 agreement, ~0.03–0.06 ms each, most of what encrypting 4 KiB costs) are written on a
- *   worker meanwhile. Handing over a session key and a key costs the event loop ~0.01 ms.
+ * - a bigger message held in memory is encrypted on a worker, whole (unless one of its keys is of a type only
+ *   openpgp.js handles: the worker runs on node:crypto alone);
+ * - a smaller one is encrypted on the event loop; while the loop is busy (KEY_PACKETS_OFFLOAD_ABOVE), its key
+ *   packets (public-key operations: RSA, or an ephemeral X25519 agreement, ~0.03–0.06 ms each, most of what
+ *   encrypting 4 KiB costs) are written on a worker meanwhile. Handing over a session key and a key costs the
+ *   event loop ~0.01 ms.
  * Workers start on first use (with `encryption.workers = 0` there are none); whole messages go to the worker
  * with the fewest jobs in flight, and start another one while all are busy; key packets go to a running worker.
  * A worker that dies, or stops answering (WORKER_ANSWER_WITHIN_MS), fails its jobs (the messages get a 4xx,
@@ -67,12 +78,12 @@ export interface EncryptionPoolOptions {
  */
 export class EncryptionPool implements BufferedEncryptor {
   private readonly workers: PooledWorker[] = [];
-  private readonly binaryKeys = new WeakMap<PublicKey, { hash: string; binary: Uint8Array }>();
   private nextId = 1;
   private closing = false;
 
   private readonly inThreadLimit: number;
   private readonly answerWithinMs: number;
+  private readonly keyPacketsOnWorker: () => boolean;
 
   constructor(
     private readonly size: number,
@@ -80,6 +91,8 @@ export class EncryptionPool implements BufferedEncryptor {
   ) {
     this.inThreadLimit = options.inThreadLimit ?? IN_THREAD_LIMIT;
     this.answerWithinMs = options.answerWithinMs ?? WORKER_ANSWER_WITHIN_MS;
+    const when = size === 0 ? 'never' : (options.keyPacketsOnWorker ?? new EventLoopGauge(KEY_PACKETS_OFFLOAD_ABOVE));
+    this.keyPacketsOnWorker = when === 'always' ? () => true : when === 'never' ? () => false : () => when.isBusy();
   }
 
   /** Worker threads running now. */
@@ -89,14 +102,14 @@ export class EncryptionPool implements BufferedEncryptor {
 
   async encrypt(job: BufferedJob): Promise<Uint8Array[]> {
     if (this.closing) throw new LacreError('encryption pool is closed');
-    if (job.plaintext.length <= this.inThreadLimit || this.size === 0) {
-      return encryptBuffered(job, this.size === 0 ? undefined : this.writeKeyPacketOnWorker).catch((error: unknown) => {
-        throw error instanceof LacreError ? error : new LacreError(`encryption failed: ${errorMessage(error)}`, { cause: error });
-      });
+    try {
+      const copies = job.plaintext.length > this.inThreadLimit && this.size > 0 ? await nativeTargetsOf(job) : undefined;
+      if (!copies) return await encryptBuffered(job, this.keyPacketsOnWorker() ? this.writeKeyPacketOnWorker : undefined);
+      const reply = await this.dispatch({ job: { plaintext: job.plaintext, eol: job.eol, copies } }, true);
+      return reply.armored!;
+    } catch (error) {
+      throw error instanceof LacreError ? error : new LacreError(`encryption failed: ${errorMessage(error)}`, { cause: error });
     }
-    const copies = job.copies.map((copy) => ({ keys: copy.keys.map((key) => this.binaryOf(key)) }));
-    const reply = await this.request(this.leastBusyWorker(true), { job: { plaintext: job.plaintext, eol: job.eol, copies } });
-    return reply.armored!;
   }
 
   async close(): Promise<void> {
@@ -107,8 +120,7 @@ export class EncryptionPool implements BufferedEncryptor {
   }
 
   private readonly writeKeyPacketOnWorker: KeyPacketWriter = async (target, sessionKey) => {
-    if (this.closing) throw new LacreError('encryption pool is closed');
-    const reply = await this.request(this.leastBusyWorker(false), { keyPacket: { target, sessionKey } });
+    const reply = await this.dispatch({ keyPacket: { target, sessionKey } }, false);
     const packet = reply.packet!;
     return Buffer.from(packet.buffer, packet.byteOffset, packet.byteLength);
   };
@@ -118,6 +130,12 @@ export class EncryptionPool implements BufferedEncryptor {
     const allBusy = this.workers.every((worker) => worker.pending.size > 0);
     if (this.workers.length === 0 || (mayGrow && allBusy && this.workers.length < this.size)) this.workers.push(this.spawn());
     return this.workers.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+  }
+
+  /** To the least busy worker; checked again here, as a job may have waited for its keys while the pool closed. */
+  private dispatch(request: Omit<WorkerRequest, 'id'>, mayGrow: boolean): Promise<WorkerReply> {
+    if (this.closing) return Promise.reject(new LacreError('encryption pool is closed'));
+    return this.request(this.leastBusyWorker(mayGrow), request);
   }
 
   private request(target: PooledWorker, request: Omit<WorkerRequest, 'id'>): Promise<WorkerReply> {
@@ -141,16 +159,6 @@ export class EncryptionPool implements BufferedEncryptor {
     pooled.worker.terminate().catch(() => undefined);
   }
 
-  private binaryOf(key: PublicKey): { hash: string; binary: Uint8Array } {
-    let known = this.binaryKeys.get(key);
-    if (!known) {
-      const binary = key.write();
-      known = { hash: createHash('sha256').update(binary).digest('hex'), binary };
-      this.binaryKeys.set(key, known);
-    }
-    return known;
-  }
-
   private spawn(): PooledWorker {
     const worker = new Worker(this.options.workerScript ?? new URL('./worker.js', import.meta.url));
     const pooled: PooledWorker = { worker, pending: new Map() };
@@ -167,6 +175,17 @@ export class EncryptionPool implements BufferedEncryptor {
     worker.on('exit', (code) => this.replace(pooled, new Error(`exited with code ${code}`)));
     return pooled;
   }
+}
+
+/**
+ * Each copy's keys as node:crypto targets, resolved here (cached per key), so that the worker needs no
+ * openpgp.js; undefined when a key is of a type left to openpgp.js (X448, Brainpool…): such a message is
+ * encrypted in this thread.
+ */
+async function nativeTargetsOf(job: BufferedJob): Promise<NativeTarget[][] | undefined> {
+  const now = new Date();
+  const copies = await Promise.all(job.copies.map((copy) => Promise.all(copy.keys.map((key) => encryptionTargetOf(key, now)))));
+  return copies.every((targets) => targets.every((target) => target.kind !== 'openpgp')) ? (copies as NativeTarget[][]) : undefined;
 }
 
 function failPending(pooled: PooledWorker, error: Error): void {

@@ -1,43 +1,26 @@
 import { parentPort } from 'node:worker_threads';
-import type { PublicKey } from 'openpgp';
-import type { BufferedJob } from './buffered.js';
-import { sessionKeyPacket, type NativeSessionKey } from './native.js';
+import { armorBuffer } from './armor.js';
+import { nativeSessionKey, seipdBytes, sessionKeyPacket, type NativeSessionKey } from './native.js';
 import type { NativeTarget } from './recipient-key.js';
 import { errorMessage } from '../errors.js';
 
 /**
- * What whole messages need (openpgp.js, ~13 MB per thread) is loaded with the first one: a worker that only
- * writes key packets goes without it.
+ * An encryption worker thread (pool.ts). It works on node:crypto alone, with the keys already resolved to
+ * native targets by the main thread, so it never loads openpgp.js (~13 MB of memory per thread).
  */
-let wholeMessagesLoaded: Promise<{ readKey: typeof import('openpgp').readKey; encryptBuffered: typeof import('./buffered.js').encryptBuffered }> | undefined;
-function wholeMessages() {
-  wholeMessagesLoaded ??= Promise.all([import('openpgp'), import('./buffered.js')]).then(([openpgp, buffered]) => ({
-    readKey: openpgp.readKey,
-    encryptBuffered: buffered.encryptBuffered,
-  }));
-  return wholeMessagesLoaded;
-}
 
-/** Parsed keys by the SHA-256 of their binary form: a changed key (new subkey, revocation) is parsed anew. */
-const keys = new Map<string, PublicKey>();
-const MAX_CACHED_KEYS = 10_000;
-
-async function keyFor(hash: string, binary: Uint8Array): Promise<PublicKey> {
-  const cached = keys.get(hash);
-  if (cached) return cached;
-  const { readKey } = await wholeMessages();
-  const key = await readKey({ binaryKey: binary });
-  if (keys.size >= MAX_CACHED_KEYS) keys.delete(keys.keys().next().value!);
-  keys.set(hash, key);
-  return key;
-}
-
-/** A whole message to encrypt, or one key packet to write (the PKESK of a message encrypted on the main thread). */
+/** A whole message held in memory (one list of targets per copy), or one key packet to write. */
 export type WorkerRequest = {
   readonly id: number;
-  readonly job?: Omit<BufferedJob, 'copies'> & { copies: Array<{ keys: Array<{ hash: string; binary: Uint8Array }> }> };
+  readonly job?: NativeJob;
   readonly keyPacket?: { target: NativeTarget; sessionKey: NativeSessionKey };
 };
+
+export interface NativeJob {
+  readonly plaintext: Uint8Array;
+  readonly eol: '\r\n' | '\n';
+  readonly copies: ReadonlyArray<readonly NativeTarget[]>;
+}
 
 export interface WorkerReply {
   readonly id: number;
@@ -55,20 +38,23 @@ function asBuffers<T extends object>(value: T): T {
   return revived as T;
 }
 
-async function answer({ job, keyPacket }: WorkerRequest): Promise<{ reply: Omit<WorkerReply, 'id'>; transfer: ArrayBuffer[] }> {
-  if (keyPacket) {
-    const packet = sessionKeyPacket(asBuffers(keyPacket.target), asBuffers(keyPacket.sessionKey));
-    return { reply: { packet }, transfer: [] };
-  }
-  const copies = await Promise.all(job!.copies.map(async (copy) => ({ keys: await Promise.all(copy.keys.map((k) => keyFor(k.hash, k.binary))) })));
-  const { encryptBuffered } = await wholeMessages();
-  const armored = await encryptBuffered({ ...job!, copies });
+/** What encryptBuffered (buffered.ts) makes, for native targets: one session key, one SEIPD, a PKESK per target. */
+function armoredCopies({ plaintext, eol, copies }: NativeJob): Buffer[] {
+  const targets = copies.map((copy) => copy.map(asBuffers));
+  const sessionKey = nativeSessionKey(targets.flat());
+  const content = seipdBytes(plaintext, sessionKey);
+  return targets.map((copy) => armorBuffer(Buffer.concat([...copy.map((target) => sessionKeyPacket(target, sessionKey)), content]), eol));
+}
+
+function answer({ job, keyPacket }: WorkerRequest): { reply: Omit<WorkerReply, 'id'>; transfer: ArrayBuffer[] } {
+  if (keyPacket) return { reply: { packet: sessionKeyPacket(asBuffers(keyPacket.target), asBuffers(keyPacket.sessionKey)) }, transfer: [] };
+  const armored = armoredCopies(job!);
   return { reply: { armored }, transfer: armored.map((a) => a.buffer as ArrayBuffer) };
 }
 
-parentPort!.on('message', async (request: WorkerRequest) => {
+parentPort!.on('message', (request: WorkerRequest) => {
   try {
-    const { reply, transfer } = await answer(request);
+    const { reply, transfer } = answer(request);
     parentPort!.postMessage({ id: request.id, ...reply }, transfer);
   } catch (error) {
     parentPort!.postMessage({ id: request.id, error: errorMessage(error) });

@@ -14,7 +14,7 @@ describe('encryption pool (worker threads)', () => {
     home = await createGpgHome();
     alice = await generateKey(home, { email: 'alice@example.test' });
     bob = await generateKey(home, { email: 'bob@example.test', algo: 'rsa3072' });
-    pool = new EncryptionPool(2, { inThreadLimit: 0 }); // every job to a worker
+    pool = new EncryptionPool(2, { inThreadLimit: 0, keyPacketsOnWorker: 'always' }); // every job to a worker
   });
   after(async () => {
     await pool.close();
@@ -38,7 +38,7 @@ describe('encryption pool (worker threads)', () => {
     const carol = await generateKey(home, { email: 'carol@example.test', algo: 'nistp256' });
     const recipients = [alice, bob, carol];
     const keys = await Promise.all(recipients.map((gpg) => openpgp.readKey({ armoredKey: gpg.publicArmored })));
-    const lazy = new EncryptionPool(1);
+    const lazy = new EncryptionPool(1, { keyPacketsOnWorker: 'always' });
     try {
       const small = Buffer.alloc(4096, 's');
       const copies = await lazy.encrypt({ plaintext: small, copies: keys.map((key) => ({ keys: [key] })), eol: '\n' });
@@ -53,6 +53,24 @@ describe('encryption pool (worker threads)', () => {
       assert.deepEqual(await decrypt(home, Buffer.from(bigCopy!)), big);
     } finally {
       await lazy.close();
+    }
+  });
+
+  it("small messages' key packets stay in this thread while the event loop is not busy", async () => {
+    const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+    let busy = false;
+    const gauged = new EncryptionPool(1, { keyPacketsOnWorker: { isBusy: () => busy } });
+    try {
+      const plaintext = Buffer.from('small');
+      const [idleCopy] = await gauged.encrypt({ plaintext, copies: [{ keys: [aliceKey] }], eol: '\n' });
+      assert.equal(gauged.started, 0, 'idle: no worker');
+      assert.deepEqual(await decrypt(home, Buffer.from(idleCopy!)), plaintext);
+      busy = true;
+      const [busyCopy] = await gauged.encrypt({ plaintext, copies: [{ keys: [aliceKey] }], eol: '\n' });
+      assert.equal(gauged.started, 1, 'busy: key packets on a worker');
+      assert.deepEqual(await decrypt(home, Buffer.from(busyCopy!)), plaintext);
+    } finally {
+      await gauged.close();
     }
   });
 
@@ -73,16 +91,37 @@ describe('encryption pool (worker threads)', () => {
     const { privateKey, publicKey } = await openpgp.generateKey({ type: 'curve448', userIDs: [{ email: 'x448@example.test' }], format: 'object' });
     const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
     const plaintext = Buffer.from('for two keys');
-    const [copy] = await pool.encrypt({ plaintext, copies: [{ keys: [publicKey, aliceKey] }], eol: '\n' });
+    const keyPacketsOnWorker = new EncryptionPool(1, { keyPacketsOnWorker: 'always' });
+    const [copy] = await keyPacketsOnWorker.encrypt({ plaintext, copies: [{ keys: [publicKey, aliceKey] }], eol: '\n' }).finally(() => keyPacketsOnWorker.close());
+    assert.equal(keyPacketsOnWorker.started, 1);
     const message = await openpgp.readMessage({ armoredMessage: Buffer.from(copy!).toString('latin1') });
     const read = await openpgp.decrypt({ message, decryptionKeys: privateKey, format: 'binary' });
     assert.deepEqual(Buffer.from(read.data as Uint8Array), plaintext);
     assert.deepEqual(await decrypt(home, Buffer.from(copy!)), plaintext);
   });
 
+  it('a message over the limit with a key type left to openpgp.js (X448) is encrypted whole in this thread', async () => {
+    const { privateKey, publicKey } = await openpgp.generateKey({ type: 'curve448', userIDs: [{ email: 'x448-big@example.test' }], format: 'object' });
+    const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
+    const plaintext = Buffer.alloc(IN_THREAD_LIMIT + 1, 'x');
+    const nativeOnly = new EncryptionPool(1, { keyPacketsOnWorker: 'never' });
+    try {
+      const [forAlice] = await nativeOnly.encrypt({ plaintext, copies: [{ keys: [aliceKey] }], eol: '\n' });
+      assert.equal(nativeOnly.started, 1, 'native keys only: on the worker');
+      assert.deepEqual(await decrypt(home, Buffer.from(forAlice!)), plaintext);
+      const [forBoth] = await nativeOnly.encrypt({ plaintext, copies: [{ keys: [publicKey, aliceKey] }], eol: '\n' });
+      const message = await openpgp.readMessage({ armoredMessage: Buffer.from(forBoth!).toString('latin1') });
+      const read = await openpgp.decrypt({ message, decryptionKeys: privateKey, format: 'binary' });
+      assert.deepEqual(Buffer.from(read.data as Uint8Array), plaintext);
+      assert.deepEqual(await decrypt(home, Buffer.from(forBoth!)), plaintext);
+    } finally {
+      await nativeOnly.close();
+    }
+  });
+
   it('closing the pool fails the jobs still in flight rather than leaving them waiting', { timeout: 20_000 }, async () => {
     const aliceKey = await openpgp.readKey({ armoredKey: alice.publicArmored });
-    const closing = new EncryptionPool(1);
+    const closing = new EncryptionPool(1, { keyPacketsOnWorker: 'always' });
     const jobs = Array.from({ length: 20 }, (_, i) =>
       closing.encrypt({ plaintext: Buffer.alloc(i % 2 ? IN_THREAD_LIMIT + 1 : 100, 'c'), copies: [{ keys: [aliceKey] }], eol: '\n' }),
     );
@@ -124,7 +163,7 @@ describe('encryption pool (worker threads)', () => {
     const [aliceKey, carolKey] = await Promise.all([alice, carol].map((gpg) => openpgp.readKey({ armoredKey: gpg.publicArmored })));
     const replaced: unknown[] = [];
     const logger = { error: (fields: object, message: string) => void replaced.push([fields, message]) };
-    const stuck = new EncryptionPool(1, { answerWithinMs: 1_500, logger, workerScript: new URL('../helpers/stuck-worker.js', import.meta.url) });
+    const stuck = new EncryptionPool(1, { answerWithinMs: 1_500, keyPacketsOnWorker: 'always', logger, workerScript: new URL('../helpers/stuck-worker.js', import.meta.url) });
     const big = (text: string) => Buffer.concat([Buffer.from(text), Buffer.alloc(IN_THREAD_LIMIT, 'b')]);
     try {
       const started = Date.now();
