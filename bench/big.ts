@@ -22,7 +22,7 @@ export interface BigTargets {
 
 const WARMUP_BYTES = 1 * MB;
 
-const SMALL_WARMUP_BYTES = 4 * 1024;
+const WORKER_WARMUP_BYTES = 100 * 1024;
 /** Armor is 4/3 base64 plus line ends: ~1.38x; anything far off means the output is not what we think. */
 const OUTPUT_RATIO = { min: 1.3, max: 1.45 };
 
@@ -31,7 +31,7 @@ export function sizeLabel(bytes: number): string {
 }
 
 /**
- * One fresh `lacre serve` (its idle RSS is measured 1 s after it greeted, before a 1 MB and a 4 KiB warm-up message) takes
+ * One fresh `lacre serve` (its idle RSS is measured 1 s after it greeted, before a 1 MB and a 100 KiB warm-up message) takes
  * every big message; before each, its peak-RSS counter is reset, so each message's peak is its own. Pass-through
  * and Lacre alternate which goes first from round to round.
  */
@@ -43,10 +43,10 @@ export async function measureBigMessages(settings: BigSettings, targets: BigTarg
     // Not measured: the first message through a fresh process also pays for JIT compilation.
     await throughPassthrough(WARMUP_BYTES, targets);
     await throughLacre(WARMUP_BYTES, lacre, targets);
-    // A small message starts the encryption worker (its key packets are written there), as on any server
-    // that has seen one: the peaks below include the worker's memory.
-    const { sunk } = await sendBigMessage(SMALL_WARMUP_BYTES, lacre.port, targets.sink, targets.recipient);
-    if (sunk.pgpMessages !== 1) throw new Error('small warm-up message: Lacre delivered it unencrypted');
+    // A message held in memory over 64 KiB is encrypted on the worker, which starts then, as on any server
+    // that has encrypted one: the peaks below include the worker's memory.
+    const { sunk } = await sendBigMessage(WORKER_WARMUP_BYTES, lacre.port, targets.sink, targets.recipient);
+    if (sunk.pgpMessages !== 1) throw new Error('100 KiB warm-up message: Lacre delivered it unencrypted');
     for (const { bytes, rounds } of settings.sizes) {
       const label = sizeLabel(bytes);
       for (let round = 0; round < rounds; round++) {
