@@ -46,9 +46,10 @@ export const WORKER_ANSWER_WITHIN_MS = 30_000;
 /**
  * Key packets go to a worker only while the event loop is at least this busy (over the last 100 ms). Handing one
  * over and waking the threads costs more CPU in all than writing it here (behind Postfix, ~0.35 ms per message
- * against ~0.1 ms); it pays only when this thread is the limit and another core would otherwise sit idle.
+ * against ~0.1 ms); it pays only when this thread is the limit and another core would otherwise sit idle. At
+ * 0.8 short bursts behind Postfix still sent a share of them over; a saturated loop stays above 0.95.
  */
-export const KEY_PACKETS_OFFLOAD_ABOVE = 0.8;
+export const KEY_PACKETS_OFFLOAD_ABOVE = 0.95;
 
 export interface EncryptionPoolOptions {
   /** Plaintexts up to this size are encrypted in this thread (IN_THREAD_LIMIT). */
@@ -72,7 +73,8 @@ export interface EncryptionPoolOptions {
  *   encrypting 4 KiB costs) are written on a worker meanwhile. Handing over a session key and a key costs the
  *   event loop ~0.01 ms.
  * Workers start on first use (with `encryption.workers = 0` there are none); whole messages go to the worker
- * with the fewest jobs in flight, and start another one while all are busy; key packets go to a running worker.
+ * with the fewest jobs in flight, and start another one while all are busy; key packets go to a running worker
+ * (the first one starts for them if none runs).
  * A worker that dies, or stops answering (WORKER_ANSWER_WITHIN_MS), fails its jobs (the messages get a 4xx,
  * Postfix retries) and is replaced.
  */
