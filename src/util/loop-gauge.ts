@@ -12,15 +12,13 @@ export class EventLoopGauge {
   constructor(
     private readonly threshold: number,
     private readonly windowMs = 100,
-    private readonly utilization: (current?: EventLoopUtilization, previous?: EventLoopUtilization) => EventLoopUtilization = (current, previous) =>
-      performance.eventLoopUtilization(current, previous),
   ) {
-    this.windowStart = this.utilization();
+    this.windowStart = performance.eventLoopUtilization();
   }
 
   isBusy(): boolean {
-    const now = this.utilization();
-    const window = this.utilization(now, this.windowStart);
+    const now = performance.eventLoopUtilization();
+    const window = performance.eventLoopUtilization(now, this.windowStart);
     if (window.idle + window.active >= this.windowMs) {
       this.busy = window.utilization >= this.threshold;
       this.windowStart = now;
