@@ -3,6 +3,7 @@ import { armorBuffer } from './armor.js';
 import { nativeSessionKey, seipdBytes, sessionKeyPacket, type NativeSessionKey } from './native.js';
 import type { NativeTarget } from './recipient-key.js';
 import { errorMessage } from '../errors.js';
+import { wholeArrayBuffers } from '../util/transfer.js';
 
 /**
  * An encryption worker thread (pool.ts). It works on node:crypto alone, with the keys already resolved to
@@ -49,7 +50,7 @@ function armoredCopies({ plaintext, eol, copies }: NativeJob): Buffer[] {
 function answer({ job, keyPacket }: WorkerRequest): { reply: Omit<WorkerReply, 'id'>; transfer: ArrayBuffer[] } {
   if (keyPacket) return { reply: { packet: sessionKeyPacket(asBuffers(keyPacket.target), asBuffers(keyPacket.sessionKey)) }, transfer: [] };
   const armored = armoredCopies(job!);
-  return { reply: { armored }, transfer: armored.map((a) => a.buffer as ArrayBuffer) };
+  return { reply: { armored }, transfer: wholeArrayBuffers(armored) };
 }
 
 parentPort!.on('message', (request: WorkerRequest) => {
