@@ -2,13 +2,18 @@
  * Runs in the browser, inlined into bench/report.html after Chart.js (a global): draws bench/report.ts's data.
  * Each series is three datasets — min and max (a filled band, no legend) and the median line.
  */
-import type { Chart as ChartClass, ChartConfiguration, ChartDataset, LegendItem, TooltipItem } from 'chart.js';
+import type { Chart as ChartClass, ChartConfiguration, ChartDataset, LegendItem, Plugin, ScriptableScaleContext, TooltipItem } from 'chart.js';
 import type { ReportChart, ReportData, ReportRecord, ReportRow } from './report-data.js';
+import type { Notice, Sentence } from './report-text.js';
 
 declare const Chart: typeof ChartClass;
 
 const BAND_ALPHA = '33';
 const DATASETS_PER_SERIES = 3;
+const NOISE_COLOR = '#b35900';
+const NOISE_FILL = 'rgba(255, 140, 0, 0.13)';
+/** Beyond this many records, a chart gets the whole width of the page so that every commit keeps its label. */
+const WIDE_FROM_RECORDS = 20;
 
 function element<K extends keyof HTMLElementTagNameMap>(tag: K, attributes: Record<string, string> = {}, text?: string): HTMLElementTagNameMap[K] {
   const node = document.createElement(tag);
@@ -17,9 +22,37 @@ function element<K extends keyof HTMLElementTagNameMap>(tag: K, attributes: Reco
   return node;
 }
 
-function recordLabel(record: ReportRecord): string[] {
-  const date = record.date.slice(5, 16).replace('T', ' ');
-  return [`${record.commit}${record.dirty ? '*' : ''}`, date];
+/** Every point's axis label: its commit (`*` = uncommitted changes); one line, so that rotated labels do not collide. */
+function recordLabel(record: ReportRecord): string {
+  return record.label;
+}
+
+/** An orange band, labelled "noise", behind each record whose ceiling moved more than 30 % against the one before. */
+function noisePlugin(records: ReportRecord[]): Plugin<'line'> {
+  return {
+    id: 'machineNoise',
+    beforeDatasetsDraw(chart) {
+      const { ctx, chartArea, scales } = chart;
+      const x = scales.x;
+      if (!x) return;
+      const half = records.length > 1 ? chartArea.width / (records.length - 1) / 2 : chartArea.width / 2;
+      ctx.save();
+      records.forEach((record, index) => {
+        if (!record.noise) return;
+        const centre = x.getPixelForValue(index);
+        const left = Math.max(chartArea.left, centre - half);
+        const right = Math.min(chartArea.right, centre + half);
+        ctx.fillStyle = NOISE_FILL;
+        ctx.fillRect(left, chartArea.top, right - left, chartArea.height);
+        ctx.fillStyle = NOISE_COLOR;
+        ctx.font = '10px system-ui, sans-serif';
+        ctx.textAlign = 'center';
+        ctx.textBaseline = 'top';
+        ctx.fillText('noise', Math.min(Math.max(centre, chartArea.left + 14), chartArea.right - 14), chartArea.top + 2);
+      });
+      ctx.restore();
+    },
+  };
 }
 
 function formatNumber(value: number): string {
@@ -65,18 +98,20 @@ function isBand(datasetIndex: number, chart: ReportChart): boolean {
   return datasetIndex < chart.series.length * DATASETS_PER_SERIES && datasetIndex % DATASETS_PER_SERIES !== DATASETS_PER_SERIES - 1;
 }
 
-function chartConfig(chart: ReportChart, data: ReportData): ChartConfiguration<'line', Array<number | null>, string[]> {
+function chartConfig(chart: ReportChart, data: ReportData): ChartConfiguration<'line', Array<number | null>, string> {
   const records = data.records;
   return {
     type: 'line',
     data: { labels: records.map(recordLabel), datasets: datasets(chart, records.length) },
+    plugins: [noisePlugin(records)],
     options: {
       animation: false,
       responsive: true,
       maintainAspectRatio: false,
       interaction: { mode: 'index', intersect: false },
       scales: {
-        x: { ticks: { autoSkip: true, maxRotation: 0 } },
+        // Every record keeps its commit on the axis: never skip a label, rotate them when they do not fit.
+        x: { ticks: { autoSkip: false, maxRotation: 90, color: (context: ScriptableScaleContext) => (records[context.index]?.noise ? NOISE_COLOR : '#555') } },
         // Headroom above the highest value, so a target at the top stays visible.
         y: { beginAtZero: true, grace: '10%', title: { display: true, text: chart.unit } },
       },
@@ -98,7 +133,12 @@ function chartConfig(chart: ReportChart, data: ReportData): ChartConfiguration<'
             title: (items) => {
               const record = records[items[0]?.dataIndex ?? 0];
               if (!record) return '';
-              return [`${record.commit}${record.dirty ? ' (uncommitted changes)' : ''} — ${record.date}`, record.subject, `${record.machine}, ${record.database}`];
+              return [
+                `${record.commit}${record.dirty ? ' (uncommitted changes)' : ''} — ${record.date}`,
+                record.subject,
+                `${record.machine}, ${record.database}`,
+                ...(record.noise ? [`⚠ ${record.noise}`] : []),
+              ];
             },
             label: (item) => {
               const seriesIndex = Math.floor(item.datasetIndex / DATASETS_PER_SERIES);
@@ -106,7 +146,7 @@ function chartConfig(chart: ReportChart, data: ReportData): ChartConfiguration<'
               const point = series?.points[item.dataIndex];
               if (!series || !point) return `${item.dataset.label ?? ''}: ${formatNumber(Number(item.raw))} ${chart.unit}`;
               const range = point.n > 1 ? ` [${formatNumber(point.min)} – ${formatNumber(point.max)}, ${point.n} rounds]` : '';
-              return `${series.label}: ${formatNumber(point.value)} ${chart.unit}${range}`;
+              return `${series.label} (${series.figure}): ${formatNumber(point.value)} ${chart.unit}${range}`;
             },
           },
         },
@@ -128,7 +168,7 @@ function renderCharts(data: ReportData, container: HTMLElement): number {
     if (chart.section !== section || !grid) {
       section = chart.section;
       container.append(element('h2', { id: slug(section) }, section));
-      grid = element('div', { class: 'grid' });
+      grid = element('div', { class: data.records.length > WIDE_FROM_RECORDS ? 'grid wide' : 'grid' });
       container.append(grid);
     }
     const card = element('figure', { class: 'card', id: chart.id });
@@ -148,11 +188,12 @@ function renderCharts(data: ReportData, container: HTMLElement): number {
 function renderLatest(data: ReportData, container: HTMLElement): void {
   if (!data.latest) return;
   const { record, rows } = data.latest;
-  container.append(element('h2', {}, `Latest record: ${record.commit}${record.dirty ? '*' : ''}, ${record.date}`));
+  container.append(element('h2', { id: 'latest-record' }, `Latest record: ${record.label}, ${record.date}`));
   container.append(element('p', { class: 'note' }, `${record.subject} — ${record.machine}, database ${record.database}. Median over the rounds, [min – max]; change against the record before.`));
+  if (record.noise) container.append(element('p', { class: 'notice warn' }, `This record is ${record.noise}: its changes in messages/s and MB/s reflect the machine, not Lacre.`));
   const table = element('table');
   const head = element('tr');
-  for (const title of ['figure', 'median', 'min – max', 'unit', 'change', 'target']) head.append(element('th', {}, title));
+  for (const title of ['figure', 'identifier', 'median', 'min – max', 'unit', 'change', 'target']) head.append(element('th', {}, title));
   table.append(head);
   for (const row of rows) table.append(tableRow(row));
   container.append(table);
@@ -160,7 +201,10 @@ function renderLatest(data: ReportData, container: HTMLElement): void {
 
 function tableRow(row: ReportRow): HTMLTableRowElement {
   const tr = element('tr');
-  tr.append(element('td', {}, row.figure));
+  tr.append(element('td', {}, row.words ?? ''));
+  const identifier = element('td');
+  identifier.append(element('code', {}, row.figure));
+  tr.append(identifier);
   tr.append(element('td', { class: 'num' }, formatNumber(row.value)));
   tr.append(element('td', { class: 'num' }, row.n > 1 ? `${formatNumber(row.min)} – ${formatNumber(row.max)}` : ''));
   tr.append(element('td', {}, row.unit));
@@ -170,13 +214,30 @@ function tableRow(row: ReportRow): HTMLTableRowElement {
   return tr;
 }
 
+/** What the newest record measured, sentence by sentence, each followed by the identifiers of the figures it reads. */
+function renderHeadline(sentences: Sentence[], notices: Notice[], container: HTMLElement): void {
+  if (sentences.length === 0) return;
+  const list = element('ul', { class: 'headline' });
+  for (const sentence of sentences) {
+    const item = element('li', sentence.warn ? { class: 'warn' } : {}, sentence.text);
+    if (sentence.figures.length > 0) item.append(' ', element('code', { class: 'ids' }, sentence.figures.join(', ')));
+    list.append(item);
+  }
+  container.append(list);
+  for (const notice of notices) container.append(element('p', { class: `notice ${notice.level}` }, notice.text));
+}
+
 function main(): void {
   const source = document.getElementById('report-data')?.textContent;
   if (!source) throw new Error('report data missing');
   const data = JSON.parse(source) as ReportData;
   const summary = document.getElementById('summary')!;
   const left = data.skipped ? ` (${data.skipped} record(s) of another mode left out)` : '';
-  summary.textContent = `${data.records.length} ${data.mode} record(s) from ${data.historyFile}${left}, generated ${data.generatedAt}. x axis: one point per record, oldest first (* = uncommitted changes). Line: median over the rounds; band: min – max.`;
+  summary.textContent =
+    `${data.records.length} ${data.mode} record(s) from ${data.historyFile}${left}, generated ${data.generatedAt}. ` +
+    'x axis: one point per record, oldest first, labelled with its commit (* = uncommitted changes); an orange band marks machine noise. ' +
+    'Line: median over the rounds; shaded band: min – max. Hover a point for the commit subject and each figure’s identifier.';
+  renderHeadline(data.headline, data.notices, document.getElementById('headline')!);
   const charts = document.getElementById('charts')!;
   if (data.records.length === 0) charts.append(element('p', {}, 'No records yet: run npm run bench:quick.'));
   const drawn = renderCharts(data, charts);

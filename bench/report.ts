@@ -8,8 +8,10 @@ import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { readCheckout } from './checkout.js';
 import { DEFAULT_HISTORY, readHistory, REPOSITORY_ROOT, type BenchRecord } from './record.js';
 import type { ReportChart, ReportData, ReportRecord, ReportRow, ReportSeries, ReportTarget } from './report-data.js';
+import { ceilingMoves, checkoutNotice, describeFigure, headline, meetsTarget, noiseNote, noiseSummary, recordLabel, targetText, TARGETS, type CeilingMove, type Checkout, type Notice } from './report-text.js';
 
 const CONCURRENCY = [1, 10, 50];
 const MB_SIZES = [10, 200];
@@ -37,16 +39,6 @@ interface ChartDef {
   series: SeriesDef[];
   targets?: ReportTarget[];
 }
-
-/** The issue's targets, per figure: shown on the charts and checked in the table. */
-const TARGETS: Record<string, { op: '>=' | '<='; value: number }> = {
-  lacre_cv25519_c10_ratio_to_ceiling: { op: '>=', value: 0.5 },
-  lacre_rsa3072_c10_ratio_to_ceiling: { op: '>=', value: 0.7 },
-  lacre_cv25519_c10_p99_added_ms: { op: '<=', value: 20 },
-  lacre_rsa3072_c10_p99_added_ms: { op: '<=', value: 20 },
-  big_200mb_lacre_peak_rss_mb: { op: '<=', value: 150 },
-  big_200mb_lacre_mb_per_s: { op: '>=', value: 120 },
-};
 
 /** One dashed line per target value; figures sharing a value share the line. */
 function targetLines(figures: string[]): ReportTarget[] {
@@ -163,9 +155,10 @@ function chartCatalogue(): ChartDef[] {
   return charts;
 }
 
-function describeRecord(record: BenchRecord): ReportRecord {
+function describeRecord(record: BenchRecord, move: CeilingMove | null): ReportRecord {
   const { machine } = record;
   return {
+    label: recordLabel(record),
     commit: record.commit,
     dirty: record.dirty,
     date: record.date,
@@ -173,6 +166,7 @@ function describeRecord(record: BenchRecord): ReportRecord {
     database: record.database,
     mode: record.mode,
     machine: `${machine.cpus}× ${machine.model}, ${machine.memory_gb ?? '?'} GB, node ${machine.node}`,
+    noise: noiseNote(move),
   };
 }
 
@@ -180,6 +174,7 @@ function toSeries(def: SeriesDef, records: BenchRecord[]): ReportSeries {
   return {
     label: def.label,
     figure: def.figure,
+    words: describeFigure(def.figure) ?? def.figure,
     color: def.color,
     hidden: def.hidden ?? false,
     points: records.map((record) => {
@@ -204,7 +199,9 @@ function buildCharts(records: BenchRecord[]): ReportChart[] {
   for (const figure of present) {
     if (charted.has(figure)) continue;
     const unit = records.map((record) => record.figures[figure]?.unit).find((u) => u !== undefined) ?? '';
-    add({ section: 'Other', title: figure, unit, note: '', series: [{ figure, label: figure, color: COLORS.extra[0]! }], targets: targetLines([figure]) });
+    const words = describeFigure(figure);
+    const title = words ? `${words} (${figure})` : figure;
+    add({ section: 'Other', title, unit, note: '', series: [{ figure, label: words ?? figure, color: COLORS.extra[0]! }], targets: targetLines([figure]) });
   }
   return charts;
 }
@@ -215,32 +212,45 @@ function latestRows(records: BenchRecord[]): ReportRow[] {
   const previous = records[records.length - 2];
   return Object.entries(latest.figures).map(([figure, { value, min, max, n, unit }]) => {
     const before = previous?.figures[figure]?.value;
-    const target = TARGETS[figure];
     return {
       figure,
+      words: describeFigure(figure),
       value,
       min,
       max,
       n,
       unit,
       changePct: before === undefined || before === 0 ? null : ((value - before) / Math.abs(before)) * 100,
-      target: target ? `${target.op === '>=' ? '≥' : '≤'} ${target.value}` : null,
-      meets: target ? (target.op === '>=' ? value >= target.value : value <= target.value) : null,
+      target: targetText(figure),
+      meets: meetsTarget(figure, value) ?? null,
     };
   });
 }
 
-export function buildReportData(allRecords: BenchRecord[], mode: string, historyFile: string): ReportData {
-  const records = mode === 'all' ? allRecords : allRecords.filter((record) => record.mode === mode);
+function notices(records: BenchRecord[], moves: Array<CeilingMove | null>, checkout: Checkout): Notice[] {
   const latest = records[records.length - 1];
+  if (!latest) return [];
+  const noise = noiseSummary(records, moves);
+  return [checkoutNotice(latest, checkout), ...(noise ? [{ level: 'info' as const, text: noise }] : [])];
+}
+
+/** Everything the page shows, from the records of one mode; `checkout` is where the newest record's commit stands. */
+export function buildReportData(allRecords: BenchRecord[], mode: string, historyFile: string, checkout: Checkout): ReportData {
+  const records = mode === 'all' ? allRecords : allRecords.filter((record) => record.mode === mode);
+  const moves = ceilingMoves(records);
+  const last = records.length - 1;
+  const latest = records[last];
+  const described = records.map((record, i) => describeRecord(record, moves[i] ?? null));
   return {
     generatedAt: new Date().toISOString(),
     historyFile,
     mode,
     skipped: allRecords.length - records.length,
-    records: records.map(describeRecord),
+    records: described,
+    headline: latest ? headline(latest, moves[last] ?? null) : [],
+    notices: notices(records, moves, checkout),
     charts: buildCharts(records),
-    latest: latest ? { record: describeRecord(latest), rows: latestRows(records) } : null,
+    latest: latest ? { record: described[last]!, rows: latestRows(records) } : null,
   };
 }
 
@@ -291,7 +301,9 @@ function main(): void {
   if (!['quick', 'full', 'all'].includes(values.mode!)) throw new Error(`--mode must be quick, full or all, not ${values.mode}`);
   const history = values.history!;
   const records = readHistory(history);
-  const data = buildReportData(records, values.mode!, relative(REPOSITORY_ROOT, history) || history);
+  const newest = records.filter((record) => values.mode === 'all' || record.mode === values.mode).at(-1);
+  const checkout = newest ? readCheckout(REPOSITORY_ROOT, newest.commit) : { kind: 'no-git' as const, reason: 'no record' };
+  const data = buildReportData(records, values.mode!, relative(REPOSITORY_ROOT, history) || history, checkout);
   writeFileSync(values.out!, renderReport(data));
   process.stderr.write(`bench:report: ${data.records.length} ${values.mode} record(s)${data.skipped ? ` (${data.skipped} of another mode left out)` : ''}, ${data.charts.length} charts → ${values.out}\n`);
 }
