@@ -271,7 +271,8 @@ function bigMessage(record: BenchRecord): Sentence[] {
   })];
   if (has(f, peak)) {
     const ids = [peak, ...[growth].filter((x) => has(f, x))];
-    said.push(sentence(f, ids, (v) => `While encrypting it, lacre serve's memory peaked at ${approximate(v(peak))} MB (RSS)${has(f, growth) ? `, ${approximate(v(growth))} MB more than just before` : ''}.`));
+    const embedded = record.database === 'embedded' ? ' (the embedded database runs inside that process: only the growth speaks of Lacre)' : '';
+    said.push(sentence(f, ids, (v) => `While encrypting it, lacre serve's memory peaked at ${approximate(v(peak))} MB (RSS)${has(f, growth) ? `, ${approximate(v(growth))} MB more than just before` : ''}${embedded}.`));
   }
   return said;
 }

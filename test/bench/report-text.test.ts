@@ -56,6 +56,11 @@ describe('what the newest record measured, in sentences', () => {
     assert.deepEqual(sentence?.figures, ['lacre_cv25519_c10_msgs_per_s', 'lacre_cv25519_c10_ratio_to_ceiling', 'passthrough_c10_msgs_per_s']);
   });
 
+  it('says that only the growth counts when the embedded database shares the process', () => {
+    assert.match(text(headline({ ...newest, database: 'embedded' }, null)), /3\.3 MB more than just before \(the embedded database runs inside that process: only the growth speaks of Lacre\)\./);
+    assert.doesNotMatch(text(headline(newest, null)), /only the growth/);
+  });
+
   it('leaves out what a partial record did not measure', () => {
     const bigOnly = benchRecord('abc1234', { big_10mb_lacre_mb_per_s: 70, big_10mb_passthrough_mb_per_s: 100, big_10mb_lacre_ratio_to_ceiling: 0.7 });
     const said = text(headline(bigOnly, null));
