@@ -14,7 +14,7 @@ describe('where the newest record stands against the checked-out commit (real gi
     mkdirSync(join(repo, path, '..'), { recursive: true });
     writeFileSync(join(repo, path), message);
     git('add', '.');
-    git('-c', 'user.name=t', '-c', 'user.email=t@example.org', 'commit', '-q', '-m', message);
+    git('-c', 'user.name=t', '-c', 'user.email=t@example.org', '-c', 'commit.gpgsign=false', 'commit', '-q', '-m', message);
     commits.push(git('rev-parse', '--short', 'HEAD'));
   };
 
