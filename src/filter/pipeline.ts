@@ -11,7 +11,8 @@ import { inThreadEncryptor, type BufferedEncryptor } from '../crypto/pool.js';
 import { splitMessage } from '../mime/split.js';
 import type { SplitMessage } from '../mime/header.js';
 import { contentEntityHead, inlineEnvelope, pgpMimeEnvelope } from '../mime/assemble.js';
-import { alreadyEncryptedReason, contentTypeOf, inlineEligible, INLINE_PEEK_BYTES, messageIdOf, transferEncodingOf } from '../mime/inspect.js';
+import { contentTypeOf, inlineEligible, INLINE_PEEK_BYTES, messageIdOf, transferEncodingOf, type ContentType } from '../mime/inspect.js';
+import { alreadyEncryptedReason, ENCRYPTED_PEEK_BYTES, needsLongerLook } from './already-encrypted.js';
 import { fanOut } from './fanout.js';
 import { planDelivery, type Copy, type EncryptedKind, type Plan, type RoutedRecipient } from './plan.js';
 import { blobIdFor } from './blob-id.js';
@@ -92,6 +93,9 @@ export interface MessageResult {
 /** What was learnt from the header block and the first body bytes. */
 interface Inspected {
   readonly split: SplitMessage;
+  readonly type: ContentType;
+  /** `split.bodyStart` is the whole body. */
+  readonly bodyComplete: boolean;
   readonly rest: AsyncIterator<Buffer>;
 }
 
@@ -104,9 +108,8 @@ interface Inspected {
 export async function processMessage(input: MessageInput, downstreams: Downstreams, options: FilterOptions): Promise<MessageResult> {
   const source = input.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   try {
-    const { split, rest } = await inspect(source, options.maxHeaderSize);
-    const type = contentTypeOf(split.fields);
-    const alreadyEncrypted = alreadyEncryptedReason(type, split.bodyStart);
+    const { split, type, bodyComplete, rest } = await inspect(source, options.maxHeaderSize);
+    const alreadyEncrypted = alreadyEncryptedReason(type, transferEncodingOf(split.fields), { bytes: split.bodyStart, complete: bodyComplete });
     const plan = planDelivery({
       recipients: input.recipients,
       alreadyEncrypted,
@@ -133,14 +136,44 @@ async function drain(source: AsyncIterator<Buffer>): Promise<void> {
 
 async function inspect(source: AsyncIterator<Buffer>, maxHeaderSize: number): Promise<Inspected> {
   const split = await splitMessage(source, maxHeaderSize);
-  let bodyStart = split.bodyStart;
-  // Enough of the body to recognise an inline PGP block behind leading white space.
-  while (bodyStart.length < INLINE_PEEK_BYTES && bodyStart.toString('latin1').trimStart().length < 64) {
-    const next = await source.next();
-    if (next.done) break;
-    bodyStart = Buffer.concat([bodyStart, next.value]);
+  const type = contentTypeOf(split.fields);
+  const body = new BodyPeek(source, split.bodyStart);
+  // Enough of the body to recognise an inline PGP block behind leading white space...
+  await body.readWhile(() => body.length < INLINE_PEEK_BYTES && body.bytes().toString('latin1').trimStart().length < 64);
+  // ...and, for what may be encrypted already, to check its structure: a bounded window (rule 3).
+  if (needsLongerLook(type, body.bytes())) await body.readWhile(() => body.length < ENCRYPTED_PEEK_BYTES);
+  return { split: { ...split, bodyStart: body.bytes() }, type, bodyComplete: body.complete, rest: source };
+}
+
+/** The first bytes of the body, read ahead of the rest. */
+class BodyPeek {
+  private chunks: Buffer[];
+  length: number;
+  complete = false;
+
+  constructor(
+    private readonly source: AsyncIterator<Buffer>,
+    start: Buffer,
+  ) {
+    this.chunks = [start];
+    this.length = start.length;
   }
-  return { split: { ...split, bodyStart }, rest: source };
+
+  bytes(): Buffer {
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.length)];
+    return this.chunks[0]!;
+  }
+
+  async readWhile(wanted: () => boolean): Promise<void> {
+    while (!this.complete && wanted()) {
+      const next = await this.source.next();
+      if (next.done) this.complete = true;
+      else {
+        this.chunks.push(next.value);
+        this.length += next.value.length;
+      }
+    }
+  }
 }
 
 async function* bodyChunks(split: SplitMessage, rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {

@@ -128,6 +128,20 @@ export const corpus: CorpusMessage[] = [
   },
 ];
 
+/**
+ * A real OpenPGP message (SKESK, old-format header, then SEIPD, new-format: `gpg --symmetric --armor`, passphrase
+ * "test"), so that the messages below are encrypted in their structure, not only in their headers.
+ */
+const SYMMETRIC_ARMOR = [
+  '-----BEGIN PGP MESSAGE-----',
+  '',
+  'jA0ECQMCDRtmPjm8FMX/0nsBRp3N59dqWed92HHLiq8ji+pGWqHBDtFwR/oHE6EV',
+  'CrZCR5KmSNjeJmAus9vEYBZzrj3nzBtNHC8hc+Xs+s0u2rRo5JgbS/pIiALR0KPf',
+  'K5Lr4tX+dQVGXFH4+9cS2m0TUGnLpV1xxtdpJzHwqo2QJZx7Dfx2pB14oZg=',
+  '=hXGm',
+  '-----END PGP MESSAGE-----',
+];
+
 /** A message already encrypted with PGP/MIME: passed untouched. */
 export const pgpMimeMessage = crlf([
   'From: sender@example.net',
@@ -143,10 +157,7 @@ export const pgpMimeMessage = crlf([
   '--x',
   'Content-Type: application/octet-stream',
   '',
-  '-----BEGIN PGP MESSAGE-----',
-  '',
-  'hQEMA1234567890ABCDEFGHIJ',
-  '-----END PGP MESSAGE-----',
+  ...SYMMETRIC_ARMOR,
   '',
   '--x--',
   '',
@@ -158,13 +169,12 @@ export const inlinePgpMessage = crlf([
   'Subject: inline',
   '',
   '',
-  '  -----BEGIN PGP MESSAGE-----',
-  '',
-  'hQEMA1234567890ABCDEFGHIJ',
-  '-----END PGP MESSAGE-----',
+  `  ${SYMMETRIC_ARMOR[0]}`,
+  ...SYMMETRIC_ARMOR.slice(1),
   '',
 ]);
 
+/** Real CMS EnvelopedData (`openssl cms -encrypt -aes256` to a throw-away certificate). */
 export const smimeMessage = crlf([
   'From: sender@example.net',
   'To: alice@example.test',
@@ -172,7 +182,16 @@ export const smimeMessage = crlf([
   'Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m',
   'Content-Transfer-Encoding: base64',
   '',
-  'MIAGCSqGSIb3DQEHA6CAMIACAQAxggFIMIIBRAIBADA=',
+  'MIIByQYJKoZIhvcNAQcDoIIBujCCAbYCAQAxggFRMIIBTQIBADA1MB0xGzAZBgNV',
+  'BAMMEmFsaWNlQGV4YW1wbGUudGVzdAIUCbNYBBpL1Hn3XKX3AgoWWtKFqH4wDQYJ',
+  'KoZIhvcNAQEBBQAEggEA0uzNKk0L7lhALlqvxONes/v2shjooTVla0dKH5BclInx',
+  'l3tRSSIrWuZlebRbMPgp+2yI7lY9aWXgXMEYyWdJ6PDmu60dK1UBG5HfOh8VsUY9',
+  'y6KoIii1/5Y24+9P2pjnzJFb67V4hsAqrVPps6YF4+4iJTYpMFG42O320np8tTSP',
+  'UYUQjiOqg0XFuNYZkm7X/O0+3S/uNheawPd/1RJLOvdnhiCDHCaAO2SMxwStSlvS',
+  'vmkXmH+Dqb2G6R+FtqZb+ZeSz9eRUbQ1HiG3HU9WgPT94rbrdltcOVdVdb5lSDQ8',
+  '3ReyHHxM4sWPrc8fOoSA2ejcI+UzZb7MYc5arxXk1jBcBgkqhkiG9w0BBwEwHQYJ',
+  'YIZIAWUDBAEqBBAn6lazvg880f7vxhpVt2LHgDCczXrVV4mDAMN0i5In54hl9eBO',
+  'hL8MG+OhyDFZKpz2I6SaG/c8RooE3HlqfyYe+ZY=',
   '',
 ]);
 

@@ -205,3 +205,9 @@ function runProcess(command: string, args: string[], input?: Buffer | string): P
     child.stdin.end(input ?? '');
   });
 }
+
+/** Encrypts to these recipients' keys (in this home) as a user's mail client would: armored, MDC, no trust questions. */
+export async function encryptWithGpg(home: GpgHome, recipients: readonly string[], data: Buffer | string): Promise<Buffer> {
+  const to = recipients.flatMap((recipient) => ['--recipient', recipient]);
+  return gpgOk(home, ['--batch', '--trust-model', 'always', '--armor', '--encrypt', ...to], data);
+}

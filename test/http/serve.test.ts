@@ -12,25 +12,13 @@ import { createGpgHome, generateKey, revokeKey, type GpgHome } from '../helpers/
 import { SmtpSink } from '../helpers/smtp-sink.js';
 import { RawSmtpClient, sendRaw } from '../helpers/smtp-client.js';
 import { LacreServer, runLacre } from '../helpers/lacre.js';
+import { pgpMimeMessage } from '../helpers/corpus.js';
 import { freshPostgres, getJson, postgresAvailable, putJson, scrape, type FreshPostgres } from './helpers.js';
 
 const plain = (id: string) =>
   Buffer.from(`From: s@example.net\r\nTo: someone@example.test\r\nSubject: hello\r\nMessage-ID: <${id}@example.net>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello there.\r\n`);
-const alreadyEncrypted = Buffer.from(
-  [
-    'From: s@example.net',
-    'Message-ID: <already@example.net>',
-    'MIME-Version: 1.0',
-    'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary="x"',
-    '',
-    '--x',
-    'Content-Type: application/pgp-encrypted',
-    '',
-    'Version: 1',
-    '--x--',
-    '',
-  ].join('\r\n'),
-);
+/** A real PGP/MIME message (symmetric): only what is encrypted in its structure passes as already encrypted. */
+const alreadyEncrypted = Buffer.concat([Buffer.from('Message-ID: <already@example.net>\r\n'), pgpMimeMessage]);
 /** Over the 1 MB smtp.max_size this suite runs with. */
 const oversized = Buffer.concat([Buffer.from('From: s@example.net\r\n\r\n'), Buffer.alloc(1_200_000, 'x\r\n')]);
 
