@@ -1,5 +1,5 @@
 /** `lacre keys import|list|show|delete`: key administration from the command line. */
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { readKey } from 'openpgp';
 import type { Config } from '../config/schema.js';
@@ -7,6 +7,7 @@ import type { Database } from '../db/types.js';
 import type { Logger } from '../log/logger.js';
 import { errorMessage, KeyRejectedError } from '../errors.js';
 import { usableEncryptionKey } from '../crypto/keys.js';
+import { formatByteSize } from '../util/byte-size.js';
 import { InvalidAddressError } from '../keys/address.js';
 import { KeyStore, type ImportOutcome, type KeyRow } from '../keys/store.js';
 import type { EncryptionStyle, KeyStatus } from '../keys/types.js';
@@ -49,8 +50,8 @@ export function registerKeysCommands(program: Command, openContext: OpenContext,
 
   keys
     .command('import')
-    .description('import armored public keys from files, or from standard input with "-"')
-    .argument('<files...>', 'files holding armored public keys, or - for standard input')
+    .description('import public keys (armored, or binary as gpg --export writes them) from files, or from standard input with "-"')
+    .argument('<files...>', 'files holding public keys, or - for standard input')
     .option('--email <address>', 'store the key for this address instead of its user IDs (repeatable)', collect, [])
     .addOption(new Option('--style <style>', 'message style for these addresses').choices(['mime', 'inline']))
     .addOption(new Option('--status <status>', 'key status').choices(['pending', 'confirmed', 'disabled']).default('confirmed'))
@@ -101,25 +102,55 @@ function runner(openContext: OpenContext, io: CliIo) {
 async function importFiles(store: KeyStore, files: string[], flags: ImportFlags, io: CliIo): Promise<void> {
   let refusals = 0;
   for (const file of files) {
-    let armored: string;
-    try {
-      armored = file === '-' ? await readAll(io.stdin) : await readFile(file, 'utf8');
-    } catch (error) {
+    const source = file === '-' ? 'stdin' : file;
+    const input = await readKeyInput(file, store.limits.maxKeyBytes, io);
+    if (typeof input === 'string') {
       refusals += 1;
-      io.stderr.write(`refused ${file}: cannot read: ${errorMessage(error)}\n`);
+      io.stderr.write(`refused ${source}: ${input}\n`);
       continue;
     }
-    const outcomes = await store.importKeys(armored, {
+    const outcomes = await store.importKeys(input, {
       ...(flags.email.length > 0 ? { emails: flags.email } : {}),
       ...(flags.style ? { style: flags.style } : {}),
       status: flags.status,
     });
     for (const outcome of outcomes) {
       if (outcome.kind === 'refused') refusals += 1;
-      reportImport(file === '-' ? 'stdin' : file, outcome, io);
+      reportImport(source, outcome, io);
     }
   }
   if (refusals > 0) io.setExitCode(1);
+}
+
+/** The bytes of a file (or stdin for "-"), or why they are refused; never reads more than one byte past the limit. */
+async function readKeyInput(file: string, maxBytes: number, io: CliIo): Promise<Buffer | string> {
+  let read: BoundedRead;
+  try {
+    read = await readAtMost(file === '-' ? io.stdin : createReadStream(file), maxBytes);
+  } catch (error) {
+    return `cannot read: ${errorMessage(error)}`;
+  }
+  if (read.overLimit) return `larger than keys.max_key_bytes (${formatByteSize(maxBytes)}); nothing was imported`;
+  if (read.bytes.toString('utf8').trim() === '') return file === '-' ? 'no key on standard input' : 'the file is empty';
+  return read.bytes;
+}
+
+interface BoundedRead {
+  bytes: Buffer;
+  overLimit: boolean;
+}
+
+/** Reads until the end or until more than `maxBytes` arrived; then stops (the stream is destroyed, not drained). */
+async function readAtMost(stream: NodeJS.ReadableStream, maxBytes: number): Promise<BoundedRead> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of stream) {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    total += bytes.length;
+    if (total > maxBytes) return { bytes: Buffer.alloc(0), overLimit: true };
+    chunks.push(bytes);
+  }
+  return { bytes: Buffer.concat(chunks), overLimit: false };
 }
 
 function reportImport(source: string, outcome: ImportOutcome, io: CliIo): void {
@@ -210,10 +241,4 @@ function fail(io: CliIo, message: string): void {
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
-}
-
-async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
-  return Buffer.concat(chunks).toString('utf8');
 }

@@ -65,6 +65,8 @@ const encryption = z.strictObject({
 const keys = z.strictObject({
   local_part_case_sensitive: z.boolean().default(false),
   cache_ttl_seconds: z.number().nonnegative().default(300),
+  /** Largest key input accepted by an import, armored or binary (checked before it is parsed). */
+  max_key_bytes: byteSize.default(1024 * 1024),
 });
 
 const serviceToken = z.string().regex(/^[^:\s]+:\S+$/, 'expected "service:token"');

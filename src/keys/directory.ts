@@ -57,9 +57,12 @@ interface CacheEntry {
 /** Any Database; one that reports NOTIFY-connection loss (OpenedDatabase) also gets the cache dropped then. */
 export type DirectoryDatabase = Database & Partial<Pick<OpenedDatabase, 'onReconnect'>>;
 
+/** The keys section without what only imports use. */
+export type KeyDirectoryConfig = Omit<KeysConfig, 'max_key_bytes'>;
+
 export async function createKeyDirectory(
   db: DirectoryDatabase,
-  config: KeysConfig,
+  config: KeyDirectoryConfig,
   logger: Logger,
   options: KeyDirectoryOptions = {},
 ): Promise<CachedKeyDirectory> {
@@ -82,7 +85,7 @@ class CachingKeyDirectory implements CachedKeyDirectory {
 
   constructor(
     private readonly db: DirectoryDatabase,
-    private readonly config: KeysConfig,
+    private readonly config: KeyDirectoryConfig,
     private readonly logger: Logger,
     private readonly clock: () => Date,
     private readonly maxEntries: number,

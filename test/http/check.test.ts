@@ -59,6 +59,7 @@ describe('lacre check (real PostgreSQL, relay sink)', { skip: !(await postgresAv
     assert.match(out, /^url = "postgres:\/\/postgres:\*{5}@127\.0\.0\.1:\d+\/lacre_check_\d+_\d+"$/m);
     assert.match(out, new RegExp(`^port = ${sink.port}$`, 'm'), 'the relay port in effect is shown');
     assert.match(out, /^max_size = "200 MiB"$/m, 'sizes are printed for people');
+    assert.match(out, /^max_key_bytes = "1 MiB"$/m);
     assert.match(out, /^quota = "1 GiB"$/m);
     assert.ok(!out.includes(PASSWORD) && !result.stderr.includes(PASSWORD), 'the password appears nowhere');
   });

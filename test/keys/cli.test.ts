@@ -10,7 +10,7 @@ import { configSchema } from '../../src/config/schema.js';
 import { openDatabase, type DatabaseConfig } from '../../src/db/open.js';
 import { createLogger } from '../../src/log/logger.js';
 import { databaseBackends, withDatabase } from '../helpers/databases.js';
-import { createGpgHome, generateKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { createGpgHome, generateKey, gpgOk, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 
 interface RunResult {
   stdout: string;
@@ -32,6 +32,8 @@ before(async () => {
   signOnly = await generateKey(home, { email: 'signer@example.org', signOnly: true });
   await writeFile(join(files, 'alice.asc'), alice.publicArmored);
   await writeFile(join(files, 'mixed.asc'), bob.publicArmored + signOnly.publicArmored);
+  await writeFile(join(files, 'alice.gpg'), await gpgOk(home, ['--export', alice.fingerprint]));
+  await writeFile(join(files, 'empty.asc'), '');
 });
 after(async () => {
   await home.remove();
@@ -39,12 +41,13 @@ after(async () => {
 });
 
 /** Runs `lacre keys ...` in-process against the database described by `database`, capturing its output. */
-async function runKeys(database: DatabaseConfig, args: string[], stdin = ''): Promise<RunResult> {
+async function runKeys(database: DatabaseConfig, args: string[], stdin: string | Readable = ''): Promise<RunResult> {
   const out: string[] = [];
   const err: string[] = [];
   let exitCode = 0;
   const sink = (into: string[]) => new Writable({ write: (chunk, _encoding, done) => (into.push(String(chunk)), done()) });
-  const io: CliIo = { stdin: Readable.from([Buffer.from(stdin)]), stdout: sink(out), stderr: sink(err), setExitCode: (code) => (exitCode = code) };
+  const input = typeof stdin === 'string' ? Readable.from([Buffer.from(stdin)]) : stdin;
+  const io: CliIo = { stdin: input, stdout: sink(out), stderr: sink(err), setExitCode: (code) => (exitCode = code) };
   const config = configSchema.parse({ database });
   const program = new Command('lacre').exitOverride().configureOutput({ writeOut: (s) => out.push(s), writeErr: (s) => err.push(s) });
   registerKeysCommands(program, async () => ({ config, db: await openDatabase(config.database), logger: createLogger('silent') }), io);
@@ -104,6 +107,34 @@ for (const backend of await databaseBackends()) {
         assert.equal(nothing.exitCode, 1);
         assert.match(nothing.stderr, /no key matches bob@example.org/);
         assert.equal((await runKeys(database, ['list'])).stdout, 'no keys stored\n');
+      }));
+
+    it('explains empty input, imports binary keys, and refuses an oversized stream without reading it all', () =>
+      withDatabase(backend, async (db, database) => {
+        await db.close();
+        const empty = await runKeys(database, ['import', '-'], '');
+        assert.equal(empty.exitCode, 1);
+        assert.equal(empty.stderr, 'refused stdin: no key on standard input\n');
+        const emptyFile = await runKeys(database, ['import', join(files, 'empty.asc')]);
+        assert.match(emptyFile.stderr, /^refused .*empty\.asc: the file is empty$/m);
+
+        const binary = await runKeys(database, ['import', join(files, 'alice.gpg')]);
+        assert.equal(binary.exitCode, 0, binary.stderr);
+        assert.match(binary.stdout, new RegExp(`^imported ${alice.fingerprint} for Alice@example.org`, 'm'));
+
+        let pulled = 0;
+        const fiftyMegabytes = Readable.from(
+          (function* () {
+            for (let chunk = 0; chunk < 800; chunk++) {
+              pulled += 64 * 1024;
+              yield Buffer.alloc(64 * 1024, 'A');
+            }
+          })(),
+        );
+        const huge = await runKeys(database, ['import', '-'], fiftyMegabytes);
+        assert.equal(huge.exitCode, 1);
+        assert.equal(huge.stderr, 'refused stdin: larger than keys.max_key_bytes (1 MiB); nothing was imported\n');
+        assert.ok(pulled < 4 * 1024 * 1024, `read ${pulled} bytes of 50 MiB`);
       }));
   });
 }
