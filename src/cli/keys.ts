@@ -1,12 +1,11 @@
 /** `lacre keys import|list|show|delete`: key administration from the command line. */
 import { createReadStream } from 'node:fs';
 import { Option, type Command } from 'commander';
-import { readKey } from 'openpgp';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
 import type { Logger } from '../log/logger.js';
 import { errorMessage, KeyRejectedError } from '../errors.js';
-import { usableEncryptionKey } from '../crypto/keys.js';
+import { readStoredKey } from '../crypto/keys.js';
 import { formatByteSize } from '../util/byte-size.js';
 import { InvalidAddressError } from '../keys/address.js';
 import { KeyStore, type ImportOutcome, type KeyRow } from '../keys/store.js';
@@ -59,7 +58,7 @@ export function registerKeysCommands(program: Command, openContext: OpenContext,
 
   keys
     .command('list')
-    .description('list stored keys')
+    .description('list stored keys, and whether each can encrypt now')
     .option('--json', 'machine-readable output')
     .action((flags: { json?: boolean }, command: Command) => run(command, async (store) => printRows(await store.list(), flags.json === true, io)));
 
@@ -169,25 +168,27 @@ function reportImport(source: string, outcome: ImportOutcome, io: CliIo): void {
   }
 }
 
-function printRows(rows: KeyRow[], json: boolean, io: CliIo): void {
+async function printRows(rows: KeyRow[], json: boolean, io: CliIo): Promise<void> {
+  const described = await describeRows(rows);
   if (json) {
-    io.stdout.write(`${JSON.stringify(rows.map(publicFields), null, 2)}\n`);
+    io.stdout.write(`${JSON.stringify(described.map(({ userIds: _userIds, ...listed }) => listed), null, 2)}\n`);
     return;
   }
   if (rows.length === 0) {
     io.stdout.write('no keys stored\n');
     return;
   }
-  const table = [['ADDRESS', 'STYLE', 'STATUS', 'FINGERPRINT', 'EXPIRES'], ...rows.map((row) => [row.email, row.style, row.status, row.fingerprint, expiry(row)])];
-  const widths = table[0]!.map((_, column) => Math.max(...table.map((line) => line[column]!.length)));
+  const header = ['ADDRESS', 'STYLE', 'STATUS', 'FINGERPRINT', 'EXPIRES', 'USABLE'];
+  const lines = described.map((key) => [key.email, key.style, key.status, key.fingerprint, key.expiresAt?.slice(0, 10) ?? 'never', usableText(key)]);
+  const table = [header, ...lines];
+  const widths = header.map((_, column) => Math.max(...table.map((line) => line[column]!.length)));
   for (const line of table) io.stdout.write(`${line.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd()}\n`);
 }
 
 async function showAddress(store: KeyStore, address: string, json: boolean, io: CliIo): Promise<void> {
   const rows = await store.show(address);
   if (rows.length === 0) return fail(io, `no keys for ${address}`);
-  const now = new Date();
-  const described = await Promise.all(rows.map(async (row) => ({ ...publicFields(row), ...(await describeKey(row, now)) })));
+  const described = await describeRows(rows);
   if (json) {
     io.stdout.write(`${JSON.stringify(described, null, 2)}\n`);
     return;
@@ -199,7 +200,7 @@ async function showAddress(store: KeyStore, address: string, json: boolean, io: 
         `  status:   ${key.status}`,
         `  style:    ${key.style}`,
         `  expires:  ${key.expiresAt ?? 'never'}`,
-        `  usable:   ${key.usable ? 'yes' : `no (${key.unusableReason})`}`,
+        `  usable:   ${usableText(key)}`,
         ...key.userIds.map((userId) => `  user ID:  ${userId}`),
         `  imported: ${key.createdAt}, updated: ${key.updatedAt}`,
         '',
@@ -208,14 +209,33 @@ async function showAddress(store: KeyStore, address: string, json: boolean, io: 
   }
 }
 
-async function describeKey(row: KeyRow, now: Date): Promise<{ usable: boolean; unusableReason: string | null; userIds: string[] }> {
-  try {
-    const key = await readKey({ armoredKey: row.armored });
-    const usability = await usableEncryptionKey(key, now);
-    return { usable: usability.usable, unusableReason: usability.usable ? null : usability.reason, userIds: key.getUserIDs() };
-  } catch (error) {
-    return { usable: false, unusableReason: `cannot be read: ${errorMessage(error)}`, userIds: [] };
-  }
+interface KeyDescription {
+  /** Whether the key can encrypt now, judged as the key directory judges it at send time (status aside). */
+  usable: boolean;
+  unusableReason: string | null;
+  userIds: string[];
+}
+
+/** Each row with its key judged; a key stored for several addresses is parsed once. */
+async function describeRows(rows: KeyRow[]): Promise<(ReturnType<typeof publicFields> & KeyDescription)[]> {
+  const now = new Date();
+  const judged = new Map<string, Promise<KeyDescription>>();
+  return Promise.all(
+    rows.map(async (row) => {
+      let description = judged.get(row.armored);
+      if (description === undefined) judged.set(row.armored, (description = describeKey(row.armored, now)));
+      return { ...publicFields(row), ...(await description) };
+    }),
+  );
+}
+
+async function describeKey(armored: string, now: Date): Promise<KeyDescription> {
+  const { key, usability } = await readStoredKey(armored, now);
+  return { usable: usability.usable, unusableReason: usability.usable ? null : usability.reason, userIds: key?.getUserIDs() ?? [] };
+}
+
+function usableText(key: KeyDescription): string {
+  return key.usable ? 'yes' : `no (${key.unusableReason})`;
 }
 
 function publicFields(row: KeyRow) {
@@ -228,10 +248,6 @@ function publicFields(row: KeyRow) {
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
   };
-}
-
-function expiry(row: KeyRow): string {
-  return row.expiresAt ? row.expiresAt.toISOString().slice(0, 10) : 'never';
 }
 
 function fail(io: CliIo, message: string): void {

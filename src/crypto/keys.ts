@@ -1,6 +1,6 @@
 /** OpenPGP public-key validation: what may be stored at import, and what may be used at send time. */
 import { createHash } from 'node:crypto';
-import { enums, readKeys, unarmor, type Key, type PublicKey } from 'openpgp';
+import { enums, readKey, readKeys, unarmor, type Key, type PublicKey } from 'openpgp';
 import { errorMessage, KeyRejectedError } from '../errors.js';
 import { formatByteSize } from '../util/byte-size.js';
 import { PacketFramingError, packetHeaders, packetTagAt, type PacketHeader } from './packet-reader.js';
@@ -219,6 +219,20 @@ export async function usableEncryptionKey(key: Key, now = new Date()): Promise<K
   }
   const subkeyExpiry = encryptionKey === key ? null : normaliseExpiry(await encryptionKey.getExpirationTime(now));
   return { usable: true, expiresAt: earliest(primaryExpiry, subkeyExpiry) };
+}
+
+/**
+ * A key as stored (armored) and whether it can encrypt now: what the key directory uses at send time and what
+ * `lacre keys list|show` report. A copy that cannot be read is unusable, with the reason.
+ */
+export async function readStoredKey(armored: string, now = new Date()): Promise<{ key: PublicKey | null; usability: KeyUsability }> {
+  let key: PublicKey;
+  try {
+    key = (await readKey({ armoredKey: armored })) as PublicKey;
+  } catch (error) {
+    return { key: null, usability: { usable: false, reason: `cannot be read from the store: ${errorMessage(error)}` } };
+  }
+  return { key, usability: await usableEncryptionKey(key, now) };
 }
 
 /** openpgp.js reads only the first armor block of a text; files often hold several (cat *.asc). */
