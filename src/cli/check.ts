@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { stringify as toToml } from 'smol-toml';
 import { maskSecrets } from '../config/load.js';
-import type { Config } from '../config/schema.js';
+import { sizeSettings, type Config } from '../config/schema.js';
+import { formatByteSize } from '../util/byte-size.js';
 import { openDatabase, type OpenedDatabase } from '../db/open.js';
 import { pendingMigrations } from '../db/migrate.js';
 import { HttpBoxDownstream } from '../incoming/delivery.js';
@@ -79,6 +80,17 @@ function formatText(report: ReadinessReport, masked: Config): string {
   });
   const failed = report.checks.filter((check) => !check.ok).map((check) => check.name);
   const verdict = report.ready ? 'ready' : `NOT ready: ${failed.join(', ')} failed`;
-  const toml = toToml(masked as unknown as Record<string, unknown>);
+  const toml = toToml(withReadableSizes(masked));
   return `${lines.join('\n')}\n${verdict}\n\n# configuration in effect (secrets masked; optional keys that are unset are not shown)\n${toml}\n`;
+}
+
+/** Sizes as "200 MiB" rather than 209715200: still valid in the config file (--json keeps the numbers). */
+function withReadableSizes(config: Config): Record<string, Record<string, unknown>> {
+  const copy = structuredClone(config) as unknown as Record<string, Record<string, unknown>>;
+  for (const setting of sizeSettings) {
+    const [section, key] = setting.split('.') as [string, string];
+    const value = copy[section]?.[key];
+    if (typeof value === 'number') copy[section]![key] = formatByteSize(value);
+  }
+  return copy;
 }

@@ -1,12 +1,12 @@
 /** `lacre keys import|list|show|delete`: key administration from the command line. */
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import { Option, type Command } from 'commander';
-import { readKey } from 'openpgp';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
 import type { Logger } from '../log/logger.js';
 import { errorMessage, KeyRejectedError } from '../errors.js';
-import { usableEncryptionKey } from '../crypto/keys.js';
+import { readStoredKey } from '../crypto/keys.js';
+import { formatByteSize } from '../util/byte-size.js';
 import { InvalidAddressError } from '../keys/address.js';
 import { KeyStore, type ImportOutcome, type KeyRow } from '../keys/store.js';
 import type { EncryptionStyle, KeyStatus } from '../keys/types.js';
@@ -49,8 +49,8 @@ export function registerKeysCommands(program: Command, openContext: OpenContext,
 
   keys
     .command('import')
-    .description('import armored public keys from files, or from standard input with "-"')
-    .argument('<files...>', 'files holding armored public keys, or - for standard input')
+    .description('import public keys (armored, or binary as gpg --export writes them) from files, or from standard input with "-"')
+    .argument('<files...>', 'files holding public keys, or - for standard input')
     .option('--email <address>', 'store the key for this address instead of its user IDs (repeatable)', collect, [])
     .addOption(new Option('--style <style>', 'message style for these addresses').choices(['mime', 'inline']))
     .addOption(new Option('--status <status>', 'key status').choices(['pending', 'confirmed', 'disabled']).default('confirmed'))
@@ -58,7 +58,7 @@ export function registerKeysCommands(program: Command, openContext: OpenContext,
 
   keys
     .command('list')
-    .description('list stored keys')
+    .description('list stored keys, and whether each can encrypt now')
     .option('--json', 'machine-readable output')
     .action((flags: { json?: boolean }, command: Command) => run(command, async (store) => printRows(await store.list(), flags.json === true, io)));
 
@@ -101,25 +101,55 @@ function runner(openContext: OpenContext, io: CliIo) {
 async function importFiles(store: KeyStore, files: string[], flags: ImportFlags, io: CliIo): Promise<void> {
   let refusals = 0;
   for (const file of files) {
-    let armored: string;
-    try {
-      armored = file === '-' ? await readAll(io.stdin) : await readFile(file, 'utf8');
-    } catch (error) {
+    const source = file === '-' ? 'stdin' : file;
+    const input = await readKeyInput(file, store.limits.maxKeyBytes, io);
+    if (typeof input === 'string') {
       refusals += 1;
-      io.stderr.write(`refused ${file}: cannot read: ${errorMessage(error)}\n`);
+      io.stderr.write(`refused ${source}: ${input}\n`);
       continue;
     }
-    const outcomes = await store.importKeys(armored, {
+    const outcomes = await store.importKeys(input, {
       ...(flags.email.length > 0 ? { emails: flags.email } : {}),
       ...(flags.style ? { style: flags.style } : {}),
       status: flags.status,
     });
     for (const outcome of outcomes) {
       if (outcome.kind === 'refused') refusals += 1;
-      reportImport(file === '-' ? 'stdin' : file, outcome, io);
+      reportImport(source, outcome, io);
     }
   }
   if (refusals > 0) io.setExitCode(1);
+}
+
+/** The bytes of a file (or stdin for "-"), or why they are refused; never reads more than one byte past the limit. */
+async function readKeyInput(file: string, maxBytes: number, io: CliIo): Promise<Buffer | string> {
+  let read: BoundedRead;
+  try {
+    read = await readAtMost(file === '-' ? io.stdin : createReadStream(file), maxBytes);
+  } catch (error) {
+    return `cannot read: ${errorMessage(error)}`;
+  }
+  if (read.overLimit) return `larger than keys.max_key_bytes (${formatByteSize(maxBytes)}); nothing was imported`;
+  if (read.bytes.toString('utf8').trim() === '') return file === '-' ? 'no key on standard input' : 'the file is empty';
+  return read.bytes;
+}
+
+interface BoundedRead {
+  bytes: Buffer;
+  overLimit: boolean;
+}
+
+/** Reads until the end or until more than `maxBytes` arrived; then stops (the stream is destroyed, not drained). */
+async function readAtMost(stream: NodeJS.ReadableStream, maxBytes: number): Promise<BoundedRead> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of stream) {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    total += bytes.length;
+    if (total > maxBytes) return { bytes: Buffer.alloc(0), overLimit: true };
+    chunks.push(bytes);
+  }
+  return { bytes: Buffer.concat(chunks), overLimit: false };
 }
 
 function reportImport(source: string, outcome: ImportOutcome, io: CliIo): void {
@@ -138,25 +168,27 @@ function reportImport(source: string, outcome: ImportOutcome, io: CliIo): void {
   }
 }
 
-function printRows(rows: KeyRow[], json: boolean, io: CliIo): void {
+async function printRows(rows: KeyRow[], json: boolean, io: CliIo): Promise<void> {
+  const described = await describeRows(rows);
   if (json) {
-    io.stdout.write(`${JSON.stringify(rows.map(publicFields), null, 2)}\n`);
+    io.stdout.write(`${JSON.stringify(described.map(({ userIds: _userIds, ...listed }) => listed), null, 2)}\n`);
     return;
   }
   if (rows.length === 0) {
     io.stdout.write('no keys stored\n');
     return;
   }
-  const table = [['ADDRESS', 'STYLE', 'STATUS', 'FINGERPRINT', 'EXPIRES'], ...rows.map((row) => [row.email, row.style, row.status, row.fingerprint, expiry(row)])];
-  const widths = table[0]!.map((_, column) => Math.max(...table.map((line) => line[column]!.length)));
+  const header = ['ADDRESS', 'STYLE', 'STATUS', 'FINGERPRINT', 'EXPIRES', 'USABLE'];
+  const lines = described.map((key) => [key.email, key.style, key.status, key.fingerprint, key.expiresAt?.slice(0, 10) ?? 'never', usableText(key)]);
+  const table = [header, ...lines];
+  const widths = header.map((_, column) => Math.max(...table.map((line) => line[column]!.length)));
   for (const line of table) io.stdout.write(`${line.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd()}\n`);
 }
 
 async function showAddress(store: KeyStore, address: string, json: boolean, io: CliIo): Promise<void> {
   const rows = await store.show(address);
   if (rows.length === 0) return fail(io, `no keys for ${address}`);
-  const now = new Date();
-  const described = await Promise.all(rows.map(async (row) => ({ ...publicFields(row), ...(await describeKey(row, now)) })));
+  const described = await describeRows(rows);
   if (json) {
     io.stdout.write(`${JSON.stringify(described, null, 2)}\n`);
     return;
@@ -168,7 +200,7 @@ async function showAddress(store: KeyStore, address: string, json: boolean, io: 
         `  status:   ${key.status}`,
         `  style:    ${key.style}`,
         `  expires:  ${key.expiresAt ?? 'never'}`,
-        `  usable:   ${key.usable ? 'yes' : `no (${key.unusableReason})`}`,
+        `  usable:   ${usableText(key)}`,
         ...key.userIds.map((userId) => `  user ID:  ${userId}`),
         `  imported: ${key.createdAt}, updated: ${key.updatedAt}`,
         '',
@@ -177,14 +209,33 @@ async function showAddress(store: KeyStore, address: string, json: boolean, io: 
   }
 }
 
-async function describeKey(row: KeyRow, now: Date): Promise<{ usable: boolean; unusableReason: string | null; userIds: string[] }> {
-  try {
-    const key = await readKey({ armoredKey: row.armored });
-    const usability = await usableEncryptionKey(key, now);
-    return { usable: usability.usable, unusableReason: usability.usable ? null : usability.reason, userIds: key.getUserIDs() };
-  } catch (error) {
-    return { usable: false, unusableReason: `cannot be read: ${errorMessage(error)}`, userIds: [] };
-  }
+interface KeyDescription {
+  /** Whether the key can encrypt now, judged as the key directory judges it at send time (status aside). */
+  usable: boolean;
+  unusableReason: string | null;
+  userIds: string[];
+}
+
+/** Each row with its key judged; a key stored for several addresses is parsed once. */
+async function describeRows(rows: KeyRow[]): Promise<(ReturnType<typeof publicFields> & KeyDescription)[]> {
+  const now = new Date();
+  const judged = new Map<string, Promise<KeyDescription>>();
+  return Promise.all(
+    rows.map(async (row) => {
+      let description = judged.get(row.armored);
+      if (description === undefined) judged.set(row.armored, (description = describeKey(row.armored, now)));
+      return { ...publicFields(row), ...(await description) };
+    }),
+  );
+}
+
+async function describeKey(armored: string, now: Date): Promise<KeyDescription> {
+  const { key, usability } = await readStoredKey(armored, now);
+  return { usable: usability.usable, unusableReason: usability.usable ? null : usability.reason, userIds: key?.getUserIDs() ?? [] };
+}
+
+function usableText(key: KeyDescription): string {
+  return key.usable ? 'yes' : `no (${key.unusableReason})`;
 }
 
 function publicFields(row: KeyRow) {
@@ -199,10 +250,6 @@ function publicFields(row: KeyRow) {
   };
 }
 
-function expiry(row: KeyRow): string {
-  return row.expiresAt ? row.expiresAt.toISOString().slice(0, 10) : 'never';
-}
-
 function fail(io: CliIo, message: string): void {
   io.stderr.write(`${message}\n`);
   io.setExitCode(1);
@@ -210,10 +257,4 @@ function fail(io: CliIo, message: string): void {
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
-}
-
-async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
-  return Buffer.concat(chunks).toString('utf8');
 }

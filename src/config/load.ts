@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseToml } from 'smol-toml';
+import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { configSchema, type Config } from './schema.js';
@@ -162,7 +162,7 @@ function readFileSettings(loading: Loading, file: string): void {
   try {
     table = parseToml(text);
   } catch (error) {
-    problems.push(`${file}: invalid TOML: ${(error as Error).message.split('\n')[0]}`);
+    problems.push(describeTomlError(file, error));
     return;
   }
   for (const [section, value] of Object.entries(table)) {
@@ -174,6 +174,13 @@ function readFileSettings(loading: Loading, file: string): void {
       copySection(loading, file, section, value);
     }
   }
+}
+
+/** "file:line:column: invalid TOML: what smol-toml said" (its code excerpt is left out: the line may hold a password). */
+function describeTomlError(file: string, error: unknown): string {
+  const said = (error as Error).message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
+  const where = error instanceof TomlError ? `${file}:${error.line}:${error.column}` : file;
+  return `${where}: invalid TOML: ${said}`;
 }
 
 function copySection(loading: Loading, file: string, section: string, table: Record<string, unknown>): void {
@@ -264,8 +271,9 @@ function describeIssue(loading: Loading, issue: z.core.$ZodIssue): string[] {
   const origin = origins.get(dotted) ?? origins.get(`${section}.${key}`) ?? origins.get(section ?? '');
   const where = origin ? ` (from ${origin})` : '';
   const value = section !== undefined && key !== undefined ? raw[section]?.[key] : undefined;
-  // An item of a list is reported alone (path "section.key.N"), not with the whole list.
-  const given = item !== undefined && Array.isArray(value) ? value[Number(item)] : value;
+  // An item of a list is reported alone (path "section.key.N"), not with the whole list; a URL without its password.
+  const listed = item !== undefined && Array.isArray(value) ? value[Number(item)] : value;
+  const given = typeof listed === 'string' && key !== undefined && isUrlKey(key) ? maskUrlPassword(listed) : listed;
   const schema = section !== undefined && key !== undefined && item === undefined ? fieldSchema(loading, section, key) : undefined;
   const expected = schema && describeExpected(schema, given);
   if (expected) return [`${dotted}${where}: expected ${expected}, got ${formatValue(given)}`];
@@ -324,10 +332,14 @@ export function maskSecrets(config: Config): Config {
       if (Array.isArray(value) && SECRET_KEY.test(key)) section[key] = value.map(() => MASK);
       if (typeof value !== 'string') continue;
       if (SECRET_KEY.test(key)) section[key] = MASK;
-      else if (key === 'url' || key.endsWith('_url')) section[key] = maskUrlPassword(value);
+      else if (isUrlKey(key)) section[key] = maskUrlPassword(value);
     }
   }
   return copy as unknown as Config;
+}
+
+function isUrlKey(key: string): boolean {
+  return key === 'url' || key.endsWith('_url');
 }
 
 export function maskUrlPassword(text: string): string {

@@ -15,9 +15,20 @@ const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform
 /** "host:port" or "[v6]:port". */
 const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:10025');
 
+/**
+ * A PostgreSQL server as pg reaches it: a postgres:// or postgresql:// URL (a Unix socket goes in ?host=). pg takes
+ * anything else for a path relative to a made-up host, and it does not read libpq's key=value strings at all.
+ */
+const postgresUrl = z
+  .string()
+  // "user@/db" (no host: the default socket) is pg's too, though the WHATWG parser refuses it.
+  .refine((value) => /^postgres(ql)?:\/\//i.test(value) && URL.canParse(value.replace('@/', '@localhost/')), {
+    message: 'expected a postgresql:// URL, e.g. postgresql://lacre@127.0.0.1:5432/lacre (through a Unix socket: postgresql:///lacre?host=/var/run/postgresql)',
+  });
+
 const database = z.strictObject({
-  /** PostgreSQL connection string; unset = embedded PGlite in data_dir. */
-  url: z.string().min(1).optional(),
+  /** PostgreSQL connection URL; unset = embedded PGlite in data_dir. */
+  url: postgresUrl.optional(),
   data_dir: z.string().min(1).default('./data'),
   pool_size: z.number().int().min(1).max(100).default(10),
 });
@@ -54,6 +65,8 @@ const encryption = z.strictObject({
 const keys = z.strictObject({
   local_part_case_sensitive: z.boolean().default(false),
   cache_ttl_seconds: z.number().nonnegative().default(300),
+  /** Largest key input accepted by an import, armored or binary (checked before it is parsed). */
+  max_key_bytes: byteSize.default(1024 * 1024),
 });
 
 const serviceToken = z.string().regex(/^[^:\s]+:\S+$/, 'expected "service:token"');
@@ -114,3 +127,17 @@ export const configSchema = z.strictObject({
 export type Config = z.output<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
 export const configSections = Object.keys(configSchema.shape) as (keyof Config)[];
+
+/** "section.key" of every size setting (they take "200MB" as well as bytes): `lacre check` prints these in words. */
+export const sizeSettings: ReadonlySet<string> = new Set(
+  Object.entries(configSchema.shape).flatMap(([section, sectionSchema]) =>
+    Object.entries(sectionSchema.def.innerType.shape)
+      .filter(([, field]) => unwrapDefault(field as z.ZodType) === byteSize)
+      .map(([key]) => `${section}.${key}`),
+  ),
+);
+
+function unwrapDefault(field: z.ZodType): z.ZodType {
+  const def = field.def as { type: string; innerType?: z.ZodType };
+  return (def.type === 'default' || def.type === 'optional') && def.innerType ? unwrapDefault(def.innerType) : field;
+}

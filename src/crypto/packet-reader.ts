@@ -117,3 +117,60 @@ function dataPacketFits(bytes: Uint8Array, header: PacketHeader, complete: boole
     offset = next.next;
   }
 }
+
+/** A packet as framed in a sequence: where its header starts, where its body starts, where it ends. */
+export interface FramedPacket {
+  readonly tag: number;
+  /** Offset of the header's first octet. */
+  readonly start: number;
+  /** Offset of the body's first octet (with partial body lengths, more length octets follow inside the body). */
+  readonly bodyStart: number;
+  /** Offset just past the packet's body (partial body chunks included). */
+  readonly end: number;
+}
+
+/** The bytes are not a sequence of well-framed OpenPGP packets. */
+export class PacketFramingError extends Error {
+  override readonly name = 'PacketFramingError';
+}
+
+/** The tag of the packet starting at `offset`, or undefined when its first octet is not a packet header. */
+export function packetTagAt(bytes: Uint8Array, offset = 0): number | undefined {
+  const first = bytes[offset];
+  if (first === undefined || (first & 0x80) === 0) return undefined;
+  return first & 0x40 ? first & 0x3f : (first >> 2) & 0x0f;
+}
+
+/** Every packet of `bytes`, in order. Throws PacketFramingError on a bad header or a truncated packet. */
+export function* packetHeaders(bytes: Uint8Array): Generator<FramedPacket> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    const packet = framePacket(bytes, offset);
+    yield packet;
+    offset = packet.end;
+  }
+}
+
+function framePacket(bytes: Uint8Array, start: number): FramedPacket {
+  if (packetTagAt(bytes, start) === undefined) throw new PacketFramingError(`no packet header at byte ${start}`);
+  const header = readPacketHeader(bytes, start);
+  if (!header) throw new PacketFramingError(`a packet length is cut off at byte ${start + 1}`);
+  const end = packetEnd(bytes, header);
+  if (end > bytes.length) throw new PacketFramingError(`the packet at byte ${start} (tag ${header.tag}) is truncated`);
+  return { tag: header.tag, start, bodyStart: header.bodyOffset, end };
+}
+
+/** Where a packet's body ends, following partial body chunks to the definite length that closes them. */
+function packetEnd(bytes: Uint8Array, header: PacketHeader): number {
+  let length = header.length;
+  let offset = header.bodyOffset;
+  for (;;) {
+    if (length.kind === 'indeterminate') return bytes.length;
+    const end = offset + length.length;
+    if (length.kind === 'definite') return end;
+    const next = end < bytes.length ? readNewLength(bytes, end) : undefined;
+    if (!next) throw new PacketFramingError(`a packet length is cut off at byte ${end}`);
+    length = next.length;
+    offset = next.next;
+  }
+}

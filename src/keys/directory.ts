@@ -3,12 +3,12 @@
  * normalised address (found and not found alike), dropped wholesale on NOTIFY lacre_keys_changed or after
  * keys.cache_ttl_seconds. Usability is re-checked at every lookup, because a cached key can expire while cached.
  */
-import { readKey, type PublicKey } from 'openpgp';
+import type { PublicKey } from 'openpgp';
 import type { OpenedDatabase } from '../db/open.js';
 import type { Database } from '../db/types.js';
 import type { Logger } from '../log/logger.js';
 import { DatabaseUnavailableError, errorMessage } from '../errors.js';
-import { usableEncryptionKey } from '../crypto/keys.js';
+import { readStoredKey, usableEncryptionKey } from '../crypto/keys.js';
 import { InvalidAddressError } from './address.js';
 import { KeyStore, type KeyRow, type KeysConfig } from './store.js';
 import type { EncryptionStyle, KeyDirectory, RecipientKeys } from './types.js';
@@ -57,9 +57,12 @@ interface CacheEntry {
 /** Any Database; one that reports NOTIFY-connection loss (OpenedDatabase) also gets the cache dropped then. */
 export type DirectoryDatabase = Database & Partial<Pick<OpenedDatabase, 'onReconnect'>>;
 
+/** The keys section without what only imports use. */
+export type KeyDirectoryConfig = Omit<KeysConfig, 'max_key_bytes'>;
+
 export async function createKeyDirectory(
   db: DirectoryDatabase,
-  config: KeysConfig,
+  config: KeyDirectoryConfig,
   logger: Logger,
   options: KeyDirectoryOptions = {},
 ): Promise<CachedKeyDirectory> {
@@ -82,7 +85,7 @@ class CachingKeyDirectory implements CachedKeyDirectory {
 
   constructor(
     private readonly db: DirectoryDatabase,
-    private readonly config: KeysConfig,
+    private readonly config: KeyDirectoryConfig,
     private readonly logger: Logger,
     private readonly clock: () => Date,
     private readonly maxEntries: number,
@@ -204,13 +207,7 @@ class CachingKeyDirectory implements CachedKeyDirectory {
 }
 
 async function parseStoredKey(row: KeyRow, now: Date): Promise<CachedKey> {
-  let key: PublicKey;
-  try {
-    key = (await readKey({ armoredKey: row.armored })) as PublicKey;
-  } catch (error) {
-    return { fingerprint: row.fingerprint, key: null, usableUntil: null, unusableReason: `cannot be read from the store: ${errorMessage(error)}` };
-  }
-  const usability = await usableEncryptionKey(key, now);
+  const { key, usability } = await readStoredKey(row.armored, now);
   return usability.usable
     ? { fingerprint: row.fingerprint, key, usableUntil: usability.expiresAt, unusableReason: null }
     : { fingerprint: row.fingerprint, key, usableUntil: null, unusableReason: usability.reason };

@@ -3,7 +3,7 @@ import { readKey, type Key, type PublicKey } from 'openpgp';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
 import { errorMessage, KeyRejectedError } from '../errors.js';
-import { fingerprintOf, readPublicKeys, UnusableKeyError, validateKey } from '../crypto/keys.js';
+import { checkKeyLimits, DEFAULT_KEY_LIMITS, fingerprintOf, readPublicKeys, UnusableKeyError, validateKey, type KeyLimits } from '../crypto/keys.js';
 import { canonicalAddress, InvalidAddressError, normaliseAddress } from './address.js';
 import type { EncryptionStyle, KeyStatus } from './types.js';
 
@@ -56,26 +56,34 @@ interface RawKeyRow {
   updated_at: Date | string;
 }
 
+/** What the store needs of the keys section; max_key_bytes defaults to the schema's default. */
+export type KeyStoreConfig = Pick<KeysConfig, 'local_part_case_sensitive'> & Partial<Pick<KeysConfig, 'max_key_bytes'>>;
+
 export class KeyStore {
+  /** What an import may bring in (keys.max_key_bytes, and at most MAX_USER_IDS user IDs per key). */
+  readonly limits: KeyLimits;
+
   constructor(
     private readonly db: Database,
-    private readonly config: Pick<KeysConfig, 'local_part_case_sensitive'>,
-  ) {}
+    private readonly config: KeyStoreConfig,
+  ) {
+    this.limits = { ...DEFAULT_KEY_LIMITS, ...(config.max_key_bytes === undefined ? {} : { maxKeyBytes: config.max_key_bytes }) };
+  }
 
-  /** Imports one armored public key. Throws KeyRejectedError when refused. */
-  async importKey(armored: string, options: ImportOptions = {}): Promise<Exclude<ImportOutcome, { kind: 'refused' }>> {
-    const keys = await readPublicKeys(armored);
+  /** Imports one public key, armored or binary. Throws KeyRejectedError when refused. */
+  async importKey(armored: string | Uint8Array, options: ImportOptions = {}): Promise<Exclude<ImportOutcome, { kind: 'refused' }>> {
+    const keys = await readPublicKeys(armored, this.limits);
     if (keys.length !== 1) throw new KeyRejectedError(`expected one public key, found ${keys.length}`);
     const outcome = await this.importParsedKey(keys[0]!, options);
     if (outcome.kind === 'refused') throw new KeyRejectedError(outcome.reason);
     return outcome;
   }
 
-  /** Imports every key of an armored block; each key gets its own outcome, refusals included. */
-  async importKeys(armored: string, options: ImportOptions = {}): Promise<ImportOutcome[]> {
+  /** Imports every key of the input (armor blocks or binary); each key gets its own outcome, refusals included. */
+  async importKeys(armored: string | Uint8Array, options: ImportOptions = {}): Promise<ImportOutcome[]> {
     let keys: Key[];
     try {
-      keys = await readPublicKeys(armored);
+      keys = await readPublicKeys(armored, this.limits);
     } catch (error) {
       if (error instanceof KeyRejectedError) return [{ kind: 'refused', fingerprint: null, reason: error.message }];
       throw error;
@@ -151,6 +159,7 @@ export class KeyStore {
       return refused(fingerprint, `cannot be merged with the stored copy: ${errorMessage(error)}`);
     }
     try {
+      checkKeyLimits(key, this.limits);
       const validated = await validateKey(key, now);
       const emails = options.emails ? this.explicitAddresses(options.emails, fingerprint) : this.userIdAddresses(validated.emails, fingerprint);
       const inserted = await this.upsert(emails, fingerprint, validated.key.armor(), validated.expiresAt, options);

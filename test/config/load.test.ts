@@ -175,7 +175,29 @@ port = 2526
     const missing = join(workDir, 'missing.toml');
     assert.match(problems({ file: missing, env: {} })[0]!, new RegExp(`^cannot read config file ${missing}: .*ENOENT`));
     const broken = configFile('[smtp\nlisten = 1\n');
-    assert.match(problems({ file: broken, env: {} })[0]!, new RegExp(`^${broken}: invalid TOML: `));
+    assert.match(problems({ file: broken, env: {} })[0]!, new RegExp(`^${broken}:1:\\d+: invalid TOML: `));
+  });
+
+  test('invalid TOML keeps smol-toml\u2019s line, column and complaint, without the line itself', () => {
+    const broken = configFile('[database]\nurl = "postgres://lacre:hunter2@db/lacre"\n[smtp]\nmax_size = 200 MB\n');
+    assert.deepEqual(problems({ file: broken, env: {} }), [
+      `${broken}:4:16: invalid TOML: each key-value declaration must be followed by an end-of-line`,
+    ]);
+  });
+
+  test('database.url must be a postgres:// or postgresql:// URL; the message names the key and hides the password', () => {
+    const file = configFile('[database]\nurl = "htp//nowhere"\n');
+    assert.deepEqual(problems({ file, env: {} }), [
+      `database.url (from ${file}): expected a postgresql:// URL, e.g. postgresql://lacre@127.0.0.1:5432/lacre (through a Unix socket: postgresql:///lacre?host=/var/run/postgresql), got "htp//nowhere"`,
+    ]);
+    for (const refused of ['host=db dbname=lacre', 'mysql://db/lacre', '/var/run/postgresql lacre', 'postgres://[db/lacre']) {
+      assert.match(problems({ env: { LACRE_DATABASE_URL: refused } })[0]!, /^database\.url \(from LACRE_DATABASE_URL\): expected a postgresql:\/\/ URL/);
+    }
+    const withPassword = problems({ env: { LACRE_DATABASE_URL: 'postgres://lacre:hunter2@[db/lacre' } })[0]!;
+    assert.ok(!withPassword.includes('hunter2'), withPassword);
+    for (const accepted of ['postgres://lacre@127.0.0.1:5432/lacre', 'POSTGRESQL://db/lacre?sslmode=require', 'postgresql:///lacre?host=/var/run/postgresql', 'postgres://lacre@/lacre']) {
+      assert.equal(loadConfig({ env: { LACRE_DATABASE_URL: accepted } }).database.url, accepted);
+    }
   });
 
   test('deploy/lacre.example.toml loads, equals the defaults and mentions every key', () => {

@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as openpgp from 'openpgp';
 import { KeyRejectedError } from '../../src/errors.js';
-import { usableEncryptionKey, validatePublicKey, validatePublicKeys } from '../../src/crypto/keys.js';
+import { readPublicKeys, usableEncryptionKey, validatePublicKey, validatePublicKeys } from '../../src/crypto/keys.js';
 import {
   createGpgHome,
   decrypt,
+  gpgOk,
   generateExpiredKey,
   generateKey,
   listPacketsKeyIds,
@@ -13,6 +14,7 @@ import {
   type GpgHome,
   type GpgKey,
 } from '../helpers/gpg.js';
+import { keyWithUserIds } from '../helpers/many-user-ids.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -94,6 +96,46 @@ describe('validatePublicKey', () => {
         [false, signer.fingerprint],
       ],
     );
+  });
+
+  it('refuses a key with more than 100 user IDs, naming it and the limit; accepts one with 100', async () => {
+    const crowded = await keyWithUserIds(101);
+    await assert.rejects(validatePublicKey(crowded.publicArmored), isRejection(new RegExp(`key ${crowded.fingerprint} has more than 100 user IDs`)));
+    const full = await keyWithUserIds(100);
+    const validated = await validatePublicKey(full.publicArmored);
+    assert.equal(validated.fingerprint, full.fingerprint);
+    assert.equal(validated.emails.length, 100);
+  });
+
+  it('refuses input larger than the limit before reading it, naming keys.max_key_bytes', async () => {
+    await assert.rejects(validatePublicKey('A'.repeat(1024 * 1024 + 1)), isRejection(/larger than keys\.max_key_bytes \(1 MiB\)/));
+    await assert.rejects(readPublicKeys(alice.publicArmored, { maxKeyBytes: 200, maxUserIds: 100 }), isRejection(/keys\.max_key_bytes \(200 bytes\)/));
+  });
+
+  it('says so when the input is empty, instead of passing on openpgp.js internals', async () => {
+    for (const empty of ['', ' \n\n', Buffer.alloc(0)]) {
+      await assert.rejects(validatePublicKey(empty), (error: unknown) => {
+        assert.ok(error instanceof KeyRejectedError);
+        assert.match(error.message, /the input is empty/);
+        assert.doesNotMatch(error.message, /options object|armoredKeys/);
+        return true;
+      });
+    }
+  });
+
+  it('accepts a binary key as gpg --export writes it without --armor', async () => {
+    const binary = await gpgOk(home, ['--export', alice.fingerprint]);
+    assert.equal(binary[0]! & 0x80, 0x80, 'gpg wrote binary packets');
+    const validated = await validatePublicKey(binary);
+    assert.equal(validated.fingerprint, alice.fingerprint);
+    assert.deepEqual(validated.emails, ['Alice@Example.org']);
+  });
+
+  it('names binary data and armor blocks that are not keys', async () => {
+    const message = await openpgp.encrypt({ message: await openpgp.createMessage({ text: 'hi' }), passwords: 'x', format: 'binary' });
+    await assert.rejects(validatePublicKey(message as Uint8Array), isRejection(/binary OpenPGP data that does not start with a key \(its first packet has tag 3\)/));
+    const armored = await openpgp.encrypt({ message: await openpgp.createMessage({ text: 'hi' }), passwords: 'x' });
+    await assert.rejects(validatePublicKey(armored), isRejection(/the armor block is a message, not a key/));
   });
 
   it('judges usability at the time given: a valid key is unusable once its expiry passes', async () => {

@@ -58,6 +58,9 @@ describe('lacre check (real PostgreSQL, relay sink)', { skip: !(await postgresAv
     assert.match(out, /^\[database\]$/m);
     assert.match(out, /^url = "postgres:\/\/postgres:\*{5}@127\.0\.0\.1:\d+\/lacre_check_\d+_\d+"$/m);
     assert.match(out, new RegExp(`^port = ${sink.port}$`, 'm'), 'the relay port in effect is shown');
+    assert.match(out, /^max_size = "200 MiB"$/m, 'sizes are printed for people');
+    assert.match(out, /^max_key_bytes = "1 MiB"$/m);
+    assert.match(out, /^quota = "1 GiB"$/m);
     assert.ok(!out.includes(PASSWORD) && !result.stderr.includes(PASSWORD), 'the password appears nowhere');
   });
 
@@ -68,10 +71,15 @@ describe('lacre check (real PostgreSQL, relay sink)', { skip: !(await postgresAv
     assert.match(text.stdout.toString('utf8'), /^FAILED {2}relay .*no SMTP greeting from 127\.0\.0\.1:\d+$/m);
     const json = await runLacre(['check', '--json'], env);
     assert.equal(json.code, 1);
-    const report = JSON.parse(json.stdout.toString('utf8')) as { ready: boolean; checks: Array<{ name: string; ok: boolean }>; config: { database: { url: string } } };
+    const report = JSON.parse(json.stdout.toString('utf8')) as {
+      ready: boolean;
+      checks: Array<{ name: string; ok: boolean }>;
+      config: { database: { url: string }; smtp: { max_size: number } };
+    };
     assert.equal(report.ready, false);
     assert.deepEqual(Object.fromEntries(report.checks.map((c) => [c.name, c.ok])), { database: true, relay: false, migrations: true });
     assert.equal(report.config.database.url.includes(PASSWORD), false);
+    assert.equal(report.config.smtp.max_size, 200 * 1024 * 1024, '--json keeps sizes as numbers of bytes');
     assert.match(report.config.database.url, /:\*{5}@/);
   });
 

@@ -10,7 +10,7 @@ import { configSchema } from '../../src/config/schema.js';
 import { openDatabase, type DatabaseConfig } from '../../src/db/open.js';
 import { createLogger } from '../../src/log/logger.js';
 import { databaseBackends, withDatabase } from '../helpers/databases.js';
-import { createGpgHome, generateKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { createGpgHome, generateKey, gpgOk, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 
 interface RunResult {
   stdout: string;
@@ -23,6 +23,8 @@ let files: string;
 let alice: GpgKey;
 let bob: GpgKey;
 let signOnly: GpgKey;
+let carol: GpgKey;
+let carolRevoked: string;
 
 before(async () => {
   home = await createGpgHome();
@@ -32,6 +34,10 @@ before(async () => {
   signOnly = await generateKey(home, { email: 'signer@example.org', signOnly: true });
   await writeFile(join(files, 'alice.asc'), alice.publicArmored);
   await writeFile(join(files, 'mixed.asc'), bob.publicArmored + signOnly.publicArmored);
+  await writeFile(join(files, 'alice.gpg'), await gpgOk(home, ['--export', alice.fingerprint]));
+  await writeFile(join(files, 'empty.asc'), '');
+  carol = await generateKey(home, { email: 'carol@example.org' });
+  carolRevoked = await revokeKey(home, carol);
 });
 after(async () => {
   await home.remove();
@@ -39,12 +45,13 @@ after(async () => {
 });
 
 /** Runs `lacre keys ...` in-process against the database described by `database`, capturing its output. */
-async function runKeys(database: DatabaseConfig, args: string[], stdin = ''): Promise<RunResult> {
+async function runKeys(database: DatabaseConfig, args: string[], stdin: string | Readable = ''): Promise<RunResult> {
   const out: string[] = [];
   const err: string[] = [];
   let exitCode = 0;
   const sink = (into: string[]) => new Writable({ write: (chunk, _encoding, done) => (into.push(String(chunk)), done()) });
-  const io: CliIo = { stdin: Readable.from([Buffer.from(stdin)]), stdout: sink(out), stderr: sink(err), setExitCode: (code) => (exitCode = code) };
+  const input = typeof stdin === 'string' ? Readable.from([Buffer.from(stdin)]) : stdin;
+  const io: CliIo = { stdin: input, stdout: sink(out), stderr: sink(err), setExitCode: (code) => (exitCode = code) };
   const config = configSchema.parse({ database });
   const program = new Command('lacre').exitOverride().configureOutput({ writeOut: (s) => out.push(s), writeErr: (s) => err.push(s) });
   registerKeysCommands(program, async () => ({ config, db: await openDatabase(config.database), logger: createLogger('silent') }), io);
@@ -80,8 +87,8 @@ for (const backend of await databaseBackends()) {
           ],
         );
         const table = await runKeys(database, ['list']);
-        assert.match(table.stdout, /^ADDRESS\s+STYLE\s+STATUS\s+FINGERPRINT\s+EXPIRES$/m);
-        assert.match(table.stdout, new RegExp(`^bob@example.org\\s+mime\\s+confirmed\\s+${bob.fingerprint}\\s+\\d{4}-\\d\\d-\\d\\d$`, 'm'));
+        assert.match(table.stdout, /^ADDRESS\s+STYLE\s+STATUS\s+FINGERPRINT\s+EXPIRES\s+USABLE$/m);
+        assert.match(table.stdout, new RegExp(`^bob@example.org\\s+mime\\s+confirmed\\s+${bob.fingerprint}\\s+\\d{4}-\\d\\d-\\d\\d\\s+yes$`, 'm'));
 
         const shown = await runKeys(database, ['show', 'ALICE@EXAMPLE.ORG']);
         assert.equal(shown.exitCode, 0);
@@ -104,6 +111,57 @@ for (const backend of await databaseBackends()) {
         assert.equal(nothing.exitCode, 1);
         assert.match(nothing.stderr, /no key matches bob@example.org/);
         assert.equal((await runKeys(database, ['list'])).stdout, 'no keys stored\n');
+      }));
+
+    it('lists whether each key can encrypt now and why not, in text and JSON (list and show)', () =>
+      withDatabase(backend, async (db, database) => {
+        await db.close();
+        assert.equal((await runKeys(database, ['import', '-'], carol.publicArmored + bob.publicArmored)).exitCode, 0);
+        const revoked = await runKeys(database, ['import', '-'], carolRevoked);
+        assert.match(revoked.stdout, /is revoked; it will no longer be used/);
+
+        const table = await runKeys(database, ['list']);
+        assert.match(table.stdout, new RegExp(`^carol@example.org\\s+mime\\s+confirmed\\s+${carol.fingerprint}\\s+\\S+\\s+no \\(is revoked\\)$`, 'm'));
+        assert.match(table.stdout, new RegExp(`^bob@example.org\\s+.*\\s+yes$`, 'm'));
+        const listed = JSON.parse((await runKeys(database, ['list', '--json'])).stdout) as { email: string; usable: boolean; unusableReason: string | null }[];
+        assert.deepEqual(
+          listed.map((row) => [row.email, row.usable, row.unusableReason]),
+          [
+            ['bob@example.org', true, null],
+            ['carol@example.org', false, 'is revoked'],
+          ],
+        );
+        const shown = JSON.parse((await runKeys(database, ['show', 'carol@example.org', '--json'])).stdout) as { usable: boolean; unusableReason: string }[];
+        assert.deepEqual(shown.map((key) => [key.usable, key.unusableReason]), [[false, 'is revoked']]);
+        assert.match((await runKeys(database, ['show', 'carol@example.org'])).stdout, /^ {2}usable: {3}no \(is revoked\)$/m);
+      }));
+
+    it('explains empty input, imports binary keys, and refuses an oversized stream without reading it all', () =>
+      withDatabase(backend, async (db, database) => {
+        await db.close();
+        const empty = await runKeys(database, ['import', '-'], '');
+        assert.equal(empty.exitCode, 1);
+        assert.equal(empty.stderr, 'refused stdin: no key on standard input\n');
+        const emptyFile = await runKeys(database, ['import', join(files, 'empty.asc')]);
+        assert.match(emptyFile.stderr, /^refused .*empty\.asc: the file is empty$/m);
+
+        const binary = await runKeys(database, ['import', join(files, 'alice.gpg')]);
+        assert.equal(binary.exitCode, 0, binary.stderr);
+        assert.match(binary.stdout, new RegExp(`^imported ${alice.fingerprint} for Alice@example.org`, 'm'));
+
+        let pulled = 0;
+        const fiftyMegabytes = Readable.from(
+          (function* () {
+            for (let chunk = 0; chunk < 800; chunk++) {
+              pulled += 64 * 1024;
+              yield Buffer.alloc(64 * 1024, 'A');
+            }
+          })(),
+        );
+        const huge = await runKeys(database, ['import', '-'], fiftyMegabytes);
+        assert.equal(huge.exitCode, 1);
+        assert.equal(huge.stderr, 'refused stdin: larger than keys.max_key_bytes (1 MiB); nothing was imported\n');
+        assert.ok(pulled < 4 * 1024 * 1024, `read ${pulled} bytes of 50 MiB`);
       }));
   });
 }

@@ -5,6 +5,7 @@ import { KeyRejectedError } from '../../src/errors.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { databaseBackends, withDatabase } from '../helpers/databases.js';
 import { createGpgHome, generateExpiredKey, generateKey, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { keyWithUserIds, withUserIdsOnly, type ManyUserIdKey } from '../helpers/many-user-ids.js';
 
 const insensitive = { local_part_case_sensitive: false };
 const sensitive = { local_part_case_sensitive: true };
@@ -18,6 +19,7 @@ let carolRevoked: string;
 let signOnly: GpgKey;
 let expired: GpgKey;
 let noEmail: GpgKey;
+let crowded: ManyUserIdKey;
 
 before(async () => {
   home = await createGpgHome();
@@ -29,6 +31,7 @@ before(async () => {
   signOnly = await generateKey(home, { email: 'signer@example.org', signOnly: true });
   expired = await generateExpiredKey(home, { email: 'old@example.org' });
   noEmail = await generateKey(home, { email: 'not-an-address' });
+  crowded = await keyWithUserIds(120);
 });
 after(() => home.remove());
 
@@ -141,6 +144,28 @@ for (const backend of await databaseBackends()) {
         assert.equal(unreadable[0]!.kind, 'refused');
         assert.match(unreadable[0]!.kind === 'refused' ? unreadable[0]!.reason : '', /not a readable OpenPGP public key/);
         assert.deepEqual((await store.list()).map((row) => row.fingerprint), [bob.fingerprint]);
+      }));
+
+    it('refuses keys over the limits: more than 100 user IDs, more than keys.max_key_bytes', () =>
+      withDatabase(backend, async (db) => {
+        const store = new KeyStore(db, insensitive);
+        await assert.rejects(store.importKey(await withUserIdsOnly(crowded, 0, 101)), new RegExp(`key ${crowded.fingerprint} has more than 100 user IDs`));
+        const outcomes = await store.importKeys(await withUserIdsOnly(crowded, 0, 101));
+        assert.deepEqual(outcomes.map((outcome) => outcome.kind), ['refused']);
+        const small = new KeyStore(db, { ...insensitive, max_key_bytes: 300 });
+        await assert.rejects(small.importKey(bob.publicArmored), /larger than keys\.max_key_bytes \(300 bytes\)/);
+        assert.deepEqual(await store.list(), []);
+      }));
+
+    it('refuses a re-upload whose user IDs, merged with the stored copy, pass the limit', () =>
+      withDatabase(backend, async (db) => {
+        const store = new KeyStore(db, insensitive);
+        const first = await store.importKey(await withUserIdsOnly(crowded, 0, 60));
+        assert.equal(first.emails.length, 60);
+        await assert.rejects(store.importKey(await withUserIdsOnly(crowded, 60, 120)), new RegExp(`key ${crowded.fingerprint} has more than 100 user IDs`));
+        const stored = await readKey({ armoredKey: (await store.show('user0@example.org'))[0]!.armored });
+        assert.equal(stored.users.length, 60, 'the stored copy is unchanged');
+        assert.deepEqual(await store.show('user60@example.org'), []);
       }));
 
     it('counts only confirmed keys for sending, and re-import can change status', () =>
