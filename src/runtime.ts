@@ -109,7 +109,7 @@ async function createMetrics(sources: MetricSources, logger: Logger): Promise<La
   const { LacreMetrics } = await import('./metrics/metrics.js');
   const metrics = new LacreMetrics();
   metrics.watchKeyCache(() => sources.keys.stats());
-  metrics.watchRelayPool(() => ({ ...sources.relay.poolState(), maxConnections: sources.config.relay.max_connections }));
+  metrics.watchRelayPool(() => sources.relay.poolState());
   metrics.watchReadiness(() => sources.health.recent());
   metrics.watchKeyCounts(cachedKeyCounts(sources.db, logger));
   return metrics;

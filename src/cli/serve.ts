@@ -31,6 +31,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       const listener = createSmtpListener(config, runtime.filter, logger);
       runtime.metrics?.watchSessions(() => listener.sessions());
       const address = await listener.listen();
+      await warnIfUnready(runtime, logger);
       logger.info(
         {
           listen: `${address.address}:${address.port}`,
@@ -77,6 +78,22 @@ async function startOperatorHttp(runtime: Runtime, logLevel: LogLevelControl, lo
   const { http } = runtime.config;
   if (!http.enabled) return undefined;
   return startHttpListener({ listen: http.listen, logger, health: runtime.health, logLevel, metrics: runtime.metrics });
+}
+
+/**
+ * What GET /readyz would answer 503 for, said at start as well. Lacre serves anyway: while the relay (or the
+ * Incoming Box) does not answer, the messages that need it get a 4xx, and Postfix retries them.
+ */
+async function warnIfUnready(runtime: Runtime, logger: Logger): Promise<void> {
+  const report = await runtime.health.check();
+  for (const check of report.checks.filter((result) => !result.ok)) {
+    if (check.name === 'relay') {
+      const relay = `${runtime.config.relay.host}:${runtime.config.relay.port}`;
+      logger.warn({ relay, error: check.error }, `relay ${relay} is unreachable: serving anyway, messages get 451 4.4.1 until it answers (Postfix retries them)`);
+    } else {
+      logger.warn({ check: check.name, error: check.error }, `${check.name} is not ready: serving anyway, messages that need it get a 4xx until it is (Postfix retries them)`);
+    }
+  }
 }
 
 function waitForSignal(signals: NodeJS.Signals[]): Promise<void> {

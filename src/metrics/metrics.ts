@@ -52,6 +52,7 @@ export interface RelayPoolState {
   idle: boolean;
   /** nodemailer's pendingCount(): messages queued or being sent. */
   pending: number;
+  /** relay.max_connections, or fewer while the relay was seen to serve fewer at once. */
   maxConnections: number;
 }
 
@@ -287,7 +288,7 @@ export class LacreMetrics implements FilterObserver {
     const gauges: ReadonlyArray<readonly [string, string, (state: RelayPoolState) => number]> = [
       ['lacre_relay_pool_idle', "1 when nodemailer's relay pool can take another message without queueing it (its isIdle())", (s) => (s.idle ? 1 : 0)],
       ['lacre_relay_pool_pending_messages', "Messages nodemailer's relay pool has not finished: queued or being sent (its pendingCount())", (s) => s.pending],
-      ['lacre_relay_pool_max_connections', 'relay.max_connections', (s) => s.maxConnections],
+      ['lacre_relay_pool_max_connections', 'Connections the relay pool may open: relay.max_connections, or fewer while the relay was seen to serve fewer at once', (s) => s.maxConnections],
     ];
     for (const [name, help, read] of gauges) {
       new Gauge({

@@ -9,18 +9,36 @@ import PoolResource from 'nodemailer/lib/smtp-pool/pool-resource.js';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { installFastDotStuffing } from './dot-stuffing.js';
 import { sourceHash } from './known-code.js';
+import { RelayCapacity } from './relay-capacity.js';
 
 /**
- * `sourceHash` of the nodemailer code the direct feed and the per-attempt view rely on (10.6.0 and 10.6.1): how
- * the pool reads a `PooledMail` and requeues it when its connection closes before the message was read, and how
- * a connection takes the message stream (destroying it when the envelope fails).
+ * `sourceHash` of the nodemailer code the direct feed, the per-attempt view and the capacity limit rely on
+ * (checked on 10.6.0): how the pool reads a `PooledMail`, requeues it when its connection closes before the
+ * message was read, withdraws it when its `data.signal` aborts, opens a connection only while it has fewer than
+ * `options.maxConnections` (read anew each time), and keeps them in `_connections`, each `_connected` once greeted;
+ * how a connection takes the message stream (destroying it when the envelope fails), and marks a connection or
+ * greeting that took too long with `timeoutType` (CONNECT_TIMEOUT, GREETING_TIMEOUT).
  */
-const KNOWN_POOL_SHA256 = 'e2c1b9606f74d863e78a0bad0db3f59b6bbdb44f20171ff117e963fd3b8c49b2';
+const KNOWN_POOL_SHA256 = 'cfa51e7628ee664337054629471528a798c54397c8c9e4459748d1e937ea9c5a';
 
 /** Whether nodemailer's pool reads a message the way `PooledMail` provides it. */
 export function poolIsKnown(): boolean {
   const pool = SMTPPool.prototype as unknown as Record<string, unknown>;
-  return sourceHash(pool['send'], pool['_processMessages'], pool['_createConnection'], PoolResource.prototype.send, SMTPConnection.prototype.send) === KNOWN_POOL_SHA256;
+  const connection = SMTPConnection.prototype as unknown as Record<string, unknown>;
+  const resource = PoolResource.prototype as unknown as Record<string, unknown>;
+  return (
+    sourceHash(
+      pool['send'],
+      pool['_watchAbortSignal'],
+      pool['_processMessages'],
+      pool['_createConnection'],
+      resource['connect'],
+      resource['send'],
+      connection['send'],
+      connection['_setupConnectionHandlers'],
+      connection['_onConnect'],
+    ) === KNOWN_POOL_SHA256
+  );
 }
 
 interface SmtpFailure {
@@ -31,9 +49,16 @@ interface SmtpFailure {
   response?: string;
 }
 
-/** The pooled transport's side of nodemailer's transport interface: `send(mail, callback)`. */
+type SentInfo = { rejectedErrors?: SmtpFailure[] };
+
+/**
+ * The pooled transport's side of nodemailer's transport interface, `send(mail, callback)`, and what the capacity
+ * limit reads and sets of its state.
+ */
 interface PoolTransport {
-  send(mail: PooledMail, callback: (error: Error | null, info: { rejectedErrors?: SmtpFailure[] }) => void): void;
+  send(mail: PooledMail, callback: (error: Error | null, info: SentInfo) => void): void;
+  readonly options: { maxConnections: number };
+  readonly _connections: readonly { readonly _connected: boolean }[];
 }
 
 /**
@@ -42,7 +67,8 @@ interface PoolTransport {
  * byte of the message was read, the pool asks for the stream again and sends it over another connection.
  */
 interface PooledMail {
-  readonly data: Record<string, never>;
+  /** `signal` withdraws the message: from the queue, or by closing the connection it was handed to. */
+  readonly data: { signal: AbortSignal };
   readonly message: {
     getEnvelope(): { from: string; to: string[]; use8BitMime: boolean };
     messageId(): string;
@@ -57,13 +83,27 @@ interface PooledMail {
  * than through `sendMail`: for raw input the Mailer only builds a MimeNode that parses the envelope addresses
  * (re-encoding international domains) and draws a Message-ID and a boundary it never uses, which cost about
  * an eighth of the event loop per message under load.
+ *
+ * A copy that never reached a greeted connection was never sent: when the relay does not greet its connection
+ * in time while it greets others (a listener whose `maxproc` is below relay.max_connections), the copy waits for
+ * a connection again, up to relay.timeout_seconds, and the pool opens no more connections than the relay was
+ * seen to serve at once (see RelayCapacity). Only the direct feed does this; through `sendMail` such a copy fails
+ * with a 4xx as any other.
  */
 export class Relay implements Downstream {
   private readonly transport: Mail;
   /** Undefined when nodemailer's pool is not the version Lacre knows: messages then go through `sendMail`. */
   private readonly pool: PoolTransport | undefined;
+  private readonly capacity: RelayCapacity;
+  private readonly timeoutMs: number;
+  private readonly address: string;
 
-  constructor(config: Config['relay'], hostname: string | undefined, logger: Logger, options: { directToPool?: boolean } = {}) {
+  constructor(
+    config: Config['relay'],
+    hostname: string | undefined,
+    private readonly logger: Logger,
+    options: RelayOptions = {},
+  ) {
     if (!installFastDotStuffing()) logger.warn("nodemailer's DATA escaping is not the version Lacre knows: using it as it is (slower for big messages)");
     const directToPool = (options.directToPool ?? true) && poolIsKnown();
     if (!directToPool && options.directToPool !== false) logger.warn("nodemailer's SMTP pool is not the version Lacre knows: sending through sendMail (slower under load)");
@@ -76,23 +116,68 @@ export class Relay implements Downstream {
       maxConnections: config.max_connections,
       maxMessages: Infinity,
       connectionTimeout: 10_000,
-      greetingTimeout: 10_000,
+      greetingTimeout: options.greetingTimeoutMs ?? 10_000,
       socketTimeout: config.timeout_seconds * 1000,
       ...(hostname ? { name: hostname } : {}),
     });
     this.pool = directToPool ? (this.transport.transporter as unknown as PoolTransport) : undefined;
+    this.capacity = new RelayCapacity(config.max_connections, options.capacityRetryMs ?? CAPACITY_RETRY_MS);
+    this.timeoutMs = config.timeout_seconds * 1000;
+    this.address = `${config.host}:${config.port}`;
   }
 
   async send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections> {
     const smtpEnvelope = { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.use8BitMime };
-    const info = await new Promise<{ rejectedErrors?: SmtpFailure[] }>((resolve, reject) => {
-      const settle = (error: Error | null, sent: { rejectedErrors?: SmtpFailure[] }) => (error ? reject(toRelayError(error)) : resolve(sent));
-      if (this.pool) this.pool.send(pooledMail(smtpEnvelope, raw), settle);
-      else this.transport.sendMail({ envelope: smtpEnvelope, raw }, (error, sent) => settle(error, sent as { rejectedErrors?: SmtpFailure[] }));
-    });
+    const info = this.pool
+      ? await this.sendPooled(this.pool, smtpEnvelope, raw)
+      : await new Promise<SentInfo>((resolve, reject) => {
+          this.transport.sendMail({ envelope: smtpEnvelope, raw }, (error, sent) => (error ? reject(toRelayError(error)) : resolve(sent as SentInfo)));
+        });
     const rejected = new Map<string, LacreError>();
     for (const failure of info.rejectedErrors ?? []) rejected.set(String(failure.recipient), toRelayError(failure));
     return rejected;
+  }
+
+  /**
+   * Hands the copy to the pool; when its connection got no greeting (nothing of it was sent), again, until it
+   * reaches a greeted connection. One that has not started its DATA by relay.timeout_seconds is withdrawn (4xx).
+   */
+  private async sendPooled(pool: PoolTransport, envelope: PooledEnvelope, raw: Readable): Promise<SentInfo> {
+    const deadline = new AbortController();
+    const timer = setTimeout(() => {
+      if (!raw.readableDidRead) deadline.abort(new RelayError(`relay: no connection to ${this.address} was ready within ${this.timeoutMs / 1000} s`, false));
+    }, this.timeoutMs);
+    try {
+      for (;;) {
+        pool.options.maxConnections = this.capacity.current(Date.now());
+        try {
+          return await new Promise<SentInfo>((resolve, reject) => {
+            pool.send(pooledMail(envelope, raw, deadline.signal), (error, sent) => (error ? reject(error) : resolve(sent)));
+          });
+        } catch (error) {
+          if (!neverGreeted(error) || raw.readableDidRead || raw.destroyed || deadline.signal.aborted) throw toRelayError(error);
+          this.learnCapacity(pool);
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** A connection got no greeting: the ones greeted and still open are what the relay serves at once. */
+  private learnCapacity(pool: PoolTransport): void {
+    const greeted = pool._connections.filter((connection) => connection._connected).length;
+    const first = this.capacity.learn(greeted, Date.now());
+    pool.options.maxConnections = this.capacity.current(Date.now());
+    if (!first) return;
+    const { configured, retryMs } = this.capacity;
+    this.logger.warn(
+      { relay: this.address, capacity: greeted, maxConnections: configured },
+      `relay ${this.address} serves only ${greeted} connections at once, fewer than relay.max_connections (${configured}): ` +
+        `Lacre now opens at most ${greeted} (copies wait for a free one), trying ${configured} again every ` +
+        `${retryMs / 60_000} minutes. Raise the reinjection listener's maxproc in master.cf ` +
+        `above relay.max_connections (then postfix reload), or lower relay.max_connections`,
+    );
   }
 
   /** True when a connection to the relay can be opened and greets us. */
@@ -101,9 +186,9 @@ export class Relay implements Downstream {
   }
 
   /** What nodemailer's pool tells about itself: whether it can take another message now, and how many it has not finished. */
-  poolState(): { idle: boolean; pending: number } {
+  poolState(): { idle: boolean; pending: number; maxConnections: number } {
     const pool = this.transport.transporter as { pendingCount?: () => number };
-    return { idle: this.transport.isIdle(), pending: pool.pendingCount?.() ?? 0 };
+    return { idle: this.transport.isIdle(), pending: pool.pendingCount?.() ?? 0, maxConnections: this.capacity.current(Date.now()) };
   }
 
   close(): void {
@@ -111,9 +196,28 @@ export class Relay implements Downstream {
   }
 }
 
-function pooledMail(envelope: ReturnType<PooledMail['message']['getEnvelope']>, raw: Readable): PooledMail {
+export interface RelayOptions {
+  /** false: always through `sendMail` (tests of the fallback). */
+  directToPool?: boolean;
+  /** Tests shorten these: how long a new connection may wait for its greeting, and CAPACITY_RETRY_MS. */
+  greetingTimeoutMs?: number;
+  capacityRetryMs?: number;
+}
+
+/** How long a learned relay capacity holds before relay.max_connections is tried again. */
+const CAPACITY_RETRY_MS = 10 * 60_000;
+
+type PooledEnvelope = ReturnType<PooledMail['message']['getEnvelope']>;
+
+/** The connection did not open, or opened and was not greeted, in time: the copy never reached the relay. */
+function neverGreeted(error: unknown): boolean {
+  const timeoutType = (error as { timeoutType?: unknown } | null)?.timeoutType;
+  return timeoutType === 'GREETING_TIMEOUT' || timeoutType === 'CONNECT_TIMEOUT';
+}
+
+function pooledMail(envelope: PooledEnvelope, raw: Readable, signal: AbortSignal): PooledMail {
   return {
-    data: {},
+    data: { signal },
     message: { getEnvelope: () => envelope, messageId: () => '', getHeader: () => undefined, createReadStream: () => streamForAttempt(raw) },
   };
 }
@@ -174,6 +278,8 @@ function failedAttempt(reason: string): Readable {
 
 export function toRelayError(error: unknown): RelayError {
   if (error instanceof RelayError) return error;
+  // nodemailer's AbortError for a copy Lacre withdrew carries Lacre's reason.
+  if (error instanceof Error && error.cause instanceof RelayError) return error.cause;
   const failure = (error ?? {}) as SmtpFailure;
   const code = failure.responseCode;
   const detail = failure.response ?? failure.message ?? String(error);

@@ -373,6 +373,51 @@ describe('Lacre behind a real Postfix', { skip: unavailable }, () => {
     });
   });
 
+  for (const lmtp of [false, true]) describe(`a burst through a reinjection listener with maxproc 10 (FILTER_README), Lacre on its default relay settings (${lmtp ? 'LMTP' : 'SMTP'})`, () => {
+    let postfix: PostfixInstance;
+    let lacre: LacreServer;
+
+    before(async () => {
+      const filterPort = await freePort();
+      postfix = await startPostfix({ filterPort, lmtp, reinjectMaxproc: 10 });
+      lacre = await LacreServer.start(serveEnv(database, filterPort, postfix, lmtp ? { LACRE_SMTP_LMTP: 'true' } : {}));
+    });
+
+    after(() => stopFilterAndPostfix(lacre, postfix));
+
+    it('delivers 60 messages sent at once to mixed recipients, every copy exactly once, with no deferral, and warns once', { timeout: 120_000 }, async () => {
+      const masterCf = await readFile(join(postfix.configDir, 'master.cf'), 'utf8');
+      assert.match(masterCf, new RegExp(`^127\\.0\\.0\\.1:${postfix.reinjectPort} inet\\s+n\\s+-\\s+n\\s+-\\s+10\\s+smtpd$`, 'm'));
+      const mixes = [
+        ['alice@example.test'],
+        ['carol@example.test'],
+        ['alice@example.test', 'bob@example.test', 'carol@example.test'],
+        ['bob@example.test', 'carol@example.test'],
+        ['alice@example.test', 'carol@example.test'],
+        ['alice@example.test', 'bob@example.test'],
+      ];
+      const burst = Array.from({ length: 60 }, (_, i) => ({ messageId: `e2e-burst-${i}@example.org`, to: mixes[i % mixes.length]! }));
+      await Promise.all(burst.map(({ messageId, to }) => sendToPostfix(postfix.smtpPort, textMessage(messageId, to.join(', ')), to)));
+
+      const expected = new Map<string, string[]>();
+      for (const { messageId, to } of burst) for (const rcpt of to) expected.set(rcpt, [...(expected.get(rcpt) ?? []), messageId]);
+      for (const [rcpt, ids] of expected) await postfix.waitForDelivery(rcpt, ids.length, 60_000);
+      assert.deepEqual(await waitForQueue(postfix, (entries) => entries.length === 0), []);
+
+      const deferred = (await postfix.log()).split('\n').filter((line) => /postfix\/lacre\/(?:smtp|lmtp)\[\d+\]: .*status=deferred/.test(line));
+      assert.deepEqual(deferred, [], 'no message was deferred by Lacre');
+      assert.deepEqual(lacre.logs.filter((line) => line.msg === 'message not accepted'), []);
+      for (const [rcpt, ids] of expected) {
+        const received = await Promise.all((await postfix.delivered(rcpt)).map(async (path) => /^Message-ID: <([^>]+)>$/m.exec(await readFile(path, 'latin1'))?.[1]));
+        assert.deepEqual(received.filter((id) => id?.startsWith('e2e-burst-')).sort(), [...ids].sort(), `${rcpt} got each of its copies exactly once`);
+      }
+      const warnings = lacre.logs.filter((line) => line.level === 'warn' && /maxproc/.test(line.msg) && /relay\.max_connections/.test(line.msg));
+      // Postfix hands Lacre up to 10 messages at once, up to 3 copies each: the pool wants more than 10 connections.
+      assert.equal(warnings.length, 1, JSON.stringify(lacre.logs.filter((line) => line.level === 'warn')));
+      assert.equal(warnings[0]!.capacity, 10);
+    });
+  });
+
   describe('pipe(8) transport running lacre pipe', () => {
     let postfix: PostfixInstance;
     let configDir: string;

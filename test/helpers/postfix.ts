@@ -43,6 +43,8 @@ export interface PostfixOptions {
   deliveryUser?: string;
   /** Extra or overriding main.cf parameters, e.g. `{ minimal_backoff_time: '2s' }`. */
   mainCf?: Record<string, string>;
+  /** The reinjection listener's maxproc column (the snippet's is `-`, Postfix's default 100); FILTER_README uses 10. */
+  reinjectMaxproc?: number;
 }
 
 export interface PipeFilterOptions {
@@ -138,6 +140,7 @@ interface Ports {
   smtp: number;
   reinject: number;
   filter: number | undefined;
+  reinjectMaxproc?: number | undefined;
 }
 
 type Filter = { kind: 'none' } | { kind: 'smtp' | 'lmtp'; port: number } | ({ kind: 'pipe'; user: string } & PipeFilterOptions);
@@ -155,7 +158,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
   const owner = systemUser(options.deliveryUser ?? 'nobody');
   const layout = await createLayout(owner);
   const [smtp, reinject] = await freePorts(2, options.filterPort === undefined ? [] : [options.filterPort]);
-  const ports: Ports = { smtp: smtp!, reinject: reinject!, filter: options.filterPort };
+  const ports: Ports = { smtp: smtp!, reinject: reinject!, filter: options.filterPort, reinjectMaxproc: options.reinjectMaxproc };
   const filter: Filter = options.pipeFilter
     ? { kind: 'pipe', ...options.pipeFilter, user: options.pipeFilter.user ?? 'nobody' }
     : ports.filter === undefined
@@ -356,7 +359,8 @@ function contentFilterSettings(filter: Filter): string {
  */
 function masterCf(ports: Ports, filter: Filter): string {
   const reinjectListener = `127.0.0.1:${ports.reinject} inet`;
-  const lacre = replaceOnce(deploySnippet('master.cf.snippet'), '127.0.0.1:10026 inet', reinjectListener);
+  let lacre = replaceOnce(deploySnippet('master.cf.snippet'), '127.0.0.1:10026 inet', reinjectListener);
+  if (ports.reinjectMaxproc !== undefined) lacre = withMaxproc(lacre, reinjectListener, ports.reinjectMaxproc);
   return [
     filter.kind === 'pipe'
       ? `${withoutService(lacre, 'lacre')}${pipeTransport(filter)}`
@@ -397,6 +401,18 @@ function pipeTransport(filter: PipeFilterOptions & { user: string }): string {
   snippet = replaceOnce(snippet, ' directory=/var/lib/lacre ', ` directory=${filter.directory} `);
   snippet = replaceOnce(snippet, ' --config /etc/lacre/lacre.toml ', ` --config ${filter.configFile} `);
   return replaceOnce(snippet, 'argv=/usr/bin/lacre ', `argv=${filter.command} `);
+}
+
+/** master.cf text with the maxproc column of the line for `serviceAndType` (e.g. `127.0.0.1:10026 inet`) set. */
+function withMaxproc(masterCfText: string, serviceAndType: string, maxproc: number): string {
+  // private, unpriv, chroot and wakeup come before maxproc.
+  const line = new RegExp(`^(${escapeRegExp(serviceAndType)}(?:[ \\t]+\\S+){4}[ \\t]+)\\S+`, 'm');
+  if (!line.test(masterCfText)) throw new Error(`master.cf snippet: no service "${serviceAndType}"`);
+  return masterCfText.replace(line, `$1${maxproc}`);
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** master.cf text without the entry of one service (its line and the indented lines continuing it). */

@@ -148,7 +148,7 @@ describe('metered relay (real SMTP sink)', () => {
       assert.equal((await samples(metrics)).get('lacre_downstream_sends_in_flight{downstream="relay"}'), 1);
       assert.equal(relay.poolState().pending, 1, 'the real pool counts the message in flight');
       assert.equal((await sending).size, 0);
-      assert.deepEqual(relay.poolState(), { idle: true, pending: 0 });
+      assert.deepEqual(relay.poolState(), { idle: true, pending: 0, maxConnections: 20 });
       assert.deepEqual(sink.messages[0]?.data, message);
       let values = await samples(metrics);
       assert.equal(values.get('lacre_delivered_bytes_total{downstream="relay"}'), message.length);

@@ -11,6 +11,7 @@ import { sendRaw } from '../helpers/smtp-client.js';
 import { LacreServer, runLacre } from '../helpers/lacre.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { databaseBackends } from '../helpers/databases.js';
+import { freePort } from '../helpers/postfix.js';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -176,5 +177,38 @@ for (const usePostgres of backends) describe(`lacre serve on ${usePostgres ? 'Po
     assert.equal(typeof line.durationMs, 'number');
     const everything = JSON.stringify(server.logs);
     assert.doesNotMatch(everything, /SECRET-SUBJECT|SECRET-BODY/);
+  });
+});
+
+describe('lacre serve started while its relay is down', () => {
+  let dataDir: string;
+  let server: LacreServer | undefined;
+  let sink: SmtpSink | undefined;
+
+  before(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'lacre-serve-relay-down-'));
+  });
+
+  after(async () => {
+    if (server) assert.equal(await server.stop(), 0, 'lacre serve exits cleanly on SIGTERM');
+    await sink?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('warns at start naming the unreachable relay, and keeps serving: 451 while it is down, delivered once it answers', async () => {
+    const relayPort = await freePort();
+    const relay = `127.0.0.1:${relayPort}`;
+    server = await LacreServer.start({ LACRE_DATABASE_DATA_DIR: dataDir, LACRE_RELAY_PORT: String(relayPort), LACRE_LOG_LEVEL: 'info' });
+    const warning = server.logs.find((line) => line.level === 'warn' && line.relay === relay);
+    assert.ok(warning, `a warning before "lacre is ready": ${JSON.stringify(server.logs)}`);
+    assert.match(warning.msg, new RegExp(`relay ${relay.replaceAll('.', '\\.')} is unreachable`));
+
+    const envelope = { from: 'sender@example.net', to: ['carol@example.test'] };
+    const down = await sendRaw(server.port, envelope, corpus[0]!.raw);
+    assert.match(down.data[0]!, /^451 4\.4\.1 /);
+    sink = await SmtpSink.start({ port: relayPort });
+    const up = await sendRaw(server.port, envelope, corpus[0]!.raw);
+    assert.match(up.data[0]!, /^250 /);
+    assert.deepEqual(sink.messageFor('carol@example.test')?.data, corpus[0]!.raw);
   });
 });
