@@ -30,6 +30,8 @@ const smtp = z.strictObject({
   max_clients: z.number().int().min(1).default(200),
   hostname: z.string().min(1).optional(),
   socket_timeout_seconds: z.number().positive().default(300),
+  /** From DATA to the message's final dot; past it the connection is closed with 421 and nothing is delivered. */
+  data_timeout_seconds: z.number().positive().default(600),
 });
 
 const relay = z.strictObject({

@@ -145,7 +145,7 @@ export class MessageFilter {
     let outcome: FilterOutcome;
     let error: unknown;
     try {
-      const result = await processMessage(request, this.downstreams, this.options);
+      const result = await processMessage({ ...request, recipients: distinctRecipients(request.recipients) }, this.downstreams, this.options);
       outcome = { reply: messageReply(result), recipientReplies: recipientReplies(addresses, result), result };
     } catch (caught) {
       error = caught;
@@ -213,6 +213,16 @@ export class MessageFilter {
     if (outcome.reply.code >= 400) request.log.warn(fields, 'message not accepted');
     else request.log.info(fields, 'message accepted');
   }
+}
+
+/**
+ * A recipient named twice with the very same spelling is one mailbox: it gets one copy (Postfix's own duplicate
+ * elimination does the same), and each of its RCPTs the reply of that copy. Spellings that differ, even only in
+ * case, stay apart: with keys.local_part_case_sensitive they are two mailboxes, and downstream decides otherwise.
+ */
+function distinctRecipients(recipients: readonly RoutedRecipient[]): RoutedRecipient[] {
+  const seen = new Set<string>();
+  return recipients.filter(({ address }) => !seen.has(address) && seen.add(address));
 }
 
 function roundMs(ms: number): number {
