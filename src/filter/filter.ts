@@ -196,6 +196,8 @@ export class MessageFilter {
     const failures = result?.results.filter((r) => r.error).map((r) => ({ to: r.copy.recipients, error: r.error?.message }));
     const fields = {
       messageId: result?.messageId,
+      // The front end's logger carries the queue id it was told; only one it was not told is added here.
+      queueId: request.queueId === undefined ? result?.queueId : undefined,
       from: request.from,
       recipientCount: request.recipients.length,
       size: request.bytesRead?.(),
