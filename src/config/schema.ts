@@ -55,6 +55,8 @@ const encryption = z.strictObject({
 
 const keys = z.strictObject({
   local_part_case_sensitive: z.boolean().default(false),
+  /** As Postfix's recipient_delimiter: each character separates a local part from its extension; "" = none. */
+  recipient_delimiter: z.string().max(32).regex(/^[^@\s"]*$/, 'expected delimiter characters such as "+" or "+-", without @, quotes or white space').default('+'),
   cache_ttl_seconds: z.number().nonnegative().default(300),
 });
 

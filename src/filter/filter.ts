@@ -4,7 +4,7 @@ import type { BufferedEncryptor } from '../crypto/pool.js';
 import type { Config } from '../config/schema.js';
 import { RecipientPolicyError } from '../errors.js';
 import type { KeyDirectory } from '../keys/types.js';
-import { parseAddress } from '../keys/address.js';
+import { canonicalDomain, parseAddress, withoutExtension } from '../keys/address.js';
 import { processMessage, type Downstreams, type FilterOptions, type MessageInput, type MessageResult } from './pipeline.js';
 import type { RecipientAction, RoutedRecipient } from './plan.js';
 import { abortedRecipientReplies, errorReply, messageReply, recipientReplies, type SmtpReply } from './reply.js';
@@ -124,13 +124,18 @@ export class MessageFilter {
     throw new RecipientPolicyError('recipient has an Incoming Box but no usable OpenPGP key', policy === 'reject', address);
   }
 
+  /**
+   * The box the address is mapped to, else the box of the address without its extension (keys.recipient_delimiter):
+   * Postfix delivers alice+tag@ into alice@'s mailbox, so her box receives it, as her key encrypts it.
+   */
   private async boxUserFor(address: string): Promise<string | undefined> {
     const box = this.config.incoming_box;
     if (box.url === undefined || !this.boxUsers) return undefined;
-    const user = await this.boxUsers.userFor(address);
+    const base = withoutExtension(address, this.config.keys.recipient_delimiter);
+    const user = (await this.boxUsers.userFor(address)) ?? (base === undefined ? undefined : await this.boxUsers.userFor(base));
     if (user !== undefined) return user;
     const domain = domainOrUndefined(address);
-    if (domain !== undefined && box.domains.some((d) => d.toLowerCase() === domain)) {
+    if (domain !== undefined && box.domains.some((d) => canonicalDomain(d) === domain)) {
       throw new RecipientPolicyError('no Incoming Box for this recipient', true, address, '5.1.1');
     }
     return undefined;

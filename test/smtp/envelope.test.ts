@@ -122,6 +122,19 @@ describe('the envelope through the listener (embedded database, real relay sink)
     });
   });
 
+  describe('subaddresses', () => {
+    it('alice+tag@ is encrypted to alice@’s key and reinjected as alice+tag@', async () => {
+      sink.messages.length = 0;
+      const reply = await sendRaw(ports.smtp, { from: 's@example.net', to: ['alice+tag@example.test'] }, MESSAGE);
+      assert.match(reply.data[0]!, /^250 /);
+      const [copy] = sink.messages;
+      assert.ok(copy);
+      assert.deepEqual(copy.commands.slice(1), ['RCPT TO:<alice+tag@example.test>']);
+      assert.match(copy.data.toString('latin1'), ENCRYPTED);
+      assert.deepEqual(await decrypt(home, armoredBlock(copy.data)), contentEntity(MESSAGE));
+    });
+  });
+
   describe('international domains', () => {
     it('an ASCII (punycode) envelope is looked up by its A-label and reinjected as the same ASCII bytes, without SMTPUTF8', async () => {
       sink.messages.length = 0;
