@@ -23,23 +23,23 @@ export interface ConnectionWatch {
 
 /**
  * Hooks every connection the server accepts so that each MAIL/RCPT address remembers how it was spelled on the
- * wire. Returns false (and leaves the connections alone) when smtp-server no longer has the parts this relies on:
- * addresses are then what smtp-server made of them.
+ * wire. When smtp-server no longer has the part this relies on, `unknown` is called (once) and addresses are what
+ * smtp-server made of them.
  */
-export function watchConnections(server: SMTPServer): ConnectionWatch & { spellingKept: boolean } {
+export function watchConnections(server: SMTPServer, unknown: () => void): ConnectionWatch {
   const connections = (server as unknown as { connections: Set<ConnectionInternals> }).connections;
   const bySession = new WeakMap<SMTPServerSession, ConnectionInternals>();
   const add = connections.add.bind(connections);
-  let spellingKept = true;
+  let warned = false;
   connections.add = (connection: ConnectionInternals) => {
     bySession.set(connection.session, connection);
-    if (!keepSpelling(connection)) spellingKept = false;
+    if (!keepSpelling(connection) && !warned) {
+      warned = true;
+      unknown();
+    }
     return add(connection);
   };
   return {
-    get spellingKept() {
-      return spellingKept;
-    },
     send(session, code, text) {
       const connection = bySession.get(session);
       if (!connection || !connections.has(connection)) return false;

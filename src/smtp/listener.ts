@@ -97,7 +97,9 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
       void handled.finally(() => inFlight.delete(handled));
     },
   });
-  const connections = watchConnections(server);
+  const connections = watchConnections(server, () =>
+    logger.warn("smtp-server's address parsing is not the version Lacre knows: international domains are reinjected as smtp-server decoded them (Unicode)"),
+  );
   server.on('error', (error) => logger.error({ err: error }, 'SMTP listener error'));
   server.server.on('connection', batchRepliesPerRead);
   const { host, port } = parseListen(config.smtp.listen);
