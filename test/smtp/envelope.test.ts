@@ -33,6 +33,16 @@ class LogLines extends Writable {
   }
 }
 
+async function eventually<T>(probe: () => T | undefined, timeoutMs = 5_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`not seen within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 function sunkTo(sink: SmtpSink, rcptLine: string): SunkMessage[] {
   return sink.messages.filter((message) => message.commands.includes(rcptLine));
 }
@@ -46,6 +56,7 @@ describe('the envelope through the listener (embedded database, real relay sink)
   let runtime: Runtime;
   let config: Config;
   const logs = new LogLines();
+  const refusals = () => logs.lines.filter((line) => line.msg === 'message not accepted');
   const listeners: SmtpListener[] = [];
   const ports = { smtp: 0, lmtp: 0, hasty: 0, hastyLmtp: 0 };
 
@@ -168,6 +179,7 @@ describe('the envelope through the listener (embedded database, real relay sink)
       for (const recipient of ['carol@example.test', 'alice@example.test']) {
         it(`${mode}: a client trickling its message past the deadline gets 421 4.4.2, the connection closes, nothing is delivered (${recipient})`, async () => {
           sink.messages.length = 0;
+          const refusedBefore = refusals().length;
           const port = mode === 'SMTP' ? ports.hasty : ports.hastyLmtp;
           const { client } = await RawSmtpClient.connect(port);
           await client.command(`${mode === 'SMTP' ? 'EHLO' : 'LHLO'} test.example`);
@@ -183,12 +195,12 @@ describe('the envelope through the listener (embedded database, real relay sink)
           } finally {
             clearInterval(trickle);
           }
+          const line = await eventually(() => refusals()[refusedBefore]);
+          assert.match(String(line.reply), /^421 4\.4\.2 /, 'a log line says the message was not accepted, and why');
+          assert.equal(line.recipients && (line.recipients as Array<{ to: string }>)[0]?.to, recipient);
           // Whatever was streamed to the relay was withdrawn before its final dot.
           await new Promise((resolve) => setTimeout(resolve, 300));
           assert.deepEqual(sink.messages, []);
-          const line = logs.lines.filter((l) => l.msg === 'message not accepted').pop();
-          assert.ok(line, 'a log line says the message was not accepted');
-          assert.match(String(line.reply), /^421 4\.4\.2 /);
         });
       }
     }
