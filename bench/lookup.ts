@@ -29,7 +29,7 @@ export async function measureKeyLookups(database: BenchDatabase, settings: Looku
   let nextAddress = 0;
   const takeAddresses = (count: number) => Array.from({ length: count }, () => bulkAddress((nextAddress++ * STRIDE) % settings.storeSize));
   await withDatabase(database, async (db) => {
-    const directory = await createKeyDirectory(db, { local_part_case_sensitive: false, cache_ttl_seconds: 300 }, createLogger('silent'));
+    const directory = await createKeyDirectory(db, { local_part_case_sensitive: false, recipient_delimiter: '+', cache_ttl_seconds: 300 }, createLogger('silent'));
     try {
       for (let round = 0; round < settings.rounds; round++) {
         const cold = takeAddresses(settings.lookupsPerRound);

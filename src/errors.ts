@@ -19,6 +19,8 @@ export class MessageRejectedError extends LacreError {
     super(message, options);
   }
 }
+/** The client did not send the whole message within smtp.data_timeout_seconds (the connection is closed). */
+export class DataTimeoutError extends LacreError {}
 /** Message larger than smtp.max_size. */
 export class MessageTooLargeError extends LacreError {}
 /** Policy says a recipient must not get this message now (e.g. on_unusable_key = tempfail/reject). */

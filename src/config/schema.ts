@@ -41,6 +41,8 @@ const smtp = z.strictObject({
   max_clients: z.number().int().min(1).default(200),
   hostname: z.string().min(1).optional(),
   socket_timeout_seconds: z.number().positive().default(300),
+  /** From DATA to the message's final dot; past it the connection is closed with 421 and nothing is delivered. */
+  data_timeout_seconds: z.number().positive().default(600),
 });
 
 const relay = z.strictObject({
@@ -64,6 +66,8 @@ const encryption = z.strictObject({
 
 const keys = z.strictObject({
   local_part_case_sensitive: z.boolean().default(false),
+  /** As Postfix's recipient_delimiter: each character separates a local part from its extension; "" = none. */
+  recipient_delimiter: z.string().max(32).regex(/^[^@\s"]*$/, 'expected delimiter characters such as "+" or "+-", without @, quotes or white space').default('+'),
   cache_ttl_seconds: z.number().nonnegative().default(300),
   /** Largest key input accepted by an import, armored or binary (checked before it is parsed). */
   max_key_bytes: byteSize.default(1024 * 1024),

@@ -4,7 +4,7 @@ import type { BufferedEncryptor } from '../crypto/pool.js';
 import type { Config } from '../config/schema.js';
 import { RecipientPolicyError } from '../errors.js';
 import type { KeyDirectory } from '../keys/types.js';
-import { parseAddress } from '../keys/address.js';
+import { canonicalDomain, parseAddress, withoutExtension } from '../keys/address.js';
 import { processMessage, type Downstreams, type FilterOptions, type MessageInput, type MessageResult } from './pipeline.js';
 import type { RecipientAction, RoutedRecipient } from './plan.js';
 import { abortedRecipientReplies, errorReply, messageReply, recipientReplies, type SmtpReply } from './reply.js';
@@ -124,13 +124,18 @@ export class MessageFilter {
     throw new RecipientPolicyError('recipient has an Incoming Box but no usable OpenPGP key', policy === 'reject', address);
   }
 
+  /**
+   * The box the address is mapped to, else the box of the address without its extension (keys.recipient_delimiter):
+   * Postfix delivers alice+tag@ into alice@'s mailbox, so her box receives it, as her key encrypts it.
+   */
   private async boxUserFor(address: string): Promise<string | undefined> {
     const box = this.config.incoming_box;
     if (box.url === undefined || !this.boxUsers) return undefined;
-    const user = await this.boxUsers.userFor(address);
+    const base = withoutExtension(address, this.config.keys.recipient_delimiter);
+    const user = (await this.boxUsers.userFor(address)) ?? (base === undefined ? undefined : await this.boxUsers.userFor(base));
     if (user !== undefined) return user;
     const domain = domainOrUndefined(address);
-    if (domain !== undefined && box.domains.some((d) => d.toLowerCase() === domain)) {
+    if (domain !== undefined && box.domains.some((d) => canonicalDomain(d) === domain)) {
       throw new RecipientPolicyError('no Incoming Box for this recipient', true, address, '5.1.1');
     }
     return undefined;
@@ -145,7 +150,7 @@ export class MessageFilter {
     let outcome: FilterOutcome;
     let error: unknown;
     try {
-      const result = await processMessage(request, this.downstreams, this.options);
+      const result = await processMessage({ ...request, recipients: distinctRecipients(request.recipients) }, this.downstreams, this.options);
       outcome = { reply: messageReply(result), recipientReplies: recipientReplies(addresses, result), result };
     } catch (caught) {
       error = caught;
@@ -196,6 +201,8 @@ export class MessageFilter {
     const failures = result?.results.filter((r) => r.error).map((r) => ({ to: r.copy.recipients, error: r.error?.message }));
     const fields = {
       messageId: result?.messageId,
+      // The front end's logger carries the queue id it was told; only one it was not told is added here.
+      queueId: request.queueId === undefined ? result?.queueId : undefined,
       from: request.from,
       recipientCount: request.recipients.length,
       size: request.bytesRead?.(),
@@ -213,6 +220,16 @@ export class MessageFilter {
     if (outcome.reply.code >= 400) request.log.warn(fields, 'message not accepted');
     else request.log.info(fields, 'message accepted');
   }
+}
+
+/**
+ * A recipient named twice with the very same spelling is one mailbox: it gets one copy (Postfix's own duplicate
+ * elimination does the same), and each of its RCPTs the reply of that copy. Spellings that differ, even only in
+ * case, stay apart: with keys.local_part_case_sensitive they are two mailboxes, and downstream decides otherwise.
+ */
+function distinctRecipients(recipients: readonly RoutedRecipient[]): RoutedRecipient[] {
+  const seen = new Set<string>();
+  return recipients.filter(({ address }) => !seen.has(address) && seen.add(address));
 }
 
 function roundMs(ms: number): number {

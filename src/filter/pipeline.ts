@@ -9,6 +9,7 @@ import { joinedWhenSafe } from '../mime/data-safe.js';
 import { armorMessage, encryptContent, newSessionKey, sessionKeyPackets, type SessionKey } from '../crypto/encrypt.js';
 import { inThreadEncryptor, type BufferedEncryptor } from '../crypto/pool.js';
 import { splitMessage } from '../mime/split.js';
+import { postfixQueueIdOf } from '../mime/received.js';
 import type { SplitMessage } from '../mime/header.js';
 import { contentEntityHead, inlineEnvelope, pgpMimeEnvelope } from '../mime/assemble.js';
 import { contentTypeOf, inlineEligible, INLINE_PEEK_BYTES, messageIdOf, transferEncodingOf, type ContentType } from '../mime/inspect.js';
@@ -87,6 +88,8 @@ export interface MessageResult {
   readonly plan: Plan;
   readonly results: CopyResult[];
   readonly messageId: string | undefined;
+  /** Postfix's queue id: the input's (XFORWARD IDENT), else the one Postfix wrote in the topmost Received field. */
+  readonly queueId: string | undefined;
   readonly alreadyEncrypted: string | undefined;
 }
 
@@ -118,7 +121,7 @@ export async function processMessage(input: MessageInput, downstreams: Downstrea
       boxScheme: options.boxScheme ?? 'openpgp',
     });
     const results = await produceAndDeliver(plan, split, rest, input, downstreams, options);
-    return { plan, results, messageId: messageIdOf(split.fields), alreadyEncrypted };
+    return { plan, results, messageId: messageIdOf(split.fields), queueId: input.queueId ?? postfixQueueIdOf(split.fields), alreadyEncrypted };
   } finally {
     // smtp-server only answers once the DATA stream has ended: drain whatever an early failure left unread,
     // through the same iterator (its 'readable' listener would keep a plain resume() from flowing).

@@ -1,6 +1,7 @@
 import {
   BoxDeliveryError,
   DatabaseUnavailableError,
+  DataTimeoutError,
   LacreError,
   MessageRejectedError,
   MessageTooLargeError,
@@ -20,6 +21,8 @@ export const ACCEPTED: SmtpReply = { code: 250, enhanced: '2.0.0', text: 'messag
 
 export function errorReply(error: unknown): SmtpReply {
   if (error instanceof DatabaseUnavailableError) return { code: 451, enhanced: '4.3.0', text: 'key store unavailable, try again later' };
+  // As Postfix's smtpd on its own deadline: 421 (the connection closes mid-DATA, no other reply can follow), 4.4.2.
+  if (error instanceof DataTimeoutError) return { code: 421, enhanced: '4.4.2', text: 'Error: timeout exceeded' };
   if (error instanceof MessageTooLargeError) return { code: 552, enhanced: '5.3.4', text: 'message too large' };
   if (error instanceof MessageRejectedError) return { code: 554, enhanced: error.enhancedCode, text: error.message };
   if (error instanceof RecipientPolicyError) {

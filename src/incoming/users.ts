@@ -5,7 +5,7 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Database } from '../db/types.js';
 import { LacreError } from '../errors.js';
-import { canonicalAddress, normaliseAddress } from '../keys/address.js';
+import { canonicalAddress, normaliseAddress, unicodeDomainVariant } from '../keys/address.js';
 
 export interface BoxUserOptions {
   /** Same meaning as keys.local_part_case_sensitive; domains are always case-insensitive. */
@@ -122,17 +122,19 @@ export class BoxUserStore {
     return match;
   }
 
-  /** The stored row an address matches: the exact one first, then (case-insensitive local part) any case variant. */
+  /**
+   * The stored row an address matches: the exact one first, then (case-insensitive local part) any case variant.
+   * A row stored with a Unicode domain, before domains were stored as A-labels, matches too.
+   */
   async #matching(canonical: string): Promise<{ email: string; user_uuid: string } | undefined> {
-    if (this.#caseSensitive) {
-      const [row] = await this.db.query<{ email: string; user_uuid: string }>('SELECT email, user_uuid FROM lacre_box_users WHERE email = $1', [canonical]);
-      return row;
-    }
-    const lowered = normaliseAddress(canonical, { localPartCaseSensitive: false });
+    const compared = this.#caseSensitive ? canonical : normaliseAddress(canonical, { localPartCaseSensitive: false });
+    const forms = [compared, unicodeDomainVariant(compared) ?? compared];
+    const column = this.#caseSensitive ? 'email' : 'lower(email)';
     const [row] = await this.db.query<{ email: string; user_uuid: string }>(
-      'SELECT email, user_uuid FROM lacre_box_users WHERE lower(email) = $1 ORDER BY (email = $2) DESC, email LIMIT 1',
-      [lowered, canonical],
+      `SELECT email, user_uuid FROM lacre_box_users WHERE ${column} IN ($1, $2) ORDER BY (email = $3) DESC, email LIMIT 1`,
+      [...forms, canonical],
     );
     return row;
   }
+
 }

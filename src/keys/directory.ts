@@ -9,7 +9,7 @@ import type { Database } from '../db/types.js';
 import type { Logger } from '../log/logger.js';
 import { DatabaseUnavailableError, errorMessage } from '../errors.js';
 import { readStoredKey, usableEncryptionKey } from '../crypto/keys.js';
-import { InvalidAddressError } from './address.js';
+import { InvalidAddressError, withoutExtension } from './address.js';
 import { KeyStore, type KeyRow, type KeysConfig } from './store.js';
 import type { EncryptionStyle, KeyDirectory, RecipientKeys } from './types.js';
 
@@ -111,18 +111,28 @@ class CachingKeyDirectory implements CachedKeyDirectory {
     }
   }
 
+  /** The full address's keys; when it has none, those of the address without its extension (alice+tag@ → alice@). */
   async lookup(address: string): Promise<RecipientKeys> {
     if (this.closed) throw new DatabaseUnavailableError('key directory is closed');
-    let lookupKey: string;
+    const lookupKeys = this.lookupKeysOf(address);
+    if (lookupKeys.length === 0) return { kind: 'none', address };
+    let entry = await this.entryFor(lookupKeys[0]!);
+    if (entry.keys.length === 0 && lookupKeys[1] !== undefined) entry = await this.entryFor(lookupKeys[1]);
+    return this.evaluate(address, entry, this.clock());
+  }
+
+  /** The address's lookup key, then its base address's when it has an extension; none for what is not an address. */
+  private lookupKeysOf(address: string): string[] {
     try {
-      lookupKey = this.store.lookupKey(address);
+      const full = this.store.lookupKey(address);
+      const base = withoutExtension(address, this.config.recipient_delimiter);
+      const baseKey = base === undefined ? undefined : this.store.lookupKey(base);
+      return baseKey === undefined || baseKey === full ? [full] : [full, baseKey];
     } catch (error) {
       // No key can be stored under something that is not an address.
-      if (error instanceof InvalidAddressError) return { kind: 'none', address };
+      if (error instanceof InvalidAddressError) return [];
       throw error;
     }
-    const entry = await this.entryFor(lookupKey);
-    return this.evaluate(address, entry, this.clock());
   }
 
   stats(): KeyDirectoryStats {

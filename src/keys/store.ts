@@ -4,7 +4,7 @@ import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
 import { errorMessage, KeyRejectedError } from '../errors.js';
 import { checkKeyLimits, DEFAULT_KEY_LIMITS, fingerprintOf, readPublicKeys, UnusableKeyError, validateKey, type KeyLimits } from '../crypto/keys.js';
-import { canonicalAddress, InvalidAddressError, normaliseAddress } from './address.js';
+import { canonicalAddress, InvalidAddressError, normaliseAddress, unicodeDomainVariant } from './address.js';
 import type { EncryptionStyle, KeyStatus } from './types.js';
 
 export type KeysConfig = Config['keys'];
@@ -100,17 +100,15 @@ export class KeyStore {
 
   /** All keys (any status) of an address, compared case-insensitively per configuration. */
   async show(address: string): Promise<KeyRow[]> {
-    const rows = await this.db.query<RawKeyRow>(`${SELECT_ROWS} where ${this.emailMatch('k.email', '$1')} order by k.created_at, k.id`, [
-      this.lookupKey(address),
-    ]);
+    const rows = await this.db.query<RawKeyRow>(`${SELECT_ROWS} where ${this.emailMatch('k.email')} order by k.created_at, k.id`, this.storedForms(address));
     return rows.map(toKeyRow);
   }
 
   /** Confirmed keys of an address: the ones mail may be encrypted to. */
   async confirmedKeysFor(address: string): Promise<KeyRow[]> {
     const rows = await this.db.query<RawKeyRow>(
-      `${SELECT_ROWS} where ${this.emailMatch('k.email', '$1')} and k.status = 'confirmed' order by k.created_at, k.id`,
-      [this.lookupKey(address)],
+      `${SELECT_ROWS} where ${this.emailMatch('k.email')} and k.status = 'confirmed' order by k.created_at, k.id`,
+      this.storedForms(address),
     );
     return rows.map(toKeyRow);
   }
@@ -123,9 +121,9 @@ export class KeyStore {
     const compact = addressOrFingerprint.replace(/\s+/g, '');
     if (FINGERPRINT.test(compact)) return this.deleteFingerprint(compact.replace(/^0x/i, '').toUpperCase());
     const rows = await this.db.query<{ keys: number | string }>(
-      `with gone as (delete from lacre_identities where ${this.emailMatch('email', '$1')} returning email)
+      `with gone as (delete from lacre_identities where ${this.emailMatch('email')} returning email)
        select count(*)::int as keys from lacre_keys where email in (select email from gone)`,
-      [this.lookupKey(addressOrFingerprint)],
+      this.storedForms(addressOrFingerprint),
     );
     return Number(rows[0]?.keys ?? 0);
   }
@@ -133,6 +131,16 @@ export class KeyStore {
   /** The form an address is compared in (throws InvalidAddressError). */
   lookupKey(address: string): string {
     return normaliseAddress(address, { localPartCaseSensitive: this.config.local_part_case_sensitive });
+  }
+
+  /**
+   * The two spellings a stored row of this address may have, for emailMatch's $1 and $2: the canonical one (an
+   * A-label domain), and the Unicode one that rows stored before addresses were canonicalised may carry. Matching
+   * both at lookup keeps those rows working without rewriting them (no migration: SQL has no IDNA).
+   */
+  private storedForms(address: string): [string, string] {
+    const canonical = this.lookupKey(address);
+    return [canonical, unicodeDomainVariant(canonical) ?? canonical];
   }
 
   private async deleteFingerprint(fingerprint: string): Promise<number> {
@@ -235,14 +243,18 @@ export class KeyStore {
     return rows.filter((row) => row.inserted).map((row) => row.email);
   }
 
-  /** With case-insensitive local parts, "Alice@x" joins an existing "alice@x" instead of becoming a second identity. */
+  /**
+   * An address joins the identity already stored for it instead of becoming a second one: "Alice@x" an existing
+   * "alice@x" (case-insensitive local parts), "dave@xn--exmple-cua.org" an "dave@exämple.org" stored before domains
+   * were stored as A-labels.
+   */
   private async resolveExistingIdentities(emails: string[]): Promise<string[]> {
-    if (this.config.local_part_case_sensitive) return emails;
     const resolved: string[] = [];
     for (const email of emails) {
+      const [canonical, unicode] = this.storedForms(email);
       const rows = await this.db.query<{ email: string }>(
-        'select email from lacre_identities where lower(email) = lower($1) order by (email = $1) desc, created_at limit 1',
-        [email],
+        `select email from lacre_identities where ${this.emailMatch('email')} order by (email = $3) desc, created_at limit 1`,
+        [canonical, unicode, email],
       );
       const target = rows[0]?.email ?? email;
       if (!resolved.includes(target)) resolved.push(target);
@@ -250,8 +262,9 @@ export class KeyStore {
     return resolved;
   }
 
-  private emailMatch(column: string, parameter: string): string {
-    return this.config.local_part_case_sensitive ? `${column} = ${parameter}` : `lower(${column}) = lower(${parameter})`;
+  /** Matches `column` against the storedForms() given as $1 and $2. */
+  private emailMatch(column: string): string {
+    return this.config.local_part_case_sensitive ? `${column} in ($1, $2)` : `lower(${column}) in (lower($1), lower($2))`;
   }
 }
 

@@ -1,10 +1,13 @@
-import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerEnvelope, type SMTPServerSession } from 'smtp-server';
 import type { AddressInfo, Socket } from 'node:net';
+import { finished } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { RoutedRecipient } from '../filter/plan.js';
 import type { MessageFilter } from '../filter/filter.js';
 import { errorReply, isSmtpReplyError, replyText, toSmtpError } from '../filter/reply.js';
+import { DataTimeoutError } from '../errors.js';
+import { receivedSpelling, watchConnections } from './envelope.js';
 
 export interface SmtpListener {
   /** Resolves with the bound address (port 0 picks a free one). */
@@ -24,8 +27,8 @@ export function parseListen(listen: string): { host: string; port: number } {
  * up at RCPT time, so a recipient refused by policy, or a key store that is down, is answered per recipient.
  */
 export function createSmtpListener(config: Config, filter: MessageFilter, logger: Logger): SmtpListener {
-  const routes = new WeakMap<SMTPServerAddress, RoutedRecipient>();
-  const lookupTimes = new WeakMap<SMTPServerAddress, number>();
+  const transactions = new WeakMap<SMTPServerEnvelope, Transaction>();
+  const peers = new WeakMap<SMTPServerSession, string>();
   const inFlight = new Set<Promise<unknown>>();
   const server = new SMTPServer({
     lmtp: config.smtp.lmtp,
@@ -40,33 +43,53 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
     socketTimeout: config.smtp.socket_timeout_seconds * 1000,
     closeTimeout: 30_000,
     logger: false,
+    onConnect(session, callback) {
+      // Before any XFORWARD, which makes smtp-server overwrite session.remoteAddress.
+      peers.set(session, session.remoteAddress);
+      callback();
+    },
     // Answered at once: smtp-server's default answers MAIL on the next turn of the event loop, after the
     // replies to what came with it were let go (see batchRepliesPerRead).
-    onMailFrom(_address, _session, callback) {
+    onMailFrom(address, session, callback) {
+      transactions.set(session.envelope, startTransaction(address, session, peers.get(session)));
       callback();
     },
     onRcptTo(address, session, callback) {
+      const transaction = transactions.get(session.envelope);
+      if (!transaction) return callback(Object.assign(new Error('5.5.1 need MAIL command'), { responseCode: 503 }));
+      const spelling = receivedSpelling(address);
       const started = performance.now();
-      filter.lookupRecipient(address.address).then(
+      filter.lookupRecipient(spelling).then(
         (route) => {
           const lookupMs = performance.now() - started;
-          routes.set(address, route);
-          lookupTimes.set(address, lookupMs);
+          transaction.recipients.push({ smtp: address, route });
+          transaction.lookupMs += lookupMs;
           if (logger.isLevelEnabled('debug')) {
-            const fields = { to: address.address, keys: route.lookup.kind, box: route.boxUser !== undefined, lookupMs: Math.round(lookupMs * 10) / 10 };
-            sessionLogger(logger, session).debug(fields, 'recipient looked up');
+            const fields = { to: spelling, keys: route.lookup.kind, box: route.boxUser !== undefined, lookupMs: Math.round(lookupMs * 10) / 10 };
+            transactionLogger(logger, session, transaction).debug(fields, 'recipient looked up');
           }
           callback();
         },
         (error: unknown) => {
           const reply = errorReply(error);
-          sessionLogger(logger, session).warn({ to: address.address, reply: `${reply.code} ${replyText(reply)}` }, 'recipient not accepted');
+          transactionLogger(logger, session, transaction).warn({ to: spelling, reply: `${reply.code} ${replyText(reply)}` }, 'recipient not accepted');
           callback(toSmtpError(reply));
         },
       );
     },
     onData(stream, session, callback) {
-      const handled = handleData(stream, session, filter, { routes, lookupTimes }, logger).then(
+      const transaction = transactions.get(session.envelope);
+      if (!transaction) return callback(new Error('no mail transaction'));
+      // smtp-server kept one entry per case-insensitive address: put back every accepted RCPT, so that in LMTP
+      // mode it answers each of them (552, and a failure passed as one error, are repeated per entry).
+      session.envelope.rcptTo = transaction.recipients.map((recipient) => recipient.smtp);
+      armDataDeadline(stream, config.smtp.data_timeout_seconds, () => {
+        const error = new DataTimeoutError(`the DATA phase took longer than smtp.data_timeout_seconds (${config.smtp.data_timeout_seconds} s)`);
+        const reply = errorReply(error);
+        stream.destroy(error);
+        connections.send(session, reply.code, replyText(reply));
+      });
+      const handled = handleData(stream, session, transaction, filter, logger).then(
         (replies) => callback(null, replies as unknown as string),
         (error: unknown) => callback(isSmtpReplyError(error) ? error : toSmtpError(errorReply(error))),
       );
@@ -74,6 +97,9 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
       void handled.finally(() => inFlight.delete(handled));
     },
   });
+  const connections = watchConnections(server, () =>
+    logger.warn("smtp-server's address parsing is not the version Lacre knows: international domains are reinjected as smtp-server decoded them (Unicode)"),
+  );
   server.on('error', (error) => logger.error({ err: error }, 'SMTP listener error'));
   server.server.on('connection', batchRepliesPerRead);
   const { host, port } = parseListen(config.smtp.listen);
@@ -89,6 +115,39 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
     close: () => closeGracefully(server, inFlight),
     sessions: () => (server as unknown as { connections: Set<unknown> }).connections.size,
   };
+}
+
+/** One mail transaction as the client sent it (smtp-server's envelope merges recipients and rewrites domains). */
+interface Transaction {
+  /** The sender as spelled in MAIL FROM. */
+  readonly from: string;
+  /** The XFORWARD attributes sent for this transaction, [UNAVAILABLE] ones left out. */
+  readonly xforward: ReadonlyMap<string, string>;
+  /** The connection's own peer, for the log when no client address was forwarded. */
+  readonly peer: string | undefined;
+  /** Every accepted RCPT in order, duplicates included, with its route. */
+  readonly recipients: Array<{ readonly smtp: SMTPServerAddress; readonly route: RoutedRecipient }>;
+  lookupMs: number;
+}
+
+/**
+ * XFORWARD attributes belong to the transaction that follows them (XFORWARD_README): Postfix sends only those it
+ * has for each message (for a locally submitted one, SOURCE=LOCAL alone) over a connection it keeps, while
+ * smtp-server keeps every attribute for the life of the connection. So they are taken at MAIL, and forgotten.
+ */
+function startTransaction(from: SMTPServerAddress, session: SMTPServerSession, peer: string | undefined): Transaction {
+  const xforward = new Map<string, string>();
+  for (const [name, value] of session.xForward ?? []) if (typeof value === 'string' && value !== '') xforward.set(name, value);
+  session.xForward?.clear();
+  return { from: receivedSpelling(from), xforward, peer, recipients: [], lookupMs: 0 };
+}
+
+/** Calls `expire` when the client has not sent the whole message (up to its final dot) within `seconds`. */
+function armDataDeadline(stream: SMTPServerDataStream, seconds: number, expire: () => void): void {
+  const timer = setTimeout(() => {
+    if (!stream.writableEnded && !stream.destroyed) expire();
+  }, seconds * 1000);
+  finished(stream, () => clearTimeout(timer));
 }
 
 /**
@@ -109,26 +168,20 @@ async function closeGracefully(server: SMTPServer, inFlight: Set<Promise<unknown
 async function handleData(
   stream: SMTPServerDataStream,
   session: SMTPServerSession,
+  transaction: Transaction,
   filter: MessageFilter,
-  { routes, lookupTimes }: { routes: WeakMap<SMTPServerAddress, RoutedRecipient>; lookupTimes: WeakMap<SMTPServerAddress, number> },
   logger: Logger,
 ): Promise<string | Array<string | Error>> {
-  const recipients = session.envelope.rcptTo.map((rcpt) => {
-    const route = routes.get(rcpt);
-    if (!route) throw new Error(`recipient ${rcpt.address} was not looked up`);
-    return route;
-  });
-  const mailFrom = session.envelope.mailFrom;
   const outcome = await filter.process({
-    from: mailFrom ? mailFrom.address : '',
-    recipients,
-    queueId: xForwardOf(session)?.get('IDENT'),
+    from: transaction.from,
+    recipients: transaction.recipients.map((recipient) => recipient.route),
+    queueId: transaction.xforward.get('IDENT'),
     body: stream,
-    use8BitMime: (session.envelope as { bodyType?: string }).bodyType === '8bitmime',
+    use8BitMime: session.envelope.bodyType === '8bitmime',
     sizeExceeded: () => stream.sizeExceeded,
     bytesRead: () => stream.byteLength,
-    lookupMs: session.envelope.rcptTo.reduce((sum, rcpt) => sum + (lookupTimes.get(rcpt) ?? 0), 0),
-    log: sessionLogger(logger, session),
+    lookupMs: transaction.lookupMs,
+    log: transactionLogger(logger, session, transaction),
   });
   // smtp-server answers 552 by itself when the size was exceeded, whatever is returned here.
   if (isLmtp(session)) return outcome.recipientReplies.map((reply) => (reply.code < 400 ? replyText(reply) : toSmtpError(reply)));
@@ -140,17 +193,13 @@ function isLmtp(session: SMTPServerSession): boolean {
   return session.openingCommand === 'LHLO';
 }
 
-function xForwardOf(session: SMTPServerSession): Map<string, string> | undefined {
-  return (session as { xForward?: Map<string, string> }).xForward;
-}
-
-function sessionLogger(logger: Logger, session: SMTPServerSession): Logger {
-  const xforward = xForwardOf(session);
+function transactionLogger(logger: Logger, session: SMTPServerSession, transaction: Transaction): Logger {
+  const xforward = transaction.xforward;
   return logger.child({
     session: session.id,
-    queueId: xforward?.get('IDENT'),
-    client: xforward?.get('ADDR') ?? session.remoteAddress,
-    clientName: xforward?.get('NAME'),
+    queueId: xforward.get('IDENT'),
+    client: xforward.get('ADDR') ?? transaction.peer ?? session.remoteAddress,
+    clientName: xforward.get('NAME'),
   });
 }
 

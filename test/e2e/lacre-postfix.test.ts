@@ -274,6 +274,18 @@ describe('Lacre behind a real Postfix', { skip: unavailable }, () => {
       ]);
     });
 
+    it('logs the Postfix queue id of a locally submitted message (sendmail → pickup: no XFORWARD IDENT)', async () => {
+      const messageId = 'e2e-local-queue-id@example.org';
+      // Postfix keeps its connection to Lacre between messages: this one follows the SMTP-submitted ones above.
+      await postfix.submitLocally(SENDER, ['carol@example.test'], lf(textMessage(messageId, 'carol@example.test')));
+      const server = running(lacre);
+      const accepted = await server.waitForLog((line) => acceptedLines(server, messageId).includes(line), DELIVERY_TIMEOUT_MS);
+      const queueId = await waitFor('the Postfix log line of the delivery to Lacre', async () =>
+        queueIdSentToFilter(await postfix.log(), messageId, 'carol@example.test', filterPort),
+      );
+      assert.equal(accepted.queueId, queueId, `lacre log line: ${JSON.stringify(accepted)}`);
+    });
+
     it('decrypts a multipart message with 8-bit text and a base64 attachment to the exact content entity', async () => {
       const multipart = corpus.find((entry) => entry.name === 'multipart with base64 attachment');
       assert.ok(multipart);

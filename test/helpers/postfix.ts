@@ -16,7 +16,7 @@
  *   inbound smtpd -> queue -> `lacre` pipe transport -> `COMMAND pipe -f sender -- recipients` (stdin: the message)
  * With `lmtp`, it is the lmtp(8) one of deploy/postfix/lmtp-master.cf.snippet, to the same `filterPort`.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -27,6 +27,8 @@ import { promisify } from 'node:util';
 const execFileAsync = promisify(execFile);
 
 const SBIN_CANDIDATES = ['/usr/sbin', '/usr/local/sbin', '/sbin'];
+
+type PostfixProgram = 'postfix' | 'postconf' | 'postqueue' | 'sendmail';
 
 export interface PostfixOptions {
   /** Port of the content filter on 127.0.0.1. Omit to deliver without a content filter. */
@@ -82,6 +84,8 @@ export interface PostfixInstance {
   delivered(address: string): Promise<string[]>;
   /** Waits until at least `count` messages reached the address; returns their paths, oldest first. */
   waitForDelivery(address: string, count: number, timeoutMs: number): Promise<string[]>;
+  /** Submits a message as a local program does: sendmail(1) → postdrop → pickup(8), no SMTP on the way in. */
+  submitLocally(from: string, to: string[], message: Buffer): Promise<void>;
   /** Messages still in the Postfix queue (`postqueue -j`). */
   queue(): Promise<QueuedMessage[]>;
   /** Asks Postfix to retry deferred mail now (`postfix flush`). */
@@ -92,7 +96,7 @@ export interface PostfixInstance {
 }
 
 /** Absolute path of a Postfix program, or undefined when Postfix is not installed. */
-export function postfixProgram(name: 'postfix' | 'postconf' | 'postqueue' = 'postfix'): string | undefined {
+export function postfixProgram(name: PostfixProgram = 'postfix'): string | undefined {
   return SBIN_CANDIDATES.map((dir) => join(dir, name)).find((path) => existsSync(path));
 }
 
@@ -238,6 +242,16 @@ class RunningPostfix implements PostfixInstance {
       }
       await sleep(50);
     }
+  }
+
+  async submitLocally(from: string, to: string[], message: Buffer): Promise<void> {
+    const child = spawn(requiredProgram('sendmail'), ['-C', this.layout.config, '-f', from, '--', ...to], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const exited = new Promise<number | null>((resolve, reject) => child.once('error', reject).once('close', resolve));
+    child.stdin.end(message);
+    const code = await exited;
+    if (code !== 0) throw new Error(`sendmail exited ${code}: ${stderr}`);
   }
 
   async queue(): Promise<QueuedMessage[]> {
@@ -467,7 +481,7 @@ function systemUser(name: string): SystemUser {
   return { uid, gid };
 }
 
-function requiredProgram(name: 'postfix' | 'postconf' | 'postqueue'): string {
+function requiredProgram(name: PostfixProgram): string {
   const path = postfixProgram(name);
   if (!path) throw new Error(`${name} not found in ${SBIN_CANDIDATES.join(', ')}`);
   return path;

@@ -65,6 +65,18 @@ export class RawSmtpClient {
     return { start, final };
   }
 
+  /** Resolves when the server has closed the connection (fails after `timeoutMs`). */
+  async closed(timeoutMs = 30_000): Promise<void> {
+    if (this.socket.readableEnded || this.socket.destroyed) return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`connection still open after ${timeoutMs} ms`)), timeoutMs);
+      this.socket.once('end', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
   async close(): Promise<void> {
     this.socket.end('QUIT\r\n');
     await new Promise<void>((resolve) => this.socket.once('close', () => resolve()));

@@ -1,10 +1,12 @@
 import { SMTPServer } from 'smtp-server';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 
 export interface SunkMessage {
   readonly from: string;
   readonly to: string[];
   readonly data: Buffer;
+  /** The MAIL and RCPT command lines of this transaction exactly as the client sent them (UTF-8 decoded, no CRLF). */
+  readonly commands: string[];
 }
 
 export interface SinkOptions {
@@ -19,6 +21,8 @@ export interface SinkOptions {
 export class SmtpSink {
   readonly messages: SunkMessage[] = [];
   private server: SMTPServer | undefined;
+  /** Per client port: the MAIL/RCPT lines of the transaction under way on that connection. */
+  private readonly envelopeLines = new Map<number, string[]>();
   port = 0;
 
   static async start(options: SinkOptions = {}): Promise<SmtpSink> {
@@ -47,11 +51,13 @@ export class SmtpSink {
             from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
             to: session.envelope.rcptTo.map((r) => r.address),
             data: Buffer.concat(chunks),
+            commands: [...(this.envelopeLines.get(session.remotePort) ?? [])],
           });
           callback(null, 'queued');
         });
       },
     });
+    server.server.prependListener('connection', (socket: Socket) => this.recordEnvelopeLines(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(options.port ?? this.port, '127.0.0.1', () => resolve());
@@ -67,6 +73,25 @@ export class SmtpSink {
     // Drop open (pooled) connections too, as a relay that went away would.
     for (const connection of (server as unknown as { connections: Set<{ close(): void }> }).connections ?? []) connection.close();
     await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** smtp-server rewrites addresses (Unicode domains): keep the client's own MAIL and RCPT lines beside them. */
+  private recordEnvelopeLines(socket: Socket): void {
+    const port = socket.remotePort ?? 0;
+    let pending = Buffer.alloc(0);
+    let inData = false;
+    socket.prependListener('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      for (let end = pending.indexOf('\r\n'); end >= 0; end = pending.indexOf('\r\n')) {
+        const line = pending.subarray(0, end).toString('utf8');
+        pending = pending.subarray(end + 2);
+        if (inData) inData = line !== '.';
+        else if (/^MAIL FROM:/i.test(line)) this.envelopeLines.set(port, [line]);
+        else if (/^RCPT TO:/i.test(line)) this.envelopeLines.get(port)?.push(line);
+        else if (/^DATA$/i.test(line)) inData = true;
+      }
+    });
+    socket.once('close', () => this.envelopeLines.delete(port));
   }
 
   messageFor(address: string): SunkMessage | undefined {

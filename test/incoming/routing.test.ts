@@ -8,6 +8,13 @@ import { errorReply } from '../../src/filter/reply.js';
 import { BoxDeliveryError } from '../../src/errors.js';
 import type { RoutedRecipient } from '../../src/filter/plan.js';
 import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { loadConfig } from '../../src/config/load.js';
+import { MessageFilter } from '../../src/filter/filter.js';
+import { createBoxUserDirectory, BoxUserStore } from '../../src/incoming/users.js';
+import { createKeyDirectory } from '../../src/keys/directory.js';
+import { KeyStore } from '../../src/keys/store.js';
+import { createLogger } from '../../src/log/logger.js';
+import { databaseBackends, withDatabase } from '../helpers/databases.js';
 import { armoredBlock, contentEntity, corpus, pgpMimeMessage } from '../helpers/corpus.js';
 
 async function collect(raw: Readable): Promise<Buffer> {
@@ -144,3 +151,36 @@ describe('routing to Incoming Boxes in the pipeline', () => {
     }
   });
 });
+
+for (const backend of await databaseBackends()) {
+  describe(`routing recipients to Incoming Boxes at RCPT time (${backend.name})`, () => {
+    it('a box mapped for alice@ receives alice+tag@ (keys.recipient_delimiter), with alice’s key; a mapped full address wins', () =>
+      withDatabase(backend, async (db) => {
+        const home = await createGpgHome();
+        try {
+          const alice = await generateKey(home, { email: 'alice@example.test' });
+          await new KeyStore(db, { local_part_case_sensitive: false }).importKey(alice.publicArmored);
+          const users = new BoxUserStore(db);
+          await users.add('alice@example.test', USER_A);
+          await users.add('alice+work@example.test', USER_B);
+          const config = loadConfig({ env: { LACRE_INCOMING_BOX_URL: 'http://127.0.0.1:9', LACRE_INCOMING_BOX_DOMAINS: 'bücher.example' } });
+          const keys = await createKeyDirectory(db, config.keys, createLogger('silent'));
+          try {
+            const filter = new MessageFilter({ keys, downstreams: { relay: new Relay() }, config, boxUsers: createBoxUserDirectory(db) });
+            const tagged = await filter.lookupRecipient('alice+news@example.test');
+            assert.equal(tagged.address, 'alice+news@example.test', 'the envelope address stays as received');
+            assert.equal(tagged.boxUser, USER_A);
+            assert.equal(tagged.lookup.kind, 'usable');
+            assert.equal((await filter.lookupRecipient('alice+work@example.test')).boxUser, USER_B);
+            assert.equal((await filter.lookupRecipient('bob+news@example.test')).boxUser, undefined);
+            // A box domain given in Unicode covers its recipients whichever form they come in.
+            await assert.rejects(filter.lookupRecipient('x@xn--bcher-kva.example'), (error: Error) => errorReply(error).code === 550);
+          } finally {
+            await keys.close();
+          }
+        } finally {
+          await home.remove();
+        }
+      }));
+  });
+}

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { canonicalAddress, InvalidAddressError, normaliseAddress, parseAddress } from '../../src/keys/address.js';
+import { canonicalAddress, canonicalDomain, InvalidAddressError, normaliseAddress, parseAddress, unicodeDomainVariant, withoutExtension } from '../../src/keys/address.js';
 
 const insensitive = { localPartCaseSensitive: false };
 const sensitive = { localPartCaseSensitive: true };
@@ -16,9 +16,31 @@ describe('address normalisation', () => {
     assert.equal(normaliseAddress('Alice@Example.org', sensitive), 'Alice@example.org');
   });
 
-  it('keeps IDN domains in the form given (lower-cased), and UTF-8 local parts', () => {
-    assert.equal(normaliseAddress('Jürgen@BÜCHER.example', insensitive), 'jürgen@bücher.example');
+  it('compares and stores IDN domains as lower-cased A-labels, whichever form they came in; UTF-8 local parts stay', () => {
+    assert.equal(normaliseAddress('Jürgen@BÜCHER.example', insensitive), 'jürgen@xn--bcher-kva.example');
     assert.equal(normaliseAddress('user@xn--bcher-kva.example', insensitive), 'user@xn--bcher-kva.example');
+    assert.equal(canonicalAddress('Dave@XN--EXMPLE-CUA.org'), 'Dave@xn--exmple-cua.org');
+    assert.equal(canonicalAddress('Dave@exämple.org'), 'Dave@xn--exmple-cua.org');
+    assert.equal(canonicalDomain('Exämple.ORG.'), 'xn--exmple-cua.org');
+    assert.equal(canonicalAddress('x@123.example'), 'x@123.example', 'an ASCII domain is its own A-label');
+  });
+
+  it('gives the Unicode spelling of an A-label address, the form rows were stored in before', () => {
+    assert.equal(unicodeDomainVariant('dave@xn--exmple-cua.org'), 'dave@exämple.org');
+    assert.equal(unicodeDomainVariant('dave@example.org'), undefined);
+  });
+
+  it('drops a subaddress extension as Postfix does (recipient_delimiter: any of its characters)', () => {
+    assert.equal(withoutExtension('alice+tag@example.org', '+'), 'alice@example.org');
+    assert.equal(withoutExtension('alice+a+b@example.org', '+'), 'alice@example.org', 'the first delimiter starts the extension');
+    assert.equal(withoutExtension('alice-tag@example.org', '+'), undefined);
+    assert.equal(withoutExtension('alice-tag@example.org', '+-'), 'alice@example.org');
+    assert.equal(withoutExtension('alice-x+y@example.org', '+-'), 'alice@example.org');
+    assert.equal(withoutExtension('alice+tag@example.org', ''), undefined, 'empty: no extensions');
+    assert.equal(withoutExtension('alice@example.org', '+'), undefined);
+    assert.equal(withoutExtension('+tag@example.org', '+'), undefined, 'not at the first character');
+    assert.equal(withoutExtension('owner-list@example.org', '-'), undefined, 'owner-foo is never split');
+    assert.equal(withoutExtension('list-request@example.org', '-'), undefined, 'foo-request is never split');
   });
 
   it('accepts quoted local parts, plus-addressing and address literals', () => {

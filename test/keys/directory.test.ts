@@ -11,7 +11,7 @@ import { createGpgHome, generateKey, revokeKey, type GpgHome, type GpgKey } from
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 const logger = createLogger('silent');
-const keysConfig = { local_part_case_sensitive: false, cache_ttl_seconds: 3600 };
+const keysConfig = { local_part_case_sensitive: false, recipient_delimiter: '+', cache_ttl_seconds: 3600 };
 const DAY_MS = 24 * 3600 * 1000;
 
 let home: GpgHome;
@@ -149,6 +149,51 @@ for (const backend of await databaseBackends()) {
           },
           { config },
         );
+      }));
+
+    it('finds alice@’s keys for alice+tag@ (keys.recipient_delimiter), a key of the full address first', () =>
+      withDatabase(backend, async (db) => {
+        const store = new KeyStore(db, keysConfig);
+        await store.importKey(alice.publicArmored);
+        await store.importKey(carol.publicArmored, { emails: ['alice+work@example.org'] });
+        await withDirectory(db, async (directory) => {
+          const tagged = await directory.lookup('Alice+news@example.org');
+          assert.equal(tagged.address, 'Alice+news@example.org', 'the address stays as it was asked for');
+          assert.deepEqual(fingerprints(tagged), [alice.fingerprint]);
+          assert.deepEqual(fingerprints(await directory.lookup('alice+work@example.org')), [carol.fingerprint], 'the full address has its own key');
+          assert.equal((await directory.lookup('alice-news@example.org')).kind, 'none', '"-" is not a delimiter by default');
+        });
+        await withDirectory(db, async (directory) => assert.equal((await directory.lookup('alice+news@example.org')).kind, 'none'), {
+          config: { recipient_delimiter: '' },
+        });
+        await withDirectory(db, async (directory) => assert.deepEqual(fingerprints(await directory.lookup('alice-news@example.org')), [alice.fingerprint]), {
+          config: { recipient_delimiter: '+-' },
+        });
+      }));
+
+    it('matches international domains in either form: A-label and Unicode, stored or asked for', () =>
+      withDatabase(backend, async (db) => {
+        const store = new KeyStore(db, keysConfig);
+        await store.importKey(alice.publicArmored, { emails: ['dave@xn--exmple-cua.org'] });
+        await store.importKey(carol.publicArmored, { emails: ['erin@bücher.example'] });
+        assert.deepEqual(
+          (await store.list()).map((row) => row.email),
+          ['dave@xn--exmple-cua.org', 'erin@xn--bcher-kva.example'],
+          'stored as A-labels',
+        );
+        // A row stored before domains were stored as A-labels (Unicode, as given): it must keep matching.
+        await db.query(`insert into lacre_identities (email) values ('frank@exämple.org')`);
+        await db.query(`insert into lacre_keys (email, fingerprint, armored) values ('frank@exämple.org', $1, $2)`, [alice.fingerprint, alice.publicArmored]);
+        await withDirectory(db, async (directory) => {
+          for (const address of ['dave@xn--exmple-cua.org', 'dave@exämple.org', 'DAVE@EXÄMPLE.ORG', 'frank@xn--exmple-cua.org', 'frank@exämple.org']) {
+            assert.deepEqual(fingerprints(await directory.lookup(address)), [alice.fingerprint], address);
+          }
+          assert.deepEqual(fingerprints(await directory.lookup('erin@xn--bcher-kva.example')), [carol.fingerprint]);
+        });
+        // Re-importing for the old row's address joins it rather than making a second identity.
+        await store.importKey(alice.publicArmored, { emails: ['frank@xn--exmple-cua.org'] });
+        assert.deepEqual((await store.show('frank@xn--exmple-cua.org')).map((row) => row.email), ['frank@exämple.org']);
+        assert.equal(await store.delete('frank@XN--EXMPLE-CUA.org'), 1);
       }));
 
     it('throws DatabaseUnavailableError, never "none", when the store cannot be read', () =>

@@ -1,0 +1,14 @@
+import { fieldValue, findField, type HeaderField } from './header.js';
+
+/**
+ * Postfix's queue id as its cleanup(8) wrote it into the topmost Received field: "by HOST (Postfix[, from userid N])
+ * [with PROTO] id QUEUEID". Postfix sends no XFORWARD IDENT for locally submitted mail (sendmail → pickup): its
+ * queue file records no original queue id, only SOURCE=LOCAL goes. Read only for the log line, never trusted
+ * beyond it; a Received field that Postfix did not write yields nothing.
+ */
+export function postfixQueueIdOf(fields: readonly HeaderField[]): string | undefined {
+  const received = findField(fields, 'received');
+  if (!received) return undefined;
+  const match = /\bby\s+\S+\s+\(Postfix\b[^)]*\)(?:\s+with\s+\S+)?\s+id\s+([0-9A-Za-z]{6,40})\b/.exec(fieldValue(received).slice(0, 2000));
+  return match?.[1];
+}
