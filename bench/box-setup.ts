@@ -121,7 +121,7 @@ export interface FilledBlobs {
 export async function fillBlobs(store: BoxBenchStore, user: string, count: number): Promise<FilledBlobs> {
   if (!isUserId(user) || !Number.isInteger(count) || count <= 0) throw new Error(`bad fill: user ${user}, count ${count}`);
   const smallSize = 100_000;
-  const db = await openDatabase({ url: store.url, data_dir: store.dataDir, pool_size: 2 });
+  const db = await openDatabase({ url: store.url, data_dir: store.dataDir, pool_size: 2, query_timeout_seconds: 10 });
   try {
     const id = `md5('lacre-box-bench-' || n)::uuid::text`;
     await db.execTransaction(`

@@ -64,7 +64,7 @@ export async function createBenchDatabase(options: { embedded?: boolean } = {}):
 
 /** Opens the bench database in this process (never while a `lacre` process holds the embedded one). */
 export async function withDatabase<T>(database: BenchDatabase, use: (db: OpenedDatabase) => Promise<T>): Promise<T> {
-  const db = await openDatabase({ url: database.url, data_dir: database.env.LACRE_DATABASE_DATA_DIR ?? join(database.scratch, 'data'), pool_size: 4 });
+  const db = await openDatabase({ url: database.url, data_dir: database.env.LACRE_DATABASE_DATA_DIR ?? join(database.scratch, 'data'), pool_size: 4, query_timeout_seconds: 10 });
   try {
     return await use(db);
   } finally {

@@ -31,6 +31,8 @@ const database = z.strictObject({
   url: postgresUrl.optional(),
   data_dir: z.string().min(1).default('./data'),
   pool_size: z.number().int().min(1).max(100).default(10),
+  /** PostgreSQL only: a query (waiting for a pool connection included) that takes longer fails as "unavailable" (4xx). */
+  query_timeout_seconds: z.number().positive().default(10),
 });
 
 const smtp = z.strictObject({

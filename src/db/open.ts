@@ -16,8 +16,15 @@ export interface OpenedDatabase extends Database {
 /** PostgreSQL when database.url is set, else the embedded PGlite in database.data_dir. */
 export async function openDatabase(config: DatabaseConfig, logger?: Logger): Promise<OpenedDatabase> {
   if (config.url !== undefined) {
-    return new PostgresDatabase({ url: config.url, poolSize: config.pool_size, ...(logger ? { logger } : {}) });
+    return new PostgresDatabase({
+      url: config.url,
+      poolSize: config.pool_size,
+      queryTimeoutMs: config.query_timeout_seconds * 1000,
+      ...(logger ? { logger } : {}),
+    });
   }
+  // query_timeout_seconds does not apply: PGlite runs its queries in this thread, so no server can go quiet
+  // on us, and a timer could not fire while one runs anyway.
   // Loaded only when used: PGlite's module alone is ~3 MB of resident memory a PostgreSQL setup never needs.
   const { EmbeddedDatabase } = await import('./embedded.js');
   return EmbeddedDatabase.open({ dataDir: config.data_dir, ...(logger ? { logger } : {}) });

@@ -9,11 +9,14 @@ export interface PostgresOptions {
   logger?: Logger;
   /** How long to wait for a connection before giving up (the server is down or unreachable). */
   connectTimeoutMs?: number;
+  /** How long a query may take, from asking the pool for a connection to the last row (database.query_timeout_seconds). */
+  queryTimeoutMs?: number;
   /** Backoff for re-opening the LISTEN connection: starts at initialMs, doubles up to maxMs. */
   reconnect?: { initialMs: number; maxMs: number };
 }
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
+const DEFAULT_QUERY_TIMEOUT_MS = 10_000;
 const DEFAULT_RECONNECT = { initialMs: 250, maxMs: 30_000 };
 const INT8_OID = 20;
 
@@ -22,7 +25,7 @@ const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300', '5300
 const UNAVAILABLE_SOCKET_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'ENOENT',
 ]);
-const UNAVAILABLE_MESSAGES = /connection terminated|timeout expired|connection timeout|server closed the connection|cannot use a pool after calling end|client has encountered a connection error|not queryable|connection ended/i;
+const UNAVAILABLE_MESSAGES = /connection terminated|timeout expired|timeout exceeded when trying to connect|connection timeout|server closed the connection|cannot use a pool after calling end|client has encountered a connection error|not queryable|connection ended/i;
 
 export function isUnavailableError(error: unknown): boolean {
   if (error instanceof DatabaseUnavailableError) return true;
@@ -38,6 +41,29 @@ export function toDatabaseError(error: unknown): unknown {
   if (error instanceof DatabaseUnavailableError || !isUnavailableError(error)) return error;
   const detail = error instanceof AggregateError ? error.errors.map((e: Error) => e.message).join('; ') : (error as Error).message;
   return new DatabaseUnavailableError(`database unavailable: ${detail || (error as Error).name}`, { cause: error });
+}
+
+function queryTimeoutError(timeoutMs: number): DatabaseUnavailableError {
+  return new DatabaseUnavailableError(`database did not answer within ${timeoutMs / 1000} s (database.query_timeout_seconds)`);
+}
+
+/** `work`, or a rejection with queryTimeoutError once `timeoutMs` has passed (after running `onTimeout`). */
+async function withinTimeout<T>(work: Promise<T>, timeoutMs: number, onTimeout: (error: DatabaseUnavailableError) => void): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const error = queryTimeoutError(timeoutMs);
+      onTimeout(error);
+      reject(error);
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([work, expired]);
+  } finally {
+    clearTimeout(timer);
+    // What the abandoned work ends with is of no interest any more.
+    work.catch(() => undefined);
+  }
 }
 
 /** bigint as a JS number when exact (both backends agree: count(*) is 5, not "5"), else a BigInt. */
@@ -56,7 +82,10 @@ const typeParsers = {
 };
 
 /**
- * PostgreSQL through a pg Pool. Queries fail fast with DatabaseUnavailableError when the server is down.
+ * PostgreSQL through a pg Pool. Queries fail fast with DatabaseUnavailableError when the server is down,
+ * and after queryTimeoutMs when it is reachable but does not answer (a connection that timed out is
+ * discarded, never handed to the next query). Migrations (execTransaction) are not bounded: they may
+ * legitimately run long, and only `lacre migrate` or a start-up runs them.
  * NOTIFY subscriptions use one dedicated connection that is re-opened with backoff when it drops;
  * `onReconnect` callbacks run after each re-open, because notifications sent meanwhile were missed
  * (flush caches there).
@@ -65,10 +94,12 @@ export class PostgresDatabase implements Database {
   readonly kind = 'postgres' as const;
   readonly #pool: pg.Pool;
   readonly #notifications: NotificationConnection;
+  readonly #queryTimeoutMs: number;
   #closed = false;
 
   constructor(options: PostgresOptions) {
     const connectionTimeoutMillis = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.#queryTimeoutMs = options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
     this.#pool = new pg.Pool({
       connectionString: options.url,
       max: options.poolSize ?? 10,
@@ -81,17 +112,59 @@ export class PostgresDatabase implements Database {
     this.#notifications = new NotificationConnection(
       { connectionString: options.url, connectionTimeoutMillis, keepAlive: true, types: typeParsers },
       options.reconnect ?? DEFAULT_RECONNECT,
+      this.#queryTimeoutMs,
       options.logger,
     );
   }
 
   async query<Row = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<Row[]> {
     this.#assertOpen();
+    const result = (await this.#withConnection((client) => client.query(sql, params))) as pg.QueryResult | pg.QueryResult[];
+    // Several statements without parameters come back as one result each; the last one is the answer.
+    const last = Array.isArray(result) ? result[result.length - 1] : result;
+    return (last?.rows ?? []) as Row[];
+  }
+
+  /**
+   * Runs `use` on a pooled connection, waiting for one included, within the query timeout. A connection
+   * whose work failed or timed out goes back as broken, so the pool closes it (pg destroys the socket of a
+   * client with a query still running) instead of queueing the next query behind an answer that may never come.
+   */
+  async #withConnection<T>(use: (client: pg.PoolClient) => Promise<T>, { bounded } = { bounded: true }): Promise<T> {
+    let client: pg.PoolClient | undefined;
+    let released = false;
+    let expired = false;
+    // A checked-out client's 'error' event (connection lost mid-query) has no pool listener: without this one it would end the process.
+    const onError = (error: Error): void => release(error);
+    const release = (error?: Error): void => {
+      if (!client || released) return;
+      released = true;
+      client.removeListener('error', onError);
+      client.release(error);
+    };
+    const work = (async () => {
+      client = await this.#pool.connect();
+      client.on('error', onError);
+      if (expired) {
+        // Arrived after the deadline: never used, so as good as it was. The caller has its answer already.
+        release();
+        throw queryTimeoutError(this.#queryTimeoutMs);
+      }
+      try {
+        const value = await use(client);
+        release();
+        return value;
+      } catch (error) {
+        release(error instanceof Error ? error : new Error(String(error)));
+        throw error;
+      }
+    })();
     try {
-      const result = (await this.#pool.query(sql, params)) as pg.QueryResult | pg.QueryResult[];
-      // Several statements without parameters come back as one result each; the last one is the answer.
-      const last = Array.isArray(result) ? result[result.length - 1] : result;
-      return (last?.rows ?? []) as Row[];
+      if (!bounded) return await work;
+      return await withinTimeout(work, this.#queryTimeoutMs, (error) => {
+        expired = true;
+        release(error);
+      });
     } catch (error) {
       throw toDatabaseError(error);
     }
@@ -99,23 +172,16 @@ export class PostgresDatabase implements Database {
 
   async execTransaction(sql: string): Promise<void> {
     this.#assertOpen();
-    let client: pg.PoolClient;
-    try {
-      client = await this.#pool.connect();
-    } catch (error) {
-      throw toDatabaseError(error);
-    }
-    let broken: Error | undefined;
-    try {
+    await this.#withConnection(async (client) => {
       await client.query('BEGIN');
-      await client.query(sql);
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch((rollbackError: Error) => { broken = rollbackError; });
-      throw toDatabaseError(error);
-    } finally {
-      client.release(broken);
-    }
+      try {
+        await client.query(sql);
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw error;
+      }
+    }, { bounded: false });
   }
 
   async listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {
@@ -156,6 +222,7 @@ class NotificationConnection {
   constructor(
     private readonly clientConfig: pg.ClientConfig,
     private readonly backoff: { initialMs: number; maxMs: number },
+    private readonly queryTimeoutMs: number,
     private readonly logger: Logger | undefined,
   ) {
     this.#retryDelayMs = backoff.initialMs;
@@ -170,7 +237,7 @@ class NotificationConnection {
       this.#channels.set(channel, new Set([callback]));
     } else {
       const client = await this.#connected();
-      await client.query(`LISTEN ${quoteIdentifier(channel)}`).catch((error: unknown) => { throw toDatabaseError(error); });
+      await this.#command(client, `LISTEN ${quoteIdentifier(channel)}`).catch((error: unknown) => { throw toDatabaseError(error); });
       const callbacks = this.#channels.get(channel) ?? new Set();
       callbacks.add(callback);
       this.#channels.set(channel, callbacks);
@@ -195,7 +262,16 @@ class NotificationConnection {
     const callbacks = this.#channels.get(channel);
     if (!callbacks?.delete(callback) || callbacks.size > 0) return;
     this.#channels.delete(channel);
-    await this.#client?.query(`UNLISTEN ${quoteIdentifier(channel)}`).catch(() => undefined);
+    const client = this.#client;
+    if (client) await this.#command(client, `UNLISTEN ${quoteIdentifier(channel)}`).catch(() => undefined);
+  }
+
+  /**
+   * LISTEN/UNLISTEN within the query timeout. A connection that does not answer is ended: its 'end' event
+   * counts as a loss (reconnect with backoff), unless a failing reconnect has already let go of it.
+   */
+  async #command(client: pg.Client, sql: string): Promise<void> {
+    await withinTimeout(client.query(sql), this.queryTimeoutMs, () => void client.end().catch(() => undefined));
   }
 
   #connected(): Promise<pg.Client> {
@@ -256,7 +332,7 @@ class NotificationConnection {
     if (this.#closed) return;
     try {
       const client = await this.#connected();
-      for (const channel of this.#channels.keys()) await client.query(`LISTEN ${quoteIdentifier(channel)}`);
+      for (const channel of this.#channels.keys()) await this.#command(client, `LISTEN ${quoteIdentifier(channel)}`);
     } catch (error) {
       this.logger?.warn({ err: error, retryInMs: this.#retryDelayMs }, 'database notification connection still down');
       // A client that connected but failed to LISTEN is dropped; the next attempt starts clean.

@@ -164,7 +164,7 @@ describe('embedded database', () => {
     const parent = mkdtempSync(join(tmpdir(), 'lacre-embedded-'));
     tempDirs.push(parent);
     const dataDir = join(parent, 'nested', 'data');
-    const first = await openDatabase({ data_dir: dataDir, pool_size: 1 });
+    const first = await openDatabase({ data_dir: dataDir, pool_size: 1, query_timeout_seconds: 10 });
     assert.equal(first.kind, 'embedded');
     await first.execTransaction('CREATE TABLE kept (v text); INSERT INTO kept VALUES ($$still here$$);');
     await assert.rejects(EmbeddedDatabase.open({ dataDir }), (error: Error) =>
@@ -192,7 +192,7 @@ const postgres = backends.find((b) => b.name === 'postgres');
 
 describe('PostgreSQL server', { skip: postgres ? false : 'no PostgreSQL server (set TEST_DATABASE_URL)' }, () => {
   test('an unreachable server fails fast with DatabaseUnavailableError', async () => {
-    const db = await openDatabase({ url: 'postgres://postgres@127.0.0.1:1/test', data_dir: './data', pool_size: 2 });
+    const db = await openDatabase({ url: 'postgres://postgres@127.0.0.1:1/test', data_dir: './data', pool_size: 2, query_timeout_seconds: 10 });
     try {
       for (const attempt of [() => db.query('SELECT 1'), () => db.execTransaction('SELECT 1'), () => db.listen('x', () => undefined)]) {
         const started = Date.now();

@@ -111,7 +111,7 @@ async function openEmbedded(): Promise<TestDatabase> {
   const parent = mkdtempSync(join(tmpdir(), 'lacre-test-db-'));
   const dataDir = join(parent, 'data');
   cpSync(await embeddedTemplate(), dataDir, { recursive: true });
-  const config: DatabaseConfig = { data_dir: dataDir, pool_size: 10 };
+  const config: DatabaseConfig = { data_dir: dataDir, pool_size: 10, query_timeout_seconds: 10 };
   const db = await openDatabase(config);
   return {
     db,
@@ -156,7 +156,7 @@ async function openServerDatabase(backend: TestBackend): Promise<TestDatabase> {
   await adminQuery(adminUrl, `CREATE DATABASE ${name}`);
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  const config: DatabaseConfig = { url: url.toString(), data_dir: './data', pool_size: 5 };
+  const config: DatabaseConfig = { url: url.toString(), data_dir: './data', pool_size: 5, query_timeout_seconds: 10 };
   const db = await openDatabase(config);
   let dropped = false;
   return {
