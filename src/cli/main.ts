@@ -14,6 +14,12 @@ import { registerCheckCommand } from './check.js';
 import { registerInboxCommands } from './inbox.js';
 import { registerInboxFetchCommand } from './inbox-fetch.js';
 
+// Every file Lacre creates is for the service user alone: keys, blobs, spooled ciphertext, Maildirs, logs.
+// PGlite creates the embedded database's files (new ones as it runs, too) with the default mode 0666,
+// which only the umask narrows: 077 here is what makes them 0600 under a 022 umask. Lacre's own
+// directories and files also carry explicit modes.
+process.umask(0o077);
+
 const program = new Command('lacre')
   .description('Encrypting mail gateway: a Postfix content filter that OpenPGP-encrypts mail to recipients with keys')
   .version(packageVersion())

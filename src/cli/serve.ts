@@ -3,7 +3,7 @@ import { openDatabase } from '../db/open.js';
 import { migrate, pendingMigrations } from '../db/migrate.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { createSmtpListener } from '../smtp/listener.js';
-import { cleanStaleSpool } from '../filter/spool.js';
+import { prepareSpool } from '../filter/spool.js';
 import { startIncomingBoxServer } from '../incoming/server/index.js';
 import { startHttpListener, type HttpListener } from '../http/server.js';
 import { LogLevelControl } from '../http/log-level.js';
@@ -18,7 +18,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       const config = context.configFrom(command);
       const logger = context.createConfiguredLogger(config.log, 'stdout');
       const runtime = await openRuntime(config, logger, { metrics: config.http.enabled, encryptionWorkers: true });
-      await cleanStaleSpool(config.encryption.spool_dir, logger);
+      await prepareSpool(config.encryption.spool_dir, logger);
       // The box shares the filter's database; it starts first so that copies for it find it listening.
       const box = config.incoming_box.serve ? await startIncomingBoxServer(config, runtime.db, logger) : undefined;
       const logLevel = new LogLevelControl(logger, config.log.level);

@@ -1,14 +1,17 @@
-import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { DatabaseUnavailableError, LacreError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { parseInt8, quoteIdentifier } from './postgres.js';
 import type { Database } from './types.js';
 import { tryPidLock, type PidLock } from '../util/pid-lock.js';
+import { ensurePrivateDirectory, restrictToOwner, UnsafeDirectoryError } from '../util/private-dir.js';
 
 export interface EmbeddedOptions {
-  /** Directory holding the database (created if missing); undefined = in memory, gone at close. */
+  /**
+   * Directory holding the database (created 0700 if missing; refused when other users can write in it);
+   * undefined = in memory, gone at close.
+   */
   dataDir?: string;
   logger?: Logger;
 }
@@ -49,17 +52,21 @@ export class EmbeddedDatabase implements Database {
     let releaseLock = (): void => undefined;
     let dataDir: string | undefined;
     if (options.dataDir !== undefined) {
-      dataDir = resolve(options.dataDir);
       try {
-        mkdirSync(dataDir, { recursive: true });
+        dataDir = ensurePrivateDirectory(options.dataDir, 'database.data_dir');
       } catch (error) {
-        throw new DatabaseUnavailableError(`cannot create database.data_dir ${dataDir}: ${(error as Error).message}`, { cause: error });
+        if (error instanceof UnsafeDirectoryError) throw error;
+        throw new DatabaseUnavailableError(`cannot create database.data_dir ${options.dataDir}: ${(error as Error).message}`, { cause: error });
       }
       releaseLock = lockDataDir(dataDir);
     }
     try {
       const started = Date.now();
       const pglite = await PGlite.create({ ...(dataDir === undefined ? {} : { dataDir }), parsers });
+      // PGlite unpacks a new database's ~1 000 files mode 0666 whatever the umask (and WAL segments are
+      // recycled with the mode they had); the files PostgreSQL creates later are 0600. So: tighten after each open.
+      const tightened = dataDir === undefined ? 0 : restrictToOwner(dataDir);
+      if (tightened > 0) options.logger?.debug({ dataDir, tightened }, 'embedded database files made private to their owner');
       options.logger?.debug({ dataDir: dataDir ?? 'memory', ms: Date.now() - started }, 'embedded database opened');
       return new EmbeddedDatabase(pglite, releaseLock);
     } catch (error) {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { pipeline, Readable, Writable } from 'node:stream';
 import { isProcessAlive } from '../util/pid-lock.js';
 import { secureRandomBytes } from '../util/random.js';
+import { ensurePrivateDirectory } from '../util/private-dir.js';
 
 /**
  * Holds one copy's bytes so that every copy can re-read them. Small ones stay in memory (up to memoryLimit);
@@ -71,6 +72,8 @@ export class CipherSpool extends Writable {
   }
 
   private async spill(): Promise<void> {
+    privateSpoolDirectory(this.dir);
+    // Again each time: a tmp cleaner may have removed it since (recreated 0700: the umask cannot add bits).
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     if (this.disposed) return;
     const path = join(this.dir, `lacre-${process.pid}-${secureRandomBytes(8).toString('hex')}.pgp`);
@@ -89,9 +92,25 @@ export class CipherSpool extends Writable {
   }
 }
 
-/** Removes ciphertext spilled by Lacre processes that no longer run (a crash or a kill mid-message). */
-export async function cleanStaleSpool(dir: string | undefined, logger: { info(obj: object, msg: string): void }): Promise<void> {
+const checkedSpoolDirs = new Set<string>();
+
+/**
+ * Creates the spool directory 0700, or refuses it when other users can write in it: the ciphertext is
+ * sealed, but not authenticated, so whoever could change it could change the message. Once per process.
+ */
+function privateSpoolDirectory(dir: string): void {
+  if (checkedSpoolDirs.has(dir)) return;
+  ensurePrivateDirectory(dir, 'encryption.spool_dir');
+  checkedSpoolDirs.add(dir);
+}
+
+/**
+ * For `lacre serve` at start: makes sure the spool directory is private (see privateSpoolDirectory) and
+ * removes ciphertext spilled by Lacre processes that no longer run (a crash or a kill mid-message).
+ */
+export async function prepareSpool(dir: string | undefined, logger: { info(obj: object, msg: string): void }): Promise<void> {
   const spoolDir = dir ?? defaultSpoolDir();
+  privateSpoolDirectory(spoolDir);
   const names = await readdir(spoolDir).catch(() => [] as string[]);
   const stale = names.filter((name) => {
     const pid = Number(/^lacre-(\d+)-[0-9a-f]+\.pgp$/.exec(name)?.[1]);

@@ -10,6 +10,7 @@ import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LacreError } from '../errors.js';
 import { fsyncDirectory } from '../util/fs.js';
+import { ensurePrivateDirectory } from '../util/private-dir.js';
 
 export interface BlobKey {
   user: string;
@@ -77,6 +78,7 @@ export class FilesystemBlobStorage implements BlobStorage {
 
   /** Takes ownership of the root and removes temporary files left by a crash; returns how many. */
   async start(): Promise<number> {
+    ensurePrivateDirectory(this.root, 'incoming_box.blobs_path');
     await mkdir(this.#tempDir, { recursive: true, mode: 0o700 });
     this.#releaseLock = lockRoot(join(this.root, LOCK_FILE));
     const leftovers = await readdir(this.#tempDir);
