@@ -38,6 +38,8 @@ export interface RuntimeOptions {
   metrics?: boolean;
   /** Encrypt on worker threads (lacre serve; one-shot commands would pay for starting them). */
   encryptionWorkers?: boolean;
+  /** May a new embedded database be created (default true: lacre serve)? */
+  createDatabase?: boolean;
 }
 
 /**
@@ -45,7 +47,7 @@ export interface RuntimeOptions {
  * with `lacre migrate`), the key directory and the relay pool.
  */
 export async function openRuntime(config: Config, logger: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
-  const db = await openDatabase(config.database, logger);
+  const db = await openDatabase(config.database, logger, { create: options.createDatabase ?? true });
   try {
     if (db.kind === 'embedded') {
       const applied = await migrate(db);

@@ -10,6 +10,7 @@ import { Relay } from '../smtp/reinject.js';
 import type { Logger } from '../log/logger.js';
 import { readinessChecks, runChecks, type ReadinessCheck, type ReadinessReport } from '../http/health.js';
 import type { CliContext } from './context.js';
+import { announceDatabase, createFrom } from './database.js';
 
 /**
  * `lacre check`: for an admin setting Lacre up. Runs the readiness checks of GET /readyz (database, relay,
@@ -24,16 +25,18 @@ export function registerCheckCommand(program: Command, context: CliContext): voi
     .action(async (options: { json?: boolean }, command: Command) => {
       const config = context.configFrom(command);
       const logger = context.createLogger('error', process.stderr);
-      const report = await checkEverything(config, logger);
+      announceDatabase(config.database);
+      const report = await checkEverything(config, logger, { createDatabase: createFrom(command) });
       const masked = maskSecrets(config);
       process.stdout.write(options.json ? `${JSON.stringify({ ...report, config: masked }, null, 2)}\n` : formatText(report, masked));
       process.exitCode = report.ready ? 0 : 1;
     });
 }
 
-export async function checkEverything(config: Config, logger: Logger): Promise<ReadinessReport> {
+/** `createDatabase` false: a missing embedded database fails the database check instead of being created. */
+export async function checkEverything(config: Config, logger: Logger, { createDatabase = true } = {}): Promise<ReadinessReport> {
   const relay = new Relay(config.relay, config.smtp.hostname, logger);
-  const db = await openDatabase(config.database, logger).catch((error: unknown) => error as Error);
+  const db = await openDatabase(config.database, logger, { create: createDatabase }).catch((error: unknown) => error as Error);
   const box = config.incoming_box.url === undefined ? undefined : openBox(config);
   try {
     const checks = readinessChecks({

@@ -7,6 +7,7 @@ import type { Logger } from '../log/logger.js';
 import { purgeIncomingBox, startIncomingBoxServer } from '../incoming/server/index.js';
 import { BoxUserStore } from '../incoming/users.js';
 import type { CliContext } from './context.js';
+import { announceDatabase, createFrom } from './database.js';
 
 interface Opened {
   config: Config;
@@ -22,7 +23,8 @@ export function registerInboxCommands(program: Command, context: CliContext): Co
     .command('serve')
     .description('run the Incoming Box HTTP server (incoming_box.listen); stops cleanly on SIGTERM')
     .action(async (_options: unknown, command: Command) => {
-      const { config, db, logger } = await open(context, command, 'stdout');
+      // A service, like lacre serve: it may create its database.
+      const { config, db, logger } = await open(context, command, 'stdout', { create: true });
       try {
         const server = await startIncomingBoxServer(config, db, logger);
         await waitForSignal(['SIGTERM', 'SIGINT']);
@@ -100,11 +102,15 @@ export function registerInboxCommands(program: Command, context: CliContext): Co
   return inbox;
 }
 
-/** The embedded database migrates itself; a PostgreSQL server must be migrated already (`lacre migrate`). */
-async function open(context: CliContext, command: Command, logTo: 'stdout' | 'stderr'): Promise<Opened> {
+/**
+ * Names the database on stderr and opens it (creating an embedded one only when `create`, by default
+ * --create, says so). The embedded database migrates itself; a PostgreSQL server must be migrated already.
+ */
+async function open(context: CliContext, command: Command, logTo: 'stdout' | 'stderr', { create = createFrom(command) } = {}): Promise<Opened> {
   const config = context.configFrom(command);
   const logger = context.createConfiguredLogger(config.log, logTo);
-  const db = await openDatabase(config.database, logger);
+  announceDatabase(config.database);
+  const db = await openDatabase(config.database, logger, { create });
   try {
     if (db.kind === 'embedded') await migrate(db, { logger });
     else await assertMigrated(db);

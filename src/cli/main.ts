@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { loadConfig } from '../config/load.js';
+import { DEFAULT_CONFIG_FILE, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { LacreError } from '../errors.js';
 import { createConfiguredLogger, createLogger } from '../log/logger.js';
@@ -13,6 +13,7 @@ import { registerServeCommands } from './serve.js';
 import { registerCheckCommand } from './check.js';
 import { registerInboxCommands } from './inbox.js';
 import { registerInboxFetchCommand } from './inbox-fetch.js';
+import { announceDatabase, createFrom } from './database.js';
 
 // Every file Lacre creates is for the service user alone: keys, blobs, spooled ciphertext, Maildirs, logs.
 // PGlite creates the embedded database's files (new ones as it runs, too) with the default mode 0666,
@@ -23,7 +24,8 @@ process.umask(0o077);
 const program = new Command('lacre')
   .description('Encrypting mail gateway: a Postfix content filter that OpenPGP-encrypts mail to recipients with keys')
   .version(packageVersion())
-  .option('-c, --config <file>', 'TOML configuration file (default: $LACRE_CONFIG, else built-in defaults)')
+  .option('-c, --config <file>', `TOML configuration file (default: $LACRE_CONFIG, else ${DEFAULT_CONFIG_FILE} if it exists, else built-in defaults)`)
+  .option('--create', 'let this command create a new embedded database (serve and migrate always may)')
   .showHelpAfterError();
 
 function packageVersion(): string {
@@ -31,10 +33,10 @@ function packageVersion(): string {
   return (JSON.parse(readFileSync(manifest, 'utf8')) as { version: string }).version;
 }
 
-/** Loads the configuration named by the global --config option (or LACRE_CONFIG, or defaults). */
+/** Loads the configuration named by the global --config option (or LACRE_CONFIG, or /etc/lacre/lacre.toml, or defaults). */
 export function configFrom(command: Command): Config {
   const file = command.optsWithGlobals<{ config?: string }>().config;
-  return loadConfig({ file, env: process.env });
+  return loadConfig({ file, env: process.env, defaultFile: DEFAULT_CONFIG_FILE });
 }
 
 const context = { configFrom, createLogger, createConfiguredLogger };
@@ -45,7 +47,8 @@ registerCheckCommand(program, context);
 const openKeysContext: OpenContext = async (command) => {
   const config = configFrom(command);
   const logger = createConfiguredLogger(config.log, 'stderr');
-  const db = await openDatabase(config.database, logger);
+  announceDatabase(config.database);
+  const db = await openDatabase(config.database, logger, { create: createFrom(command) });
   try {
     if (db.kind === 'embedded') await migrate(db);
     else await assertMigrated(db);

@@ -12,6 +12,7 @@ import { errorReply, exitCodeFor, replyText, type SmtpReply } from '../filter/re
 import type { RoutedRecipient } from '../filter/plan.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import type { CliContext } from './context.js';
+import { announceDatabase, createFrom, describeDatabase } from './database.js';
 
 export function registerMessageCommands(program: Command, context: CliContext): void {
   program
@@ -24,7 +25,8 @@ export function registerMessageCommands(program: Command, context: CliContext): 
       const config = context.configFrom(command);
       const logger = context.createConfiguredLogger(config.log, 'stderr');
       const sink = options.outputDir ? new DirectorySink(options.outputDir) : new StdoutSink(options.to.length > 1);
-      const outcome = await runOne(config, logger, options.from, options.to, (runtime) => runtime.filterTo(sink));
+      announceDatabase(config.database);
+      const outcome = await runOne(config, logger, options.from, options.to, createFrom(command), (runtime) => runtime.filterTo(sink));
       if (outcome.reply.code >= 400) fail(outcome.reply);
     });
 
@@ -45,7 +47,9 @@ export function registerMessageCommands(program: Command, context: CliContext): 
         return;
       }
       const logger = context.createConfiguredLogger(config.log, 'none');
-      const outcome = await runOne(config, logger, options.from, recipients, (runtime) => runtime.filter).catch(
+      // Not on stderr: pipe(8) puts stdout and stderr alike into the delivery status, which can reach the sender.
+      logger.debug({ database: describeDatabase(config.database) }, 'using database');
+      const outcome = await runOne(config, logger, options.from, recipients, createFrom(command), (runtime) => runtime.filter).catch(
         (error: unknown): Pick<FilterOutcome, 'reply'> => {
           logger.error({ err: error }, 'pipe: could not process the message');
           return { reply: errorReply(error) };
@@ -64,9 +68,10 @@ async function runOne(
   logger: Logger,
   from: string,
   to: string[],
+  createDatabase: boolean,
   filterOf: (runtime: Runtime) => Runtime['filter'],
 ): Promise<Pick<FilterOutcome, 'reply'>> {
-  const runtime = await openRuntime(config, logger);
+  const runtime = await openRuntime(config, logger, { createDatabase });
   try {
     const filter = filterOf(runtime);
     const recipients: RoutedRecipient[] = [];

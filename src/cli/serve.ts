@@ -9,6 +9,7 @@ import { startHttpListener, type HttpListener } from '../http/server.js';
 import { LogLevelControl } from '../http/log-level.js';
 import type { Logger } from '../log/logger.js';
 import type { CliContext } from './context.js';
+import { announceDatabase, describeDatabase } from './database.js';
 
 export function registerServeCommands(program: Command, context: CliContext): void {
   program
@@ -38,6 +39,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
           lmtp: config.smtp.lmtp,
           relay: `${config.relay.host}:${config.relay.port}`,
           database: runtime.db.kind,
+          databaseLocation: describeDatabase(config.database),
           http: http ? `${http.address.address}:${http.address.port}` : undefined,
         },
         'lacre is ready',
@@ -58,6 +60,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
     .action(async (options: { status?: boolean }, command: Command) => {
       const config = context.configFrom(command);
       const logger = context.createLogger(config.log.level);
+      announceDatabase(config.database);
       const db = await openDatabase(config.database, logger);
       try {
         if (options.status) {

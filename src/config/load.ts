@@ -1,12 +1,17 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { configSchema, type Config } from './schema.js';
 
+/** Read when neither --config nor LACRE_CONFIG names a file, if it exists (the `lacre` command passes it). */
+export const DEFAULT_CONFIG_FILE = '/etc/lacre/lacre.toml';
+
 export interface LoadConfigOptions {
-  /** Config file; when absent, LACRE_CONFIG; when that is absent too, defaults and environment only. */
+  /** Config file; when absent, LACRE_CONFIG; when that is absent too, `defaultFile` if it exists. */
   file?: string;
+  /** The file read when neither `file` nor LACRE_CONFIG names one, if it exists; none when unset. */
+  defaultFile?: string;
   /** Defaults to process.env. */
   env?: NodeJS.ProcessEnv;
 }
@@ -39,7 +44,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
 /** loadConfig against any schema of the same shape (sections of keys); for tests of future sections. */
 export function loadConfigWith<Schema extends z.ZodObject>(schema: Schema, options: LoadConfigOptions = {}): z.output<Schema> {
   const env = options.env ?? process.env;
-  const file = options.file ?? nonEmpty(env.LACRE_CONFIG);
+  const file = options.file ?? nonEmpty(env.LACRE_CONFIG) ?? existingFile(options.defaultFile);
   const loading: Loading = { schema, sections: Object.keys(schema.shape), raw: {}, origins: new Map(), problems: [] };
   if (file !== undefined) readFileSettings(loading, file);
   readEnvSettings(loading, env);
@@ -47,6 +52,10 @@ export function loadConfigWith<Schema extends z.ZodObject>(schema: Schema, optio
   if (!result.success) loading.problems.push(...result.error.issues.flatMap((issue) => describeIssue(loading, issue)));
   if (loading.problems.length > 0) throw new ConfigError(loading.problems.join('\n'));
   return result.data as z.output<Schema>;
+}
+
+function existingFile(path: string | undefined): string | undefined {
+  return path !== undefined && existsSync(path) ? path : undefined;
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

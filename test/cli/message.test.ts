@@ -23,7 +23,7 @@ describe('one-shot modes: lacre encrypt and lacre pipe', () => {
     dir = await mkdtemp(join(tmpdir(), 'lacre-cli-'));
     env = { LACRE_DATABASE_DATA_DIR: join(dir, 'db'), LACRE_LOG_LEVEL: 'warn' };
     await writeFile(join(dir, 'keys.asc'), alice.publicArmored + bob.publicArmored);
-    const imported = await runLacre(['keys', 'import', join(dir, 'keys.asc')], env);
+    const imported = await runLacre(['keys', 'import', '--create', join(dir, 'keys.asc')], env);
     assert.equal(imported.code, 0, imported.stderr);
   });
 

@@ -22,6 +22,7 @@ describe('start-up', () => {
     try {
       const ready = server.logs.find((line) => line.msg === 'lacre is ready')!;
       assert.equal(ready.database, 'embedded');
+      assert.equal(ready.databaseLocation, `embedded database ${join(dir, 'data')}`);
       assert.equal(ready.relay, '127.0.0.1:10026');
       assert.ok((await stat(join(dir, 'data'))).isDirectory());
     } finally {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { z } from 'zod';
-import { loadConfig, loadConfigWith, maskSecrets, maskUrlPassword } from '../../src/config/load.js';
+import { DEFAULT_CONFIG_FILE, loadConfig, loadConfigWith, maskSecrets, maskUrlPassword } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
 import { findPackageRoot } from '../../src/db/migrate.js';
 import { ConfigError } from '../../src/errors.js';
@@ -111,6 +111,16 @@ port = 2526
     const file = configFile('[relay]\nport = 4444\n');
     assert.equal(loadConfig({ env: { LACRE_CONFIG: file } }).relay.port, 4444);
     assert.equal(loadConfig({ file: configFile('[relay]\nport = 5555\n'), env: { LACRE_CONFIG: file } }).relay.port, 5555);
+  });
+
+  test('with neither a file option nor LACRE_CONFIG, the default file is read when it exists (the CLI passes /etc/lacre/lacre.toml)', () => {
+    const defaultFile = configFile('[relay]\nport = 6666\n');
+    assert.equal(DEFAULT_CONFIG_FILE, '/etc/lacre/lacre.toml');
+    assert.equal(loadConfig({ env: {}, defaultFile }).relay.port, 6666);
+    assert.equal(loadConfig({ env: { LACRE_CONFIG: '' }, defaultFile }).relay.port, 6666, 'an empty LACRE_CONFIG counts as unset');
+    assert.equal(loadConfig({ env: {}, defaultFile: join(workDir, 'absent.toml') }).relay.port, 10026, 'absent: defaults');
+    assert.equal(loadConfig({ env: { LACRE_CONFIG: configFile('[relay]\nport = 4444\n') }, defaultFile }).relay.port, 4444);
+    assert.equal(loadConfig({ file: configFile('[relay]\nport = 5555\n'), env: {}, defaultFile }).relay.port, 5555);
   });
 
   test('an unknown key in the file is named with the file and a suggestion', () => {

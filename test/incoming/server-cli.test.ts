@@ -49,7 +49,7 @@ describe('lacre inbox (embedded database)', () => {
     const blobsPath = join(workDir, 'blobs');
     const env = { LACRE_DATABASE_DATA_DIR: dataDir, LACRE_INCOMING_BOX_BLOBS_PATH: blobsPath, LACRE_LOG_LEVEL: 'warn' };
     const lacre = async (...args: string[]) => {
-      const result = await runLacre(['inbox', ...args], { ...env, LACRE_INCOMING_BOX_RETENTION_HOURS: '0' });
+      const result = await runLacre(['inbox', '--create', ...args], { ...env, LACRE_INCOMING_BOX_RETENTION_HOURS: '0' });
       return { ...result, out: result.stdout.toString('utf8') };
     };
     const added = await lacre('user', 'add', 'Alice@Example.org');

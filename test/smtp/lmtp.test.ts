@@ -30,7 +30,7 @@ describe('lacre serve in LMTP mode answers per recipient', () => {
     const keyFile = join(dataDir, 'keys.asc');
     await writeFile(keyFile, alice.publicArmored + bob.publicArmored);
     const env = { LACRE_DATABASE_DATA_DIR: join(dataDir, 'db') };
-    const imported = await runLacre(['keys', 'import', keyFile], env);
+    const imported = await runLacre(['keys', 'import', '--create', keyFile], env);
     assert.equal(imported.code, 0, imported.stderr);
     server = await LacreServer.start({ ...env, LACRE_SMTP_LMTP: 'true', LACRE_RELAY_PORT: String(sink.port) });
   });

@@ -70,7 +70,7 @@ for (const usePostgres of backends) describe(`lacre serve on ${usePostgres ? 'Po
     }
     const keyFile = join(await mkdtemp(join(tmpdir(), 'lacre-keys-')), 'keys.asc');
     await writeFile(keyFile, alice.publicArmored + bob.publicArmored + erin.publicArmored);
-    const imported = await runLacre(['keys', 'import', keyFile], env);
+    const imported = await runLacre(['keys', 'import', '--create', keyFile], env);
     assert.equal(imported.code, 0, imported.stderr);
     env = { ...env, LACRE_RELAY_PORT: String(sink.port), LACRE_SMTP_MAX_SIZE: '1MB', LACRE_SMTP_MAX_HEADER_SIZE: '64KiB', LACRE_LOG_LEVEL: 'info' };
     server = await LacreServer.start(env);
