@@ -7,7 +7,7 @@ import { createKeyDirectory, type CachedKeyDirectory } from './keys/directory.js
 import { availableParallelism } from 'node:os';
 import { MessageFilter } from './filter/filter.js';
 import { EncryptionPool } from './crypto/pool.js';
-import type { Downstream } from './filter/pipeline.js';
+import type { Downstream } from './filter/ports.js';
 import { Relay } from './smtp/reinject.js';
 import { HttpBoxDownstream } from './incoming/delivery.js';
 import { createBoxUserDirectory } from './incoming/users.js';

@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { FilterOutcome } from '../filter/filter.js';
-import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/pipeline.js';
+import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/ports.js';
 import { errorReply, exitCodeFor, replyText, type SmtpReply } from '../filter/reply.js';
 import type { RoutedRecipient } from '../filter/plan.js';
 import { openRuntime, type Runtime } from '../runtime.js';

@@ -5,7 +5,8 @@ import type { Config } from '../config/schema.js';
 import { RecipientPolicyError } from '../errors.js';
 import type { KeyDirectory } from '../keys/types.js';
 import { canonicalDomain, parseAddress, withoutExtension } from '../keys/address.js';
-import { processMessage, type Downstreams, type FilterOptions, type MessageInput, type MessageResult } from './pipeline.js';
+import { processMessage, type FilterOptions, type MessageInput, type MessageResult } from './pipeline.js';
+import type { Downstreams } from './ports.js';
 import type { RecipientAction, RoutedRecipient } from './plan.js';
 import { abortedRecipientReplies, errorReply, messageReply, recipientReplies, type SmtpReply } from './reply.js';
 

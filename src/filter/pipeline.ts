@@ -19,35 +19,7 @@ import { planDelivery, type Copy, type EncryptedKind, type Plan, type RoutedReci
 import { blobIdFor } from './blob-id.js';
 import { CipherSpool, defaultSpoolDir } from './spool.js';
 import { countedForCollection } from '../util/young-gc.js';
-
-export interface OutboundEnvelope {
-  readonly from: string;
-  readonly to: readonly string[];
-  readonly use8BitMime: boolean;
-}
-
-/** Where copies go: Postfix's reinjection listener, or anything that accepts a whole message or fails. */
-export interface Downstream {
-  /**
-   * Resolves once the downstream has accepted the message for at least one recipient, with the recipients
-   * it refused (empty when all were accepted); rejects with a LacreError when the copy was not accepted at all.
-   */
-  send(envelope: OutboundEnvelope, raw: Readable): Promise<RecipientRejections>;
-}
-
-/** Scheme names as the Incoming Box contract spells them (X-Incoming-Scheme). */
-export type BoxScheme = 'openpgp' | 'openpgp-mime' | 'openpgp-inline' | 'raw';
-
-/** An Incoming Box as the filter sees it: a PUT of one copy for one user, accepted or not. */
-export interface BoxDownstream {
-  /** Resolves when stored, or already stored under this id (a retry); rejects with a LacreError otherwise. */
-  put(user: string, blobId: string, scheme: BoxScheme, raw: Readable): Promise<void>;
-}
-
-export interface Downstreams {
-  readonly relay: Downstream;
-  readonly box?: BoxDownstream | undefined;
-}
+import type { BoxScheme, Downstreams, RecipientRejections } from './ports.js';
 
 export interface FilterOptions {
   readonly maxHeaderSize: number;
@@ -72,9 +44,6 @@ export interface MessageInput {
   /** True once the input turned out larger than allowed (smtp-server tells at the end of DATA). */
   readonly sizeExceeded?: () => boolean;
 }
-
-/** Recipients a downstream refused while accepting the copy for others. */
-export type RecipientRejections = ReadonlyMap<string, LacreError>;
 
 export interface CopyResult {
   readonly copy: Copy;

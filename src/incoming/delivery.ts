@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Config } from '../config/schema.js';
 import { BoxDeliveryError } from '../errors.js';
-import type { BoxDownstream, BoxScheme } from '../filter/pipeline.js';
+import type { BoxDownstream, BoxScheme } from '../filter/ports.js';
 
 /** Bodies longer than this in an error answer are cut: they only go into a log line. */
 const MAX_ERROR_BODY = 4096;

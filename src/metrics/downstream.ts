@@ -1,5 +1,5 @@
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import type { BoxDownstream, BoxScheme, Downstream, OutboundEnvelope, RecipientRejections } from '../filter/pipeline.js';
+import type { BoxDownstream, BoxScheme, Downstream, OutboundEnvelope, RecipientRejections } from '../filter/ports.js';
 import type { DownstreamName, LacreMetrics } from './metrics.js';
 
 /** Counts the bytes that pass, without holding any. */

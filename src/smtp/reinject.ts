@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { RelayError, type LacreError } from '../errors.js';
-import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/pipeline.js';
+import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/ports.js';
 import SMTPPool from 'nodemailer/lib/smtp-pool/index.js';
 import PoolResource from 'nodemailer/lib/smtp-pool/pool-resource.js';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
 import { PassThrough, Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
-import type { Downstream } from '../../src/filter/pipeline.js';
+import type { Downstream } from '../../src/filter/ports.js';
 import { createLogger } from '../../src/log/logger.js';
 import { LacreMetrics } from '../../src/metrics/metrics.js';
 import { meteredRelay } from '../../src/metrics/downstream.js';
