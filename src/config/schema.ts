@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseByteSize } from './units.js';
+import { HOST_PORT_HINT, HOST_PORT_PATTERN } from '../util/host-port.js';
 
 /** A size given as a number of bytes or a string such as "200MB", "64KiB". */
 const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
@@ -13,7 +14,7 @@ const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform
 });
 
 /** "host:port" or "[v6]:port". */
-const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:10025');
+const listenAddress = z.string().regex(HOST_PORT_PATTERN, HOST_PORT_HINT);
 
 /**
  * A PostgreSQL server as pg reaches it: a postgres:// or postgresql:// URL (a Unix socket goes in ?host=). pg takes

@@ -12,6 +12,7 @@ import { LacreError } from '../errors.js';
 import type { LacreMetrics } from '../metrics/metrics.js';
 import type { HealthMonitor } from './health.js';
 import { isLogLevel, LOG_LEVELS, type LogLevelControl } from './log-level.js';
+import { parseHostPort } from '../util/host-port.js';
 
 export interface HttpListenerOptions {
   /** host:port (port 0 picks a free one). */
@@ -125,9 +126,7 @@ function sendJson(response: ServerResponse, status: number, body: unknown): void
 }
 
 function listen(server: Server, listen: string): Promise<AddressInfo> {
-  const at = listen.lastIndexOf(':');
-  const host = listen.slice(0, at).replace(/^\[(.*)\]$/, '$1');
-  const port = Number(listen.slice(at + 1));
+  const { host, port } = parseHostPort(listen);
   return new Promise((resolve, reject) => {
     server.once('error', (error: Error) => reject(new LacreError(`http.listen ${listen}: ${error.message}`, { cause: error })));
     server.listen(port, host, () => resolve(server.address() as AddressInfo));

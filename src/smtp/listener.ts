@@ -8,6 +8,7 @@ import type { MessageFilter } from '../filter/filter.js';
 import { errorReply, isSmtpReplyError, replyText, toSmtpError } from '../filter/reply.js';
 import { DataTimeoutError } from '../errors.js';
 import { receivedSpelling, watchConnections } from './envelope.js';
+import { parseHostPort } from '../util/host-port.js';
 
 export interface SmtpListener {
   /** Resolves with the bound address (port 0 picks a free one). */
@@ -15,11 +16,6 @@ export interface SmtpListener {
   close(): Promise<void>;
   /** Open inbound connections, for the sessions gauge. */
   sessions(): number;
-}
-
-export function parseListen(listen: string): { host: string; port: number } {
-  const at = listen.lastIndexOf(':');
-  return { host: listen.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(at + 1)) };
 }
 
 /**
@@ -102,7 +98,7 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
   );
   server.on('error', (error) => logger.error({ err: error }, 'SMTP listener error'));
   server.server.on('connection', batchRepliesPerRead);
-  const { host, port } = parseListen(config.smtp.listen);
+  const { host, port } = parseHostPort(config.smtp.listen);
   return {
     listen: () =>
       new Promise((resolve, reject) => {

@@ -12,6 +12,7 @@ import { BoxUserStore, isUserId } from '../users.js';
 import { TrustedTokens } from './auth.js';
 import { handleRequest, type BoxContext } from './handlers.js';
 import { BlobMetadata } from './metadata.js';
+import { parseHostPort } from '../../util/host-port.js';
 
 export type BoxConfig = Pick<Config, 'incoming_box'>;
 
@@ -83,11 +84,10 @@ function createHttpServer(ctx: BoxContext): Server {
 }
 
 function listen(server: Server, address: string): Promise<AddressInfo> {
-  const match = /^\[?([^\]]+?)\]?:(\d+)$/.exec(address);
-  if (!match) throw new Error(`invalid listen address ${address}`);
+  const { host, port } = parseHostPort(address);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(Number(match[2]), match[1], () => {
+    server.listen(port, host, () => {
       server.off('error', reject);
       resolve(server.address() as AddressInfo);
     });
