@@ -8,6 +8,7 @@ import { purgeIncomingBox, startIncomingBoxServer } from '../incoming/server/ind
 import { BoxUserStore } from '../incoming/users.js';
 import type { CliContext } from './context.js';
 import { announceDatabase, createFrom } from './database.js';
+import { waitForSignal } from './signal.js';
 
 interface Opened {
   config: Config;
@@ -128,10 +129,4 @@ async function withUsers(context: CliContext, command: Command, use: (users: Box
   } finally {
     await db.close();
   }
-}
-
-function waitForSignal(signals: NodeJS.Signals[]): Promise<void> {
-  return new Promise((resolve) => {
-    for (const signal of signals) process.once(signal, () => resolve());
-  });
 }

@@ -10,6 +10,7 @@ import { LogLevelControl } from '../http/log-level.js';
 import type { Logger } from '../log/logger.js';
 import type { CliContext } from './context.js';
 import { announceDatabase, describeDatabase } from './database.js';
+import { waitForSignal } from './signal.js';
 
 export function registerServeCommands(program: Command, context: CliContext): void {
   program
@@ -97,10 +98,4 @@ async function warnIfUnready(runtime: Runtime, logger: Logger): Promise<void> {
       logger.warn({ check: check.name, error: check.error }, `${check.name} is not ready: serving anyway, messages that need it get a 4xx until it is (Postfix retries them)`);
     }
   }
-}
-
-function waitForSignal(signals: NodeJS.Signals[]): Promise<void> {
-  return new Promise((resolve) => {
-    for (const signal of signals) process.once(signal, () => resolve());
-  });
 }
