@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { DEFAULT_CONFIG_FILE, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -14,6 +13,7 @@ import { registerCheckCommand } from './check.js';
 import { registerInboxCommands } from './inbox.js';
 import { registerInboxFetchCommand } from './inbox-fetch.js';
 import { announceDatabase, createFrom } from './database.js';
+import { packageVersion } from '../util/package-version.js';
 
 // Every file Lacre creates is for the service user alone: keys, blobs, spooled ciphertext, Maildirs, logs.
 // PGlite creates the embedded database's files (new ones as it runs, too) with the default mode 0666,
@@ -27,11 +27,6 @@ const program = new Command('lacre')
   .option('-c, --config <file>', `TOML configuration file (default: $LACRE_CONFIG, else ${DEFAULT_CONFIG_FILE} if it exists, else built-in defaults)`)
   .option('--create', 'let this command create a new embedded database (serve and migrate always may)')
   .showHelpAfterError();
-
-function packageVersion(): string {
-  const manifest = new URL('../../../package.json', import.meta.url);
-  return (JSON.parse(readFileSync(manifest, 'utf8')) as { version: string }).version;
-}
 
 /** Loads the configuration named by the global --config option (or LACRE_CONFIG, or /etc/lacre/lacre.toml, or defaults). */
 export function configFrom(command: Command): Config {

@@ -4,10 +4,10 @@
  * concurrency, then confirm PROCESSED or mark FAILED with our version. The loop never buffers a blob: the
  * handler gets the download as a stream.
  */
-import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { LacreError } from '../errors.js';
 import { IncomingBoxHttpError, type IncomingBoxClient } from './client.js';
+import { packageVersion } from '../util/package-version.js';
 
 export interface IncomingMeta {
   id: string;
@@ -82,15 +82,9 @@ export interface ProcessOptions {
   onOutcome?: (outcome: BlobOutcome) => void;
 }
 
-let cachedVersion: string | undefined;
-
 /** This client's version, as recorded with FAILED marks: `lacre/<package.json version>`. */
 export function clientVersion(): string {
-  if (cachedVersion === undefined) {
-    const manifest = new URL('../../../package.json', import.meta.url);
-    cachedVersion = `lacre/${(JSON.parse(readFileSync(manifest, 'utf8')) as { version: string }).version}`;
-  }
-  return cachedVersion;
+  return `lacre/${packageVersion()}`;
 }
 
 /**
