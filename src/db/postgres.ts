@@ -129,6 +129,8 @@ export class PostgresDatabase implements Database {
    * Runs `use` on a pooled connection, waiting for one included, within the query timeout. A connection
    * whose work failed or timed out goes back as broken, so the pool closes it (pg destroys the socket of a
    * client with a query still running) instead of queueing the next query behind an answer that may never come.
+   * Not pg's own `query_timeout`: it bounds the query alone (the wait for a connection comes on top), and set on
+   * the pool it cannot be lifted for the migrations, which may legitimately run long.
    */
   async #withConnection<T>(use: (client: pg.PoolClient) => Promise<T>, { bounded } = { bounded: true }): Promise<T> {
     let client: pg.PoolClient | undefined;
