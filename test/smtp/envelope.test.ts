@@ -58,7 +58,7 @@ describe('the envelope through the listener (embedded database, real relay sink)
   const logs = new LogLines();
   const refusals = () => logs.lines.filter((line) => line.msg === 'message not accepted');
   const listeners: SmtpListener[] = [];
-  const ports = { smtp: 0, lmtp: 0, hasty: 0, hastyLmtp: 0 };
+  const ports = { smtp: 0, lmtp: 0, hasty: 0, hastyLmtp: 0, smallLmtp: 0 };
 
   async function listen(overrides: Record<string, string>): Promise<number> {
     const listenerConfig = loadConfig({ env: { ...baseEnv(), ...overrides } });
@@ -88,6 +88,7 @@ describe('the envelope through the listener (embedded database, real relay sink)
     ports.lmtp = await listen({ LACRE_SMTP_LMTP: 'true' });
     ports.hasty = await listen({ LACRE_SMTP_DATA_TIMEOUT_SECONDS: '1' });
     ports.hastyLmtp = await listen({ LACRE_SMTP_DATA_TIMEOUT_SECONDS: '1', LACRE_SMTP_LMTP: 'true' });
+    ports.smallLmtp = await listen({ LACRE_SMTP_MAX_SIZE: '4KiB', LACRE_SMTP_MAX_HEADER_SIZE: '2KiB', LACRE_SMTP_LMTP: 'true' });
   });
   after(async () => {
     for (const listener of listeners) await listener.close();
@@ -130,6 +131,29 @@ describe('the envelope through the listener (embedded database, real relay sink)
       for (const line of reply.data) assert.match(line, /^250 /);
       const rcptLines = sink.messages.flatMap((message) => message.commands.filter((line) => line.startsWith('RCPT')));
       assert.deepEqual(rcptLines.sort(), ['RCPT TO:<alice@example.test>', 'RCPT TO:<carol@example.test>']);
+    });
+
+    it('LMTP: a message over smtp.max_size gets one 552 per accepted RCPT, case variants included, and no more', async () => {
+      // Lacre answers it (smtp-server's rejectOversized is off); were smtp-server to, it would answer once per entry of
+      // session.envelope.rcptTo, which the listener puts back to every accepted RCPT.
+      sink.messages.length = 0;
+      const to = ['ALICE@example.test', 'alice@example.test', 'Alice@example.test', 'bob@example.test'];
+      const big = Buffer.concat([Buffer.from('From: s@example.net\r\n\r\n'), Buffer.alloc(8 * 1024, 'x\r\n')]);
+      const { client } = await RawSmtpClient.connect(ports.smallLmtp);
+      try {
+        await client.command('LHLO test.example');
+        assert.match(await client.command('MAIL FROM:<s@example.net>'), /^250 /);
+        for (const address of to) assert.match(await client.command(`RCPT TO:<${address}>`), /^250 /);
+        const { start } = await client.data(big, 0);
+        assert.match(start, /^354 /);
+        const replies: string[] = [];
+        for (const _ of to) replies.push(await client.reply(5_000));
+        for (const reply of replies) assert.match(reply, /^552 /, JSON.stringify(replies));
+        assert.match(await client.command('NOOP'), /^250 /, 'no fifth reply to the DATA');
+      } finally {
+        await client.close();
+      }
+      assert.deepEqual(sink.messages, []);
     });
   });
 
