@@ -76,8 +76,9 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
     onData(stream, session, callback) {
       const transaction = transactions.get(session.envelope);
       if (!transaction) return callback(new Error('no mail transaction'));
-      // smtp-server kept one entry per case-insensitive address: put back every accepted RCPT, so that in LMTP
-      // mode it answers each of them (552, and a failure passed as one error, are repeated per entry).
+      // smtp-server kept one entry per case-insensitive address: put back every accepted RCPT. Lacre answers
+      // LMTP from its own list (handleData); smtp-server reads this one where it answers by itself, per entry:
+      // an error passed instead of replies (none is today), and its own 552 with `rejectOversized` (off).
       session.envelope.rcptTo = transaction.recipients.map((recipient) => recipient.smtp);
       armDataDeadline(stream, config.smtp.data_timeout_seconds, () => {
         const error = new DataTimeoutError(`the DATA phase took longer than smtp.data_timeout_seconds (${config.smtp.data_timeout_seconds} s)`);
@@ -179,7 +180,8 @@ async function handleData(
     lookupMs: transaction.lookupMs,
     log: transactionLogger(logger, session, transaction),
   });
-  // smtp-server answers 552 by itself when the size was exceeded, whatever is returned here.
+  // A message over smtp.max_size gets Lacre's own 552 5.3.4 (MessageTooLargeError), per recipient in LMTP:
+  // smtp-server's `rejectOversized` is left off.
   if (isLmtp(session)) return outcome.recipientReplies.map((reply) => (reply.code < 400 ? replyText(reply) : toSmtpError(reply)));
   if (outcome.reply.code >= 400) throw toSmtpError(outcome.reply);
   return replyText(outcome.reply);
