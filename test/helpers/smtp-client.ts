@@ -77,9 +77,16 @@ export class RawSmtpClient {
     });
   }
 
-  async close(): Promise<void> {
+  /** Sends QUIT and waits for the server to close; a server that does not (it hangs: a test is failing) is cut off. */
+  async close(timeoutMs = 5_000): Promise<void> {
     this.socket.end('QUIT\r\n');
-    await new Promise<void>((resolve) => this.socket.once('close', () => resolve()));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.socket.destroy(), timeoutMs);
+      this.socket.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 }
 
