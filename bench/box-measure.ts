@@ -6,7 +6,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Agent, request } from 'node:http';
 import { Readable } from 'node:stream';
 import { configSchema } from '../src/config/schema.js';
-import { HttpBoxDownstream } from '../src/incoming/delivery.js';
+import { HttpBoxDownstream } from '../src/delivery/incoming-box.js';
 import { TRUSTED_TOKEN, type BoxProcess, type BoxUser, type FilledBlobs } from './box-setup.js';
 import { readCpuMs } from './children.js';
 import type { Samples } from './stats.js';

@@ -9,7 +9,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase } from '../src/db/open.js';
-import { isUserId } from '../src/incoming/users.js';
+import { isUserId } from '../src/box/users.js';
 import { LACRE_BIN } from '../test/helpers/lacre.js';
 import { freePort, track } from './children.js';
 import { adminQuery, SERVER_URL, serverAnswers } from './setup.js';

@@ -8,11 +8,11 @@ import { availableParallelism } from 'node:os';
 import { MessageFilter } from './filter/filter.js';
 import { EncryptionPool } from './crypto/pool.js';
 import type { Downstream } from './filter/ports.js';
-import { Relay } from './smtp/reinject.js';
-import { HttpBoxDownstream } from './incoming/delivery.js';
-import { createBoxUserDirectory } from './incoming/users.js';
+import { Relay } from './delivery/reinject.js';
+import { HttpBoxDownstream } from './delivery/incoming-box.js';
+import { createBoxUserDirectory } from './box/users.js';
 import type { LacreMetrics } from './metrics/metrics.js';
-import { meteredBox, meteredRelay } from './metrics/downstream.js';
+import { meteredBox, meteredRelay } from './delivery/metered.js';
 import { cachedKeyCounts } from './metrics/key-counts.js';
 import { HealthMonitor, readinessChecks } from './http/health.js';
 

@@ -2,10 +2,10 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { PrivateKey } from 'openpgp';
-import { IncomingBoxClient, IncomingBoxHttpError, IncomingBoxUnreachableError } from '../incoming/client.js';
-import { processIncoming, type BlobOutcome, type ProcessSummary } from '../incoming/consumer.js';
-import { loadDecryptionKeys, openBlob } from '../incoming/decrypt.js';
-import { deliverToMaildir } from '../incoming/maildir.js';
+import { IncomingBoxClient, IncomingBoxHttpError, IncomingBoxUnreachableError } from '../box-client/client.js';
+import { processIncoming, type BlobOutcome, type ProcessSummary } from '../box-client/consumer.js';
+import { loadDecryptionKeys, openBlob } from '../box-client/decrypt.js';
+import { deliverToMaildir } from '../box-client/maildir.js';
 import type { CliContext } from './context.js';
 import { errorMessage } from '../errors.js';
 

@@ -4,7 +4,7 @@ import { migrate, pendingMigrations } from '../db/migrate.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { createSmtpListener } from '../smtp/listener.js';
 import { prepareSpool } from '../filter/spool.js';
-import { startIncomingBoxServer } from '../incoming/server/index.js';
+import { startIncomingBoxServer } from '../box/server.js';
 import { startHttpListener, type HttpListener } from '../http/server.js';
 import { LogLevelControl } from '../http/log-level.js';
 import type { Logger } from '../log/logger.js';

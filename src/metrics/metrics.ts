@@ -190,7 +190,7 @@ export class LacreMetrics implements FilterObserver {
     this.errors.inc({ kind: errorKind(error) });
   }
 
-  // ---- downstreams (src/metrics/downstream.ts) ----
+  // ---- downstreams (src/delivery/metered.ts) ----
 
   sendStarted(downstream: DownstreamName): void {
     this.sends.inc({ downstream });

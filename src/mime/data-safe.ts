@@ -1,7 +1,7 @@
 /**
  * Buffers made of whole lines, each ending in CRLF, none starting with '.', with no other CR or LF. After a line
  * end such a buffer goes into SMTP DATA as it is: no dot to stuff, no line end to mend. Armor with CRLF line
- * ends is made so; marking it lets the relay skip examining every byte (src/smtp/dot-stuffing.ts), which for a
+ * ends is made so; marking it lets the relay skip examining every byte (src/delivery/dot-stuffing.ts), which for a
  * big message cost as much as its encryption.
  */
 const dataSafe = new WeakSet<Uint8Array>();

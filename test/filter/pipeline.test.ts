@@ -42,7 +42,7 @@ class CollectingDownstream implements Downstream {
   }
 }
 
-/** Every copy goes to the relay here; Incoming Box copies are tested in test/incoming. */
+/** Every copy goes to the relay here; Incoming Box copies are tested in test/box and test/e2e/incoming-box.test.ts. */
 const run = (input: MessageInput, relay: Downstream, opts: FilterOptions) => processMessage(input, { relay }, opts);
 
 const options = { maxHeaderSize: 64 * 1024, groupRecipients: false, spoolMemory: 1024 * 1024 };

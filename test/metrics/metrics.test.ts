@@ -12,8 +12,8 @@ import {
 } from '../../src/errors.js';
 import { errorKind } from '../../src/metrics/error-kind.js';
 import { LacreMetrics, messageOutcome, sizeClass } from '../../src/metrics/metrics.js';
-import { meteredRelay } from '../../src/metrics/downstream.js';
-import { Relay } from '../../src/smtp/reinject.js';
+import { meteredRelay } from '../../src/delivery/metered.js';
+import { Relay } from '../../src/delivery/reinject.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/log/logger.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';

@@ -2,9 +2,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import type { Logger } from '../../log/logger.js';
-import { BlobTooLargeError, type BlobKey, type BlobStorage } from '../storage.js';
-import { isUserId, type BoxUserStore } from '../users.js';
+import type { Logger } from '../log/logger.js';
+import { BlobTooLargeError, type BlobKey, type BlobStorage } from './storage.js';
+import { isUserId, type BoxUserStore } from './users.js';
 import { parseAuthorization, type TrustedTokens } from './auth.js';
 import { flagsOf, type BlobMetadata, type FlagChange } from './metadata.js';
 import {

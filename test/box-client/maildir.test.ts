@@ -4,7 +4,7 @@ import { hostname, tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { deliverToMaildir, ensureMaildir, MaildirWriteError, uniqueName } from '../../src/incoming/maildir.js';
+import { deliverToMaildir, ensureMaildir, MaildirWriteError, uniqueName } from '../../src/box-client/maildir.js';
 
 describe('Maildir delivery', () => {
   let root: string;

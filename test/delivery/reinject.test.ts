@@ -4,7 +4,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { createLogger } from '../../src/log/logger.js';
 import { RelayError } from '../../src/errors.js';
 import { buffer } from 'node:stream/consumers';
-import { Relay, poolIsKnown, streamForAttempt } from '../../src/smtp/reinject.js';
+import { Relay, poolIsKnown, streamForAttempt } from '../../src/delivery/reinject.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 import { TcpProxy, type CutRule } from '../helpers/tcp-proxy.js';
 

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import DataStream from 'nodemailer/lib/smtp-connection/data-stream.js';
 import { armorBuffer } from '../../src/crypto/armor.js';
 import { isDataSafe, isWholeCrlfLines, joinedWhenSafe, markDataSafe } from '../../src/mime/data-safe.js';
-import { fastTransform, installFastDotStuffing, originalTransform, transformIsKnown } from '../../src/smtp/dot-stuffing.js';
+import { fastTransform, installFastDotStuffing, originalTransform, transformIsKnown } from '../../src/delivery/dot-stuffing.js';
 
 type Body = typeof originalTransform;
 

@@ -4,15 +4,15 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Config } from '../../config/schema.js';
-import type { Database } from '../../db/types.js';
-import type { Logger } from '../../log/logger.js';
-import { FilesystemBlobStorage, type BlobStorage } from '../storage.js';
-import { BoxUserStore, isUserId } from '../users.js';
+import type { Config } from '../config/schema.js';
+import type { Database } from '../db/types.js';
+import type { Logger } from '../log/logger.js';
+import { FilesystemBlobStorage, type BlobStorage } from './storage.js';
+import { BoxUserStore, isUserId } from './users.js';
 import { TrustedTokens } from './auth.js';
 import { handleRequest, type BoxContext } from './handlers.js';
 import { BlobMetadata } from './metadata.js';
-import { parseHostPort } from '../../util/host-port.js';
+import { parseHostPort } from '../util/host-port.js';
 
 export type BoxConfig = Pick<Config, 'incoming_box'>;
 

@@ -11,7 +11,7 @@ import { request as httpRequest, type ClientRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { BoxUserStore } from '../../src/incoming/users.js';
+import { BoxUserStore } from '../../src/box/users.js';
 import { databaseBackends, databaseEnv, withDatabase } from '../helpers/databases.js';
 import { LACRE_BIN } from '../helpers/lacre.js';
 import { sleep, tokenHeader, TRUSTED, trustedAuth } from './server-box.js';

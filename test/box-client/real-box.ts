@@ -1,5 +1,5 @@
 /**
- * The real Incoming Box (src/incoming/server) on a fresh test database and blob directory, for the consumer
+ * The real Incoming Box (src/box) on a fresh test database and blob directory, for the consumer
  * tests: users with tokens, and delivery as the Trusted Application over HTTP. Binds to 127.0.0.1 only.
  */
 import { randomUUID } from 'node:crypto';
@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log/logger.js';
-import { startIncomingBoxServer } from '../../src/incoming/server/index.js';
-import { BoxUserStore } from '../../src/incoming/users.js';
+import { startIncomingBoxServer } from '../../src/box/server.js';
+import { BoxUserStore } from '../../src/box/users.js';
 import { openTestDatabase, type TestBackend } from '../helpers/databases.js';
 
 const SERVICE = 'lacre-mx';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { describe, it } from 'node:test';
-import { createBoxUserDirectory } from '../../src/incoming/users.js';
+import { createBoxUserDirectory } from '../../src/box/users.js';
 import { databaseBackends } from '../helpers/databases.js';
 import { chunked, sleep, tokenHeader, trustedAuth, withBox, type TestBox } from './server-box.js';
 

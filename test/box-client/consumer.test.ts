@@ -4,10 +4,10 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { buffer } from 'node:stream/consumers';
-import { IncomingBoxClient, IncomingBoxUnreachableError } from '../../src/incoming/client.js';
-import { clientVersion, PermanentProcessingError, processIncoming, type BlobOutcome } from '../../src/incoming/consumer.js';
+import { IncomingBoxClient, IncomingBoxUnreachableError } from '../../src/box-client/client.js';
+import { clientVersion, PermanentProcessingError, processIncoming, type BlobOutcome } from '../../src/box-client/consumer.js';
 import { databaseBackends } from '../helpers/databases.js';
-import { startRealBox, type BoxUser, type RealBox } from './client-box.js';
+import { startRealBox, type BoxUser, type RealBox } from './real-box.js';
 
 for (const backend of await databaseBackends()) describe(`processIncoming against the real box (${backend.name})`, () => {
   let box: RealBox;

@@ -6,7 +6,7 @@
  * message (276 MB once armored) that was 28 % of Lacre's event loop, more than the encryption. The version
  * here skips, in one comparison, every byte that can need nothing (above '.', not after a CR), and does exactly
  * what the original does for the rest: ~580 vs ~280 MB/s on armored text (scratch loop, 27 MB, 64 KiB chunks);
- * test/smtp/dot-stuffing.test.ts compares the two on random input cut at random places. Armor Lacre made is
+ * test/delivery/dot-stuffing.test.ts compares the two on random input cut at random places. Armor Lacre made is
  * not examined at all: it is marked as needing nothing (src/mime/data-safe.ts) and passes as it is after a
  * line end. This body replaces the original only when the original is the code it was written against (by a
  * SHA-256 of its source): a nodemailer release that changes the escaping keeps its own.

@@ -8,9 +8,9 @@ import {
   IncomingBoxHttpError,
   IncomingBoxUnreachableError,
   ReservationLostError,
-} from '../../src/incoming/client.js';
+} from '../../src/box-client/client.js';
 import { databaseBackends } from '../helpers/databases.js';
-import { startRealBox, type BoxUser, type RealBox } from './client-box.js';
+import { startRealBox, type BoxUser, type RealBox } from './real-box.js';
 
 for (const backend of await databaseBackends()) {
   describe(`IncomingBoxClient against the real box (${backend.name})`, () => {

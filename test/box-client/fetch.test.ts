@@ -15,14 +15,14 @@ import * as openpgp from 'openpgp';
 import { armorMessage, encryptContent, newSessionKey, sessionKeyPackets } from '../../src/crypto/encrypt.js';
 import { contentEntityHead, inlineEnvelope, pgpMimeEnvelope } from '../../src/mime/assemble.js';
 import { splitMessage } from '../../src/mime/split.js';
-import { IncomingBoxClient } from '../../src/incoming/client.js';
-import { clientVersion } from '../../src/incoming/consumer.js';
+import { IncomingBoxClient } from '../../src/box-client/client.js';
+import { clientVersion } from '../../src/box-client/consumer.js';
 import { registerInboxFetchCommand, runInboxFetch, type InboxFetchOptions } from '../../src/cli/inbox-fetch.js';
 import type { CliContext } from '../../src/cli/context.js';
-import { loadDecryptionKeys, openBlob, UnknownSchemeError } from '../../src/incoming/decrypt.js';
+import { loadDecryptionKeys, openBlob, UnknownSchemeError } from '../../src/box-client/decrypt.js';
 import { createGpgHome, generateKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { databaseBackends } from '../helpers/databases.js';
-import { startRealBox, type BoxUser, type RealBox } from './client-box.js';
+import { startRealBox, type BoxUser, type RealBox } from './real-box.js';
 
 const WITH_MIME = Buffer.from(
   'Received: from mx.example.net by gw.example.org; Mon, 1 Jan 2024 00:00:00 +0000\r\n' +

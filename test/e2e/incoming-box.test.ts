@@ -10,7 +10,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IncomingBoxClient } from '../../src/incoming/client.js';
+import { IncomingBoxClient } from '../../src/box-client/client.js';
 import { createGpgHome, decrypt, generateKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { armoredBlock, contentEntity, corpus } from '../helpers/corpus.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';

@@ -1,6 +1,6 @@
 /** Blob metadata in lacre_blobs: the state machine, listings and the purge, each one SQL statement. */
-import type { Database } from '../../db/types.js';
-import type { BlobKey } from '../storage.js';
+import type { Database } from '../db/types.js';
+import type { BlobKey } from './storage.js';
 
 export const STATES = ['PENDING', 'PROCESSING', 'PROCESSED', 'FAILED'] as const;
 export type BlobState = (typeof STATES)[number];

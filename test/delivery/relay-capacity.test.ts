@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { Readable, Writable } from 'node:stream';
 import { createLogger } from '../../src/log/logger.js';
 import { RelayError } from '../../src/errors.js';
-import { Relay } from '../../src/smtp/reinject.js';
-import { RelayCapacity } from '../../src/smtp/relay-capacity.js';
+import { Relay } from '../../src/delivery/reinject.js';
+import { RelayCapacity } from '../../src/delivery/relay-capacity.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 import { MaxprocListener } from '../helpers/maxproc-listener.js';
 

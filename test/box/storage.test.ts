@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, before, describe, test } from 'node:test';
-import { FilesystemBlobStorage } from '../../src/incoming/storage.js';
+import { FilesystemBlobStorage } from '../../src/box/storage.js';
 
 describe('FilesystemBlobStorage', () => {
   let root: string;

@@ -1,7 +1,7 @@
 /** Reading requests and writing answers: query qualifiers, Range, small JSON bodies. No policy here. */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KNOWN_FLAGS, type BlobState, type ListQuery } from './metadata.js';
-import type { ByteRange } from '../storage.js';
+import type { ByteRange } from './storage.js';
 
 export const NAMESPACE = /^[A-Za-z0-9_-]{1,64}$/;
 /** Not starting with a dot: stored files are named after the id, and dot names are the storage's own (.tmp). */

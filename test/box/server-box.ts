@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
 import type { OpenedDatabase } from '../../src/db/open.js';
 import { createLogger } from '../../src/log/logger.js';
-import { startIncomingBoxServer, type IncomingBoxServer } from '../../src/incoming/server/index.js';
-import { BoxUserStore } from '../../src/incoming/users.js';
+import { startIncomingBoxServer, type IncomingBoxServer } from '../../src/box/server.js';
+import { BoxUserStore } from '../../src/box/users.js';
 import { withDatabase, type TestBackend } from '../helpers/databases.js';
 
 export const TRUSTED = 'lacre-mx:trusted-secret';

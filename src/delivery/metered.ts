@@ -1,6 +1,6 @@
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { BoxDownstream, BoxScheme, Downstream, OutboundEnvelope, RecipientRejections } from '../filter/ports.js';
-import type { DownstreamName, LacreMetrics } from './metrics.js';
+import type { DownstreamName, LacreMetrics } from '../metrics/metrics.js';
 
 /** Counts the bytes that pass, without holding any. */
 class ByteCounter extends Transform {

@@ -6,8 +6,8 @@ import { buffer } from 'node:stream/consumers';
 import type { Downstream } from '../../src/filter/ports.js';
 import { createLogger } from '../../src/log/logger.js';
 import { LacreMetrics } from '../../src/metrics/metrics.js';
-import { meteredRelay } from '../../src/metrics/downstream.js';
-import { Relay } from '../../src/smtp/reinject.js';
+import { meteredRelay } from '../../src/delivery/metered.js';
+import { Relay } from '../../src/delivery/reinject.js';
 
 describe('metered relay', () => {
   it('a copy that fails while it waits for a relay connection does not end the process', async () => {

@@ -11,7 +11,7 @@ import type { RoutedRecipient } from '../../src/filter/plan.js';
 import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { loadConfig } from '../../src/config/load.js';
 import { MessageFilter } from '../../src/filter/filter.js';
-import { createBoxUserDirectory, BoxUserStore } from '../../src/incoming/users.js';
+import { createBoxUserDirectory, BoxUserStore } from '../../src/box/users.js';
 import { createKeyDirectory } from '../../src/keys/directory.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { createLogger } from '../../src/log/logger.js';

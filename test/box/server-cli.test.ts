@@ -8,7 +8,7 @@ import { loadConfig, maskSecrets } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/log/logger.js';
 import { configSchema } from '../../src/config/schema.js';
-import { startIncomingBoxServer } from '../../src/incoming/server/index.js';
+import { startIncomingBoxServer } from '../../src/box/server.js';
 import { openDatabase } from '../../src/db/open.js';
 import { runLacre } from '../helpers/lacre.js';
 import { tokenHeader, trustedAuth, TRUSTED } from './server-box.js';
