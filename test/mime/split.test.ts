@@ -58,6 +58,7 @@ const EXAMPLES: Record<string, string> = {
   'header only, ending in a continuation': 'From: a@example.net\r\nSubject: hi\r\n there',
   'empty header block': '\r\nbody only\r\n',
   'no header at all': 'Hello, this is a body\r\nSubject: not a header here\r\n',
+  'opening with a folded line': ' folded\r\nSubject: hi\r\n\r\nbody\r\n',
   'header ended by a line that is no field': 'From: a@example.net\r\nthis is the body\r\n\r\nmore\r\n',
   'folded and repeated fields': 'Received: from a\r\n\tby b; date\r\nReceived: from c by d\r\nSubject: one\r\n two\r\n\r\nbody',
   'blank lines opening the body': 'Subject: hi\r\n\r\n\r\n\r\nbody\r\n',
@@ -133,6 +134,10 @@ describe('splitMessage', () => {
     assert.equal(none.separator.length, 0);
     assert.equal(latin1(none.body), EXAMPLES['no header at all']);
     assert.deepEqual(none.fields, [], 'a field-like line in the body is body');
+
+    const folded = await split(EXAMPLES['opening with a folded line']!);
+    assert.equal(folded.headerBlock.length, 0, 'a continuation line with no field before it is body');
+    assert.equal(latin1(folded.body), EXAMPLES['opening with a folded line']);
 
     const ended = await split(EXAMPLES['header ended by a line that is no field']!);
     assert.equal(latin1(ended.headerBlock), 'From: a@example.net\r\n');
