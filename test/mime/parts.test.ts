@@ -26,23 +26,16 @@ describe('multipartParts', () => {
     '',
   ];
 
-  it('splits at the delimiter lines, leaving out preamble and epilogue; the CRLF before a delimiter is the delimiter’s', () => {
-    const { parts, closed } = multipartParts(body.join('\r\n'), 'b');
-    assert.equal(closed, true);
-    assert.deepEqual(plain(parts), [
-      { header: 'Content-Type: text/plain', body: 'first', ended: true },
-      { header: 'Content-Type: application/octet-stream\r\nContent-Disposition: inline', body: 'second line 1\r\nsecond line 2\r\n', ended: true },
-    ]);
-  });
-
-  it('reads bare-LF bodies the same way', () => {
-    const { parts, closed } = multipartParts(body.join('\n'), 'b');
-    assert.equal(closed, true);
-    assert.deepEqual(plain(parts), [
-      { header: 'Content-Type: text/plain', body: 'first', ended: true },
-      { header: 'Content-Type: application/octet-stream\nContent-Disposition: inline', body: 'second line 1\nsecond line 2\n', ended: true },
-    ]);
-  });
+  for (const eol of ['\r\n', '\n']) {
+    it(`splits at the delimiter lines, leaving out preamble and epilogue; the ${JSON.stringify(eol)} before a delimiter is the delimiter’s`, () => {
+      const { parts, closed } = multipartParts(body.join(eol), 'b');
+      assert.equal(closed, true);
+      assert.deepEqual(plain(parts), [
+        { header: 'Content-Type: text/plain', body: 'first', ended: true },
+        { header: `Content-Type: application/octet-stream${eol}Content-Disposition: inline`, body: `second line 1${eol}second line 2${eol}`, ended: true },
+      ]);
+    });
+  }
 
   it('takes a delimiter line with transport padding (white space after it), and no other line', () => {
     const text = '--b \t\r\n\r\none\r\n--bx\r\n-- b\r\n --b\r\n--b--extra\r\n--b-- \r\n';

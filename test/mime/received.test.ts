@@ -3,17 +3,8 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { HeaderField } from '../../src/mime/header.js';
 import { postfixQueueIdOf } from '../../src/mime/received.js';
-import { splitMessage } from '../../src/mime/split.js';
-
-async function* once(raw: Buffer): AsyncGenerator<Buffer> {
-  yield raw;
-}
-
-async function fieldsOf(header: string): Promise<HeaderField[]> {
-  return (await splitMessage(once(Buffer.from(`${header}\r\n`, 'latin1')), 64 * 1024)).fields;
-}
+import { fieldsOf } from './read.js';
 
 const queueIdOf = async (header: string) => postfixQueueIdOf(await fieldsOf(header));
 
