@@ -2,6 +2,7 @@ import { MessageRejectedError } from '../errors.js';
 import { classifyLine, detectEol, fieldName, type HeaderField, type SplitMessage } from './header.js';
 
 const LF = 0x0a;
+const CR = 0x0d;
 
 /**
  * Reads chunks until the header block ends (a blank line, or the first line that cannot be a header field),
@@ -14,7 +15,7 @@ export async function splitMessage(chunks: AsyncIterator<Buffer>, maxHeaderSize:
     const result = scanner.scan();
     if (result && result.headerBlock.length > maxHeaderSize) throw tooLarge();
     if (result) return result;
-    if (scanner.size > maxHeaderSize) throw tooLarge();
+    if (scanner.headerBytes > maxHeaderSize) throw tooLarge();
     const next = await chunks.next();
     if (next.done) return scanner.finish();
     scanner.push(next.value);
@@ -27,8 +28,13 @@ class HeaderScanner {
   private fieldStart = -1;
   private readonly fields: HeaderField[] = [];
 
-  get size(): number {
-    return this.buffer.length;
+  /**
+   * Bytes read that are, or may yet turn out to be, the header block. A lone CR opening the last line is not:
+   * it starts the separator or a body line, so a header block at the limit is accepted however the input is cut.
+   */
+  get headerBytes(): number {
+    const loneCr = this.buffer.length === this.lineStart + 1 && this.buffer[this.lineStart] === CR;
+    return loneCr ? this.lineStart : this.buffer.length;
   }
 
   push(chunk: Buffer): void {

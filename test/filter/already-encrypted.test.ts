@@ -1,6 +1,7 @@
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import * as openpgp from 'openpgp';
 import { armorBuffer } from '../../src/crypto/armor.js';
 import { packetHeader } from '../../src/crypto/packets.js';
 import { alreadyEncryptedReason, ENCRYPTED_PEEK_BYTES, needsLongerLook } from '../../src/filter/already-encrypted.js';
@@ -116,8 +117,81 @@ describe('already encrypted: the structural check', () => {
   it('reads further only for what may be encrypted', () => {
     assert.equal(needsLongerLook(PGP_MIME, Buffer.alloc(0)), true);
     assert.equal(needsLongerLook({ mediaType: 'application/pkcs7-mime', params: {} }, Buffer.alloc(0)), true);
+    assert.equal(needsLongerLook({ mediaType: 'application/x-pkcs7-mime', params: {} }, Buffer.alloc(0)), true);
+    assert.equal(needsLongerLook({ mediaType: 'application/pgp-encrypted', params: {} }, Buffer.alloc(0)), true);
     assert.equal(needsLongerLook(TEXT, Buffer.from('\r\n -----BEGIN PGP MESSAGE-----\r\n')), true);
     assert.equal(needsLongerLook(TEXT, Buffer.from('Hello')), false);
+    assert.equal(needsLongerLook(TEXT, Buffer.from('Hello\r\n-----BEGIN PGP MESSAGE-----\r\n')), false, 'text before the armor');
+    assert.equal(needsLongerLook(TEXT, Buffer.alloc(0)), false);
     assert.equal(needsLongerLook({ mediaType: 'multipart/mixed', params: {} }, Buffer.from('-----BEGIN PGP MESSAGE-----')), false);
+  });
+
+  it('looks at no other media type, whatever its body holds', () => {
+    for (const mediaType of ['multipart/mixed', 'multipart/signed', 'text/html', 'application/octet-stream', 'message/rfc822']) {
+      assert.equal(reason({ mediaType, params: { protocol: 'application/pgp-encrypted', boundary: 'b' } }, encrypted()), undefined, mediaType);
+      assert.equal(reason({ mediaType, params: { protocol: 'application/pgp-encrypted', boundary: 'b' } }, pgpMimeBody(encrypted())), undefined, mediaType);
+    }
+  });
+
+  it('cuts a body given whole at the window itself, and then does not take it as whole', () => {
+    const hundred = Buffer.from(pgpMimeBody(encrypted(100, 400_000)), 'latin1');
+    assert.equal(alreadyEncryptedReason(PGP_MIME, '7bit', { bytes: hundred, complete: true }), 'PGP/MIME');
+    const inline = Buffer.from(encrypted(100, 400_000), 'latin1');
+    assert.equal(alreadyEncryptedReason(TEXT, '7bit', { bytes: inline, complete: true }), 'inline PGP');
+  });
+
+  describe('PGP/MIME seen through a window that ends early', () => {
+    const body = pgpMimeBody(encrypted());
+    const window = (end: number) => alreadyEncryptedReason(PGP_MIME, '7bit', { bytes: Buffer.from(body.slice(0, end), 'latin1'), complete: false });
+
+    it('encrypts when the window ends in the control part or before the armor opens', () => {
+      assert.equal(window(body.indexOf('Version: 1') + 4), undefined, 'inside the control part');
+      assert.equal(window(body.indexOf('--b\r\nContent-Type: application/octet-stream') + 10), undefined, 'in the second delimiter');
+      assert.equal(window(body.indexOf('-----BEGIN')), undefined, 'before the armor');
+    });
+
+    it('passes when the window ends inside the armor of the encrypted part', () => {
+      assert.equal(window(body.indexOf('-----END')), 'PGP/MIME');
+    });
+
+    it('encrypts a whole body whose armor is cut short', () => {
+      const armor = encrypted();
+      assert.equal(reason(PGP_MIME, pgpMimeBody(armor.slice(0, armor.indexOf('-----END')))), undefined);
+      assert.equal(reason(PGP_MIME, pgpMimeBody(armor.slice(0, 120))), undefined);
+    });
+  });
+
+  describe('real OpenPGP messages (openpgp.js)', () => {
+    let key: openpgp.PrivateKey;
+    let toKey: string;
+    let toPassword: string;
+    let signedOnly: string;
+    let literalOnly: string;
+    before(async () => {
+      key = (await openpgp.generateKey({ userIDs: [{ email: 'alice@example.test' }], format: 'object' })).privateKey;
+      const message = await openpgp.createMessage({ binary: Buffer.from('Secret meeting at noon.\r\n') });
+      toKey = await openpgp.encrypt({ message, encryptionKeys: key.toPublic(), format: 'armored' });
+      toPassword = await openpgp.encrypt({ message, passwords: ['secret'], format: 'armored' });
+      signedOnly = await openpgp.sign({ message, signingKeys: key, format: 'armored' });
+      literalOnly = message.armor();
+    });
+
+    it('passes a message encrypted to a key or to a password, inline, as application/pgp-encrypted and as PGP/MIME', () => {
+      for (const armored of [toKey, toPassword]) {
+        assert.match(armored, /^-----BEGIN PGP MESSAGE-----/);
+        assert.equal(reason(TEXT, armored), 'inline PGP');
+        assert.equal(reason({ mediaType: 'application/pgp-encrypted', params: {} }, armored), 'application/pgp-encrypted');
+        assert.equal(reason(PGP_MIME, pgpMimeBody(armored)), 'PGP/MIME');
+      }
+    });
+
+    it('encrypts a signed-only or literal-data-only message in the same PGP MESSAGE armor', () => {
+      for (const [name, armored] of [['signed only', signedOnly], ['literal data only', literalOnly]] as const) {
+        assert.match(armored, /^-----BEGIN PGP MESSAGE-----/, name);
+        assert.equal(reason(TEXT, armored), undefined, name);
+        assert.equal(reason({ mediaType: 'application/pgp-encrypted', params: {} }, armored), undefined, name);
+        assert.equal(reason(PGP_MIME, pgpMimeBody(armored)), undefined, name);
+      }
+    });
   });
 });
