@@ -73,12 +73,17 @@ export async function pendingMigrations(db: Database, options: MigrationOptions 
   return listMigrations(options.dir).filter((m) => !applied.has(m.version)).map((m) => m.name);
 }
 
-/** Throws unless every migration in the folder has been applied. */
+/** The database lacks migrations that only `lacre migrate` may apply (a PostgreSQL server: src/db/ready.ts). */
+export class DatabaseNotMigratedError extends LacreError {
+  constructor(readonly pending: readonly string[]) {
+    super(`database is not migrated: run \`lacre migrate\` (pending: ${pending.join(', ')})`);
+  }
+}
+
+/** Throws DatabaseNotMigratedError unless every migration in the folder has been applied. */
 export async function assertMigrated(db: Database, options: MigrationOptions = {}): Promise<void> {
   const pending = await pendingMigrations(db, options);
-  if (pending.length > 0) {
-    throw new LacreError(`database is not migrated: run \`lacre migrate\` (pending: ${pending.join(', ')})`);
-  }
+  if (pending.length > 0) throw new DatabaseNotMigratedError(pending);
 }
 
 function lockStatement(db: Database): string {
