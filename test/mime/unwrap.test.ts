@@ -12,23 +12,19 @@ import { contentEntityHead, inlineEnvelope, pgpMimeEnvelope } from '../../src/mi
 import { transferEncodingOf } from '../../src/mime/inspect.js';
 import { splitMessage } from '../../src/mime/split.js';
 import { MalformedWrappingError, restoreOriginal, unwrap, type WrappingStyle } from '../../src/mime/unwrap.js';
+import { contentEntity, corpus, nonContentHeaderLines } from '../helpers/corpus.js';
 
 const MAX_HEADER = 1024 * 1024;
 
-const MULTIPART = Buffer.from(
-  'Received: from mx.example.net by gw.example.org; Mon, 1 Jan 2024 00:00:00 +0000\r\n' +
-    'From: Bob <bob@example.net>\r\n' +
-    'To: alice@example.org\r\n' +
-    'Subject: =?UTF-8?Q?caf=C3=A9?=\r\n' +
-    'MIME-Version: 1.0\r\n' +
-    'Content-Type: multipart/mixed;\r\n boundary="b1"\r\n' +
-    '\r\n' +
-    '--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9 \x00 trailing  \r\n' +
-    '--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAwQF\r\n--b1--\r\n',
-  'latin1',
-);
-const NO_MIME_HEADERS = Buffer.from('From: bob@example.net\nTo: alice@example.org\nSubject: plain\n\nbare LF lines\nno final newline', 'latin1');
-const PLAIN_7BIT = Buffer.from('From: bob@example.net\r\nTo: alice@example.org\r\nSubject: inline\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nHello inline\r\n', 'latin1');
+/** A corpus message by name. */
+function sample(name: string): Buffer {
+  const found = corpus.find((message) => message.name === name);
+  assert.ok(found, name);
+  return found.raw;
+}
+
+const MULTIPART = sample('multipart with base64 attachment');
+const SIMPLE = sample('simple text');
 
 function chunked(bytes: Buffer, size: number): AsyncIterator<Buffer> {
   const pieces: Buffer[] = [];
@@ -79,49 +75,39 @@ describe('unwrap and restoreOriginal undo assemble.ts', () => {
     });
   }
 
-  test('PGP/MIME of a message without MIME headers: the MIME-Version line the envelope added is dropped again', async () => {
-    const { wrapped } = await wrapLikeTheFilter(NO_MIME_HEADERS, 'mime');
-    assert.match(wrapped.toString('latin1'), /^MIME-Version: 1\.0\n/m);
-    const result = await unwrapAndRestore(wrapped, 13);
-    assert.equal(result.style, 'pgp-mime');
-    assert.deepEqual(result.restored, NO_MIME_HEADERS);
-  });
-
-  test('PGP/MIME keeps an original MIME-Version when the entity has Content-* fields', async () => {
-    const message = Buffer.from('Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nbody\r\n', 'latin1');
-    const { wrapped } = await wrapLikeTheFilter(message, 'mime');
-    assert.deepEqual((await unwrapAndRestore(wrapped, 3)).restored, message);
-  });
-
-  test('PGP/MIME: Content-* fields that stood among the others come back at the end of the header block', async () => {
-    const message = Buffer.from('MIME-Version: 1.0\r\nFrom: a@example.org\r\nContent-Type: text/plain\r\nSubject: x\r\n\r\nbody\r\n', 'latin1');
-    const { wrapped } = await wrapLikeTheFilter(message, 'mime');
-    const expected = Buffer.from('MIME-Version: 1.0\r\nFrom: a@example.org\r\nSubject: x\r\nContent-Type: text/plain\r\n\r\nbody\r\n', 'latin1');
-    assert.deepEqual((await unwrapAndRestore(wrapped, 11)).restored, expected);
-  });
+  for (const { name, raw } of corpus) {
+    test(`PGP/MIME of "${name}": the header lines but Content-* as received, then the content entity`, async () => {
+      const { wrapped } = await wrapLikeTheFilter(raw, 'mime');
+      const entity = contentEntity(raw);
+      // The MIME-Version line the envelope adds to a message without one stays when the entity has Content-* fields.
+      const eol = raw.includes('\r\n') ? '\r\n' : '\n';
+      const addedMimeVersion = !/^mime-version:/im.test(raw.toString('latin1')) && /^content-/im.test(entity.toString('latin1'));
+      const expected = Buffer.concat([...nonContentHeaderLines(raw), Buffer.from(addedMimeVersion ? `MIME-Version: 1.0${eol}` : ''), entity]);
+      assert.deepEqual((await unwrapAndRestore(wrapped, 101)).restored, expected);
+    });
+  }
 
   for (const chunkSize of [1, 64 * 1024]) {
     test(`inline: the header block as received and the body come back (read in ${chunkSize}-byte chunks)`, async () => {
-      const { wrapped, payload } = await wrapLikeTheFilter(PLAIN_7BIT, 'inline');
+      const { wrapped, payload } = await wrapLikeTheFilter(SIMPLE, 'inline');
       const result = await unwrapAndRestore(wrapped, chunkSize);
       assert.equal(result.style, 'inline');
       assert.deepEqual(result.payload, payload);
-      assert.deepEqual(result.restored, PLAIN_7BIT);
+      assert.deepEqual(result.restored, SIMPLE);
     });
   }
 
   test('inline: a quoted-printable body comes back decoded, without the Content-Transfer-Encoding line', async () => {
-    const message = Buffer.from(
-      'Subject: qp\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\ncaf=C3=A9 and a soft=\n break\n',
+    const { wrapped } = await wrapLikeTheFilter(sample('quoted-printable text'), 'inline');
+    const expected = Buffer.from(
+      'From: sender@example.net\r\nTo: alice@example.test\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nGr\xfc\xdfe aus K\xf6ln, a long line that is soft broken.\r\n',
       'latin1',
     );
-    const { wrapped } = await wrapLikeTheFilter(message, 'inline');
-    const expected = Buffer.from('Subject: qp\nContent-Type: text/plain; charset=utf-8\n\ncaf\xc3\xa9 and a soft break\n', 'latin1');
     assert.deepEqual((await unwrapAndRestore(wrapped, 9)).restored, expected);
   });
 
   test('a PGP/MIME copy read as inline (the caller insists) keeps the outer header block and takes the entity as body', async () => {
-    const { wrapped, payload } = await wrapLikeTheFilter(PLAIN_7BIT, 'mime');
+    const { wrapped, payload } = await wrapLikeTheFilter(SIMPLE, 'mime');
     const result = await unwrapAndRestore(wrapped, 64 * 1024, 'inline');
     assert.equal(result.style, 'pgp-mime');
     const outerEnd = wrapped.indexOf('\r\n\r\n') + 4;
@@ -129,12 +115,12 @@ describe('unwrap and restoreOriginal undo assemble.ts', () => {
   });
 
   test('text around the armored block in an inline body is read and dropped', async () => {
-    const { wrapped, payload } = await wrapLikeTheFilter(PLAIN_7BIT, 'inline');
+    const { wrapped, payload } = await wrapLikeTheFilter(SIMPLE, 'inline');
     const headerEnd = wrapped.indexOf('\r\n\r\n') + 4;
     const padded = Buffer.concat([wrapped.subarray(0, headerEnd), Buffer.from('a note before\r\n'), wrapped.subarray(headerEnd), Buffer.from('and after\r\n')]);
     const result = await unwrapAndRestore(padded, 10);
     assert.deepEqual(result.payload, payload);
-    assert.deepEqual(result.restored, PLAIN_7BIT);
+    assert.deepEqual(result.restored, SIMPLE);
   });
 });
 
@@ -142,7 +128,7 @@ describe('unwrap refuses what it cannot undo, with MalformedWrappingError', () =
   const isMalformed = (pattern: RegExp) => (error: unknown) => error instanceof MalformedWrappingError && pattern.test(error.message);
 
   test('a body without an armored block', async () => {
-    const found = await unwrap(chunked(PLAIN_7BIT, 16));
+    const found = await unwrap(chunked(SIMPLE, 16));
     await assert.rejects(collect(found.armor), isMalformed(/^no armored OpenPGP message in the body$/));
   });
 
