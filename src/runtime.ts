@@ -1,8 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
 import type { Database } from './db/types.js';
-import { openDatabase } from './db/open.js';
-import { assertMigrated, migrate } from './db/migrate.js';
+import { openReadyDatabase } from './db/ready.js';
 import { createKeyDirectory, type CachedKeyDirectory } from './keys/directory.js';
 import { availableParallelism } from 'node:os';
 import { MessageFilter } from './filter/filter.js';
@@ -42,23 +41,9 @@ export interface RuntimeOptions {
   createDatabase?: boolean;
 }
 
-/**
- * Opens the database (migrating the embedded one by itself; a PostgreSQL server must have been migrated
- * with `lacre migrate`), the key directory and the relay pool.
- */
+/** Opens the database ready for use (src/db/ready.ts), the key directory and the relay pool. */
 export async function openRuntime(config: Config, logger: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
-  const db = await openDatabase(config.database, logger, { create: options.createDatabase ?? true });
-  try {
-    if (db.kind === 'embedded') {
-      const applied = await migrate(db);
-      if (applied.length > 0) logger.info({ applied }, 'embedded database migrated');
-    } else {
-      await assertMigrated(db);
-    }
-  } catch (error) {
-    await db.close();
-    throw error;
-  }
+  const db = await openReadyDatabase(config.database, logger, { create: options.createDatabase ?? true });
   const keys = await createKeyDirectory(db, config.keys, logger);
   const relay = new Relay(config.relay, config.smtp.hostname, logger);
   const box = config.incoming_box.url ? new HttpBoxDownstream(config.incoming_box) : undefined;

@@ -3,16 +3,9 @@
  *
  * - `openpgp`: the whole original message is one OpenPGP message (armored or binary); its plaintext IS the
  *   message, byte for byte.
- * - `openpgp-mime`: an RFC 3156 message. The armored block holds the original content entity (its Content-* lines,
- *   the blank line, the body). The message is RECONSTRUCTED as: the outer header lines except Content-* (the
- *   multipart/encrypted Content-Type) and except the `MIME-Version: 1.0` line Lacre adds when the original had
- *   none, then the decrypted entity. It is byte-identical to the original when the original's Content-* lines came
- *   last in its header block (the usual case); otherwise they move to the end of the header block. Lacre cannot
- *   tell an added `MIME-Version: 1.0` from an original one in the same place, so it drops that line only when the
- *   entity carries no Content-* field (a message without MIME headers rarely has MIME-Version).
- * - `openpgp-inline`: a message whose body is one armored block: its header block as received, then the decrypted
- *   body. Lacre encrypted the body decoded from its transfer encoding and dropped Content-Transfer-Encoding, so
- *   this too is a reconstruction, not the original bytes.
+ * - `openpgp-mime`: an RFC 3156 message (an inline one labelled so is read as inline);
+ * - `openpgp-inline`: a message whose body is one armored block.
+ *   For both, src/mime/unwrap.ts finds the armored block and rebuilds the message around its plaintext.
  * - `raw`: not encrypted by Lacre; the bytes as stored.
  *
  * Everything streams: only header blocks are held in memory.
@@ -22,13 +15,8 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import * as openpgp from 'openpgp';
 import type { PrivateKey } from 'openpgp';
 import { errorMessage, LacreError } from '../errors.js';
-import { findField, fieldValue, isContentField, type HeaderField, type SplitMessage } from '../mime/header.js';
-import { splitMessage } from '../mime/split.js';
-
-/** Header blocks above this size are refused (the same bound as smtp.max_header_size's default). */
-const MAX_HEADER_SIZE = 1024 * 1024;
-/** Longest line kept while looking for the armor; armor lines are at most 76 characters. */
-const MAX_LINE = 64 * 1024;
+import { MalformedWrappingError, restoreOriginal, unwrap, type WrappingStyle } from '../mime/unwrap.js';
+import { prepend } from '../util/chunks.js';
 
 /** The blob could not be turned into a message (temporary unless a subclass says otherwise). */
 export class BlobDecryptionError extends LacreError {
@@ -72,9 +60,9 @@ export async function openBlob(blob: Readable, scheme: string, keys: readonly Pr
     case 'openpgp':
       return decryptWhole(blob, keys);
     case 'openpgp-mime':
-      return decryptPgpMime(blob, keys);
+      return decryptWrapped(blob, keys);
     case 'openpgp-inline':
-      return decryptInline(blob, keys);
+      return decryptWrapped(blob, keys, 'inline');
     default:
       throw new UnknownSchemeError(`unknown scheme "${scheme}"`);
   }
@@ -90,52 +78,24 @@ async function decryptWhole(blob: Readable, keys: readonly PrivateKey[]): Promis
   return decrypt(await readMessage({ armoredMessage: webStream(asText(all)) }), keys);
 }
 
-async function decryptPgpMime(blob: Readable, keys: readonly PrivateKey[]): Promise<Readable> {
-  const chunks = blob[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const outer = await splitOrFail(chunks);
-  // An inline copy labelled openpgp-mime is still readable: its body is the armored block, not a multipart.
-  if (!isMultipartEncrypted(outer)) return decryptInlineBody(outer, chunks, keys);
-  const armor = armoredBlock(prepend([outer.bodyStart], chunks));
-  const plaintext = await decrypt(await readMessage({ armoredMessage: webStream(armor) }), keys);
-  const entityChunks = plaintext[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const entity = await splitOrFail(entityChunks);
-  const head = [...outerFieldsToKeep(outer, entity).map((field) => field.raw), entity.headerBlock, entity.separator, entity.bodyStart];
-  return Readable.from(prepend(head, entityChunks));
+/** A PGP/MIME or inline copy: its style as the message says, unless the scheme insists on one. */
+async function decryptWrapped(blob: Readable, keys: readonly PrivateKey[], style?: WrappingStyle): Promise<Readable> {
+  const wrapped = await unwrap(blob[Symbol.asyncIterator]() as AsyncIterator<Buffer>).catch(rethrowAsBlobError);
+  const plaintext = await decrypt(await readMessage({ armoredMessage: webStream(asBlobErrors(wrapped.armor)) }), keys);
+  const chunks = plaintext[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  return Readable.from(await restoreOriginal(wrapped.outer, style ?? wrapped.style, chunks).catch(rethrowAsBlobError));
 }
 
-async function decryptInline(blob: Readable, keys: readonly PrivateKey[]): Promise<Readable> {
-  const chunks = blob[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  return decryptInlineBody(await splitOrFail(chunks), chunks, keys);
+/** A wrapping that cannot be undone is a blob that cannot be decrypted (temporary). */
+function rethrowAsBlobError(error: unknown): never {
+  throw error instanceof MalformedWrappingError ? new BlobDecryptionError(error.message, { cause: error }) : error;
 }
 
-async function decryptInlineBody(outer: SplitMessage, chunks: AsyncIterator<Buffer>, keys: readonly PrivateKey[]): Promise<Readable> {
-  const armor = armoredBlock(prepend([outer.bodyStart], chunks));
-  const plaintext = await decrypt(await readMessage({ armoredMessage: webStream(armor) }), keys);
-  return Readable.from(prepend([outer.headerBlock, outer.separator], plaintext[Symbol.asyncIterator]() as AsyncIterator<Buffer>));
-}
-
-function isMultipartEncrypted(split: SplitMessage): boolean {
-  const contentType = findField(split.fields, 'content-type');
-  return contentType !== undefined && /^multipart\/encrypted\b/i.test(fieldValue(contentType));
-}
-
-/** Outer fields that belong to the original message: not Content-*, not the MIME-Version Lacre added. */
-function outerFieldsToKeep(outer: SplitMessage, entity: SplitMessage): HeaderField[] {
-  const kept = outer.fields.filter((field) => !isContentField(field));
-  const mimeVersion = findField(outer.fields, 'mime-version');
-  const addedByLacre =
-    mimeVersion !== undefined &&
-    fieldValue(mimeVersion) === '1.0' &&
-    outer.fields[outer.fields.indexOf(mimeVersion) + 1]?.lowerName === 'content-type' &&
-    !entity.fields.some(isContentField);
-  return addedByLacre ? kept.filter((field) => field !== mimeVersion) : kept;
-}
-
-async function splitOrFail(chunks: AsyncIterator<Buffer>): Promise<SplitMessage> {
+async function* asBlobErrors<T>(source: AsyncIterable<T>): AsyncGenerator<T> {
   try {
-    return await splitMessage(chunks, MAX_HEADER_SIZE);
+    yield* source;
   } catch (error) {
-    throw new BlobDecryptionError(`cannot read the header block: ${errorMessage(error)}`, { cause: error });
+    rethrowAsBlobError(error);
   }
 }
 
@@ -179,42 +139,8 @@ function assertAddressedToUs(message: openpgp.Message<ReadableStream<Uint8Array>
   }
 }
 
-/** The lines of the first armored PGP MESSAGE block, BEGIN and END lines included; the rest is read and dropped. */
-async function* armoredBlock(chunks: AsyncIterable<Buffer>): AsyncGenerator<string> {
-  let state: 'before' | 'inside' | 'after' = 'before';
-  for await (const line of lines(chunks)) {
-    if (state === 'before' && line.startsWith('-----BEGIN PGP MESSAGE-----')) state = 'inside';
-    if (state === 'inside') yield line;
-    if (state === 'inside' && line.startsWith('-----END PGP MESSAGE-----')) state = 'after';
-  }
-  if (state === 'before') throw new BlobDecryptionError('no armored OpenPGP message in the body');
-  if (state === 'inside') throw new BlobDecryptionError('the armored OpenPGP message is cut off');
-}
-
-/** Lines (with their endings) as latin1 text; over-long lines are cut, which only matters outside the armor. */
-async function* lines(chunks: AsyncIterable<Buffer>): AsyncGenerator<string> {
-  let carry = '';
-  for await (const chunk of chunks) {
-    const text = carry + chunk.toString('latin1');
-    const end = text.lastIndexOf('\n') + 1;
-    carry = text.slice(end);
-    if (carry.length > MAX_LINE) carry = carry.slice(0, MAX_LINE);
-    if (end > 0) yield* text.slice(0, end).split(/(?<=\n)/);
-  }
-  if (carry) yield carry;
-}
-
 async function* asText(chunks: AsyncIterable<Buffer>): AsyncGenerator<string> {
   for await (const chunk of chunks) yield chunk.toString('latin1');
-}
-
-async function* prepend(head: readonly Buffer[], rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
-  for (const buffer of head) if (buffer.length > 0) yield buffer;
-  for (;;) {
-    const next = await rest.next();
-    if (next.done) return;
-    yield next.value;
-  }
 }
 
 /** A pull-driven web stream over an async iterable (openpgp.js reads web streams). */

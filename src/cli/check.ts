@@ -5,6 +5,7 @@ import { sizeSettings, type Config } from '../config/schema.js';
 import { formatByteSize } from '../util/byte-size.js';
 import { openDatabase, type OpenedDatabase } from '../db/open.js';
 import { pendingMigrations } from '../db/migrate.js';
+import { migratesItself } from '../db/ready.js';
 import { HttpBoxDownstream } from '../delivery/incoming-box.js';
 import { Relay } from '../delivery/reinject.js';
 import type { Logger } from '../log/logger.js';
@@ -68,8 +69,7 @@ function migrationsCheck(db: OpenedDatabase): ReadinessCheck {
     name: 'migrations',
     run: async () => {
       const pending = await pendingMigrations(db);
-      // The embedded database migrates itself when lacre serve starts.
-      if (pending.length > 0 && db.kind === 'postgres') throw new Error(`pending: ${pending.join(', ')}; run lacre migrate`);
+      if (pending.length > 0 && !migratesItself(db)) throw new Error(`pending: ${pending.join(', ')}; run lacre migrate`);
     },
   };
 }

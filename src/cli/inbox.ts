@@ -1,20 +1,10 @@
 /** `lacre inbox serve|user|token|purge`: the Incoming Box server and its administration. */
 import type { Command } from 'commander';
-import type { Config } from '../config/schema.js';
-import { openDatabase, type OpenedDatabase } from '../db/open.js';
-import { assertMigrated, migrate } from '../db/migrate.js';
-import type { Logger } from '../log/logger.js';
 import { purgeIncomingBox, startIncomingBoxServer } from '../box/server.js';
 import { BoxUserStore } from '../box/users.js';
 import type { CliContext } from './context.js';
-import { announceDatabase, createFrom } from './database.js';
+import { openCommandDatabase as open } from './database.js';
 import { waitForSignal } from './signal.js';
-
-interface Opened {
-  config: Config;
-  db: OpenedDatabase;
-  logger: Logger;
-}
 
 /** Registers `inbox` and its subcommands; returns the `inbox` command so others (e.g. `inbox fetch`) can join it. */
 export function registerInboxCommands(program: Command, context: CliContext): Command {
@@ -101,25 +91,6 @@ export function registerInboxCommands(program: Command, context: CliContext): Co
     });
 
   return inbox;
-}
-
-/**
- * Names the database on stderr and opens it (creating an embedded one only when `create`, by default
- * --create, says so). The embedded database migrates itself; a PostgreSQL server must be migrated already.
- */
-async function open(context: CliContext, command: Command, logTo: 'stdout' | 'stderr', { create = createFrom(command) } = {}): Promise<Opened> {
-  const config = context.configFrom(command);
-  const logger = context.createConfiguredLogger(config.log, logTo);
-  announceDatabase(config.database);
-  const db = await openDatabase(config.database, logger, { create });
-  try {
-    if (db.kind === 'embedded') await migrate(db, { logger });
-    else await assertMigrated(db);
-  } catch (error) {
-    await db.close();
-    throw error;
-  }
-  return { config, db, logger };
 }
 
 async function withUsers(context: CliContext, command: Command, use: (users: BoxUserStore) => Promise<void>): Promise<void> {

@@ -1,25 +1,16 @@
 /** `lacre keys import|list|show|delete`: key administration from the command line. */
 import { createReadStream } from 'node:fs';
 import { Option, type Command } from 'commander';
-import type { Config } from '../config/schema.js';
-import type { Database } from '../db/types.js';
-import type { Logger } from '../log/logger.js';
 import { errorMessage, KeyRejectedError } from '../errors.js';
 import { readStoredKey } from '../crypto/keys.js';
 import { formatByteSize } from '../util/byte-size.js';
 import { InvalidAddressError } from '../keys/address.js';
 import { KeyStore, type ImportOutcome, type KeyRow } from '../keys/store.js';
 import type { EncryptionStyle, KeyStatus } from '../keys/types.js';
+import type { CommandDatabase } from './database.js';
 
-/** What a keys subcommand needs; the database is closed by the subcommand when it is done. */
-export interface CliContext {
-  config: Config;
-  db: Database;
-  logger: Logger;
-}
-
-/** Opens the context for the running subcommand (the command gives access to global options, e.g. --config). */
-export type OpenContext = (command: Command) => Promise<CliContext>;
+/** Opens the database for the running subcommand (the command gives access to global options, e.g. --config). */
+export type OpenContext = (command: Command) => Promise<CommandDatabase>;
 
 export interface CliIo {
   stdin: NodeJS.ReadableStream;

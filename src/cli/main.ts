@@ -4,15 +4,14 @@ import { DEFAULT_CONFIG_FILE, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { LacreError } from '../errors.js';
 import { createConfiguredLogger, createLogger } from '../log/logger.js';
-import { openDatabase } from '../db/open.js';
-import { assertMigrated, migrate } from '../db/migrate.js';
-import { registerKeysCommands, type OpenContext } from './keys.js';
+import { registerKeysCommands } from './keys.js';
 import { registerMessageCommands } from './message.js';
 import { registerServeCommands } from './serve.js';
 import { registerCheckCommand } from './check.js';
 import { registerInboxCommands } from './inbox.js';
 import { registerInboxFetchCommand } from './inbox-fetch.js';
-import { announceDatabase, createFrom } from './database.js';
+import { openCommandDatabase } from './database.js';
+import type { CliContext } from './context.js';
 import { packageVersion } from '../util/package-version.js';
 
 // Every file Lacre creates is for the service user alone: keys, blobs, spooled ciphertext, Maildirs, logs.
@@ -34,26 +33,11 @@ export function configFrom(command: Command): Config {
   return loadConfig({ file, env: process.env, defaultFile: DEFAULT_CONFIG_FILE });
 }
 
-const context = { configFrom, createLogger, createConfiguredLogger };
+const context: CliContext = { configFrom, createLogger, createConfiguredLogger };
 registerServeCommands(program, context);
 registerMessageCommands(program, context);
 registerCheckCommand(program, context);
-/** Key administration: the embedded database migrates itself; a PostgreSQL server must be migrated already. */
-const openKeysContext: OpenContext = async (command) => {
-  const config = configFrom(command);
-  const logger = createConfiguredLogger(config.log, 'stderr');
-  announceDatabase(config.database);
-  const db = await openDatabase(config.database, logger, { create: createFrom(command) });
-  try {
-    if (db.kind === 'embedded') await migrate(db);
-    else await assertMigrated(db);
-  } catch (error) {
-    await db.close();
-    throw error;
-  }
-  return { config, db, logger };
-};
-registerKeysCommands(program, openKeysContext);
+registerKeysCommands(program, (command) => openCommandDatabase(context, command, 'stderr'));
 registerInboxFetchCommand(registerInboxCommands(program, context), context);
 
 program.parseAsync(process.argv).catch((error: unknown) => {

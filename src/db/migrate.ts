@@ -1,8 +1,8 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { DatabaseUnavailableError, LacreError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
+import { findPackageRoot } from '../util/package-root.js';
 import type { Database } from './types.js';
 
 export interface MigrationOptions {
@@ -21,14 +21,6 @@ export interface Migration {
 /** Arbitrary constant ("lacr") shared by every Lacre process so that only one migrates at a time. */
 const MIGRATION_LOCK_KEY = 0x6c616372;
 const FILE_PATTERN = /^(\d+)_([A-Za-z0-9_]+)\.sql$/;
-
-/** The nearest directory at or above `start` holding package.json: the repo (or installed package) root. */
-export function findPackageRoot(start: string = dirname(fileURLToPath(import.meta.url))): string {
-  for (let dir = start; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    if (dirname(dir) === dir) throw new LacreError(`no package.json found above ${start}`);
-  }
-}
 
 export function defaultMigrationsDir(): string {
   return join(findPackageRoot(), 'migrations');
@@ -73,12 +65,17 @@ export async function pendingMigrations(db: Database, options: MigrationOptions 
   return listMigrations(options.dir).filter((m) => !applied.has(m.version)).map((m) => m.name);
 }
 
-/** Throws unless every migration in the folder has been applied. */
+/** The database lacks migrations that only `lacre migrate` may apply (a PostgreSQL server: src/db/ready.ts). */
+export class DatabaseNotMigratedError extends LacreError {
+  constructor(readonly pending: readonly string[]) {
+    super(`database is not migrated: run \`lacre migrate\` (pending: ${pending.join(', ')})`);
+  }
+}
+
+/** Throws DatabaseNotMigratedError unless every migration in the folder has been applied. */
 export async function assertMigrated(db: Database, options: MigrationOptions = {}): Promise<void> {
   const pending = await pendingMigrations(db, options);
-  if (pending.length > 0) {
-    throw new LacreError(`database is not migrated: run \`lacre migrate\` (pending: ${pending.join(', ')})`);
-  }
+  if (pending.length > 0) throw new DatabaseNotMigratedError(pending);
 }
 
 function lockStatement(db: Database): string {

@@ -44,17 +44,12 @@ const SELECT_ROWS = `
          k.expires_at, k.created_at, k.updated_at
     from lacre_keys k join lacre_identities i on i.email = k.email`;
 
-interface RawKeyRow {
-  id: string;
-  email: string;
-  style: EncryptionStyle;
-  fingerprint: string;
-  armored: string;
-  status: KeyStatus;
+/** A KeyRow as SELECT_ROWS returns it: the timestamps under their column names, not yet made Dates. */
+type RawKeyRow = Omit<KeyRow, 'expiresAt' | 'createdAt' | 'updatedAt'> & {
   expires_at: Date | string | null;
   created_at: Date | string;
   updated_at: Date | string;
-}
+};
 
 /** What the store needs of the keys section; max_key_bytes defaults to the schema's default. */
 export type KeyStoreConfig = Pick<KeysConfig, 'local_part_case_sensitive'> & Partial<Pick<KeysConfig, 'max_key_bytes'>>;

@@ -67,6 +67,9 @@ export interface KeyCounts {
   expired: number;
 }
 
+/** A gauge of scrapedGauges: its name, help, and how it reads its value from the source's snapshot. */
+type ScrapedGauge<T> = readonly [name: string, help: string, read: (snapshot: T) => number | undefined];
+
 /** Where scrape-time values come from; each is attached once the part it reads exists. */
 interface Sources {
   sessions?: () => number;
@@ -80,65 +83,31 @@ export class LacreMetrics implements FilterObserver {
   readonly registry = new Registry();
   private readonly sources: Sources = {};
 
-  private readonly messages = new Counter({
-    name: 'lacre_messages_total',
-    help: 'Messages processed (DATA), by the reply of the whole transaction: accepted (2xx), tempfailed (4xx), rejected (5xx)',
-    labelNames: ['outcome'],
-    registers: [this.registry],
-  });
-  private readonly recipients = new Counter({
-    name: 'lacre_recipients_total',
-    help: 'Recipients whose copy was accepted downstream, by what Lacre did for them',
-    labelNames: ['action'],
-    registers: [this.registry],
-  });
-  private readonly refused = new Counter({
-    name: 'lacre_recipients_refused_total',
-    help: 'Recipients refused at RCPT time (key store down, or key policy): tempfail (4xx) or reject (5xx)',
-    labelNames: ['reply'],
-    registers: [this.registry],
-  });
-  private readonly errors = new Counter({
-    name: 'lacre_errors_total',
-    help: 'Failures that made Lacre answer 4xx/5xx, by kind (relay, database, key, parse, box, other)',
-    labelNames: ['kind'],
-    registers: [this.registry],
-  });
-  private readonly bytesIn = new Counter({
-    name: 'lacre_received_bytes_total',
-    help: 'Message bytes received in DATA',
-    registers: [this.registry],
-  });
-  private readonly bytesOut = new Counter({
-    name: 'lacre_delivered_bytes_total',
-    help: 'Bytes of copies accepted downstream (relay: reinjection; box: Incoming Box)',
-    labelNames: ['downstream'],
-    registers: [this.registry],
-  });
-  private readonly sends = new Gauge({
-    name: 'lacre_downstream_sends_in_flight',
-    help: 'Copies being handed to a downstream now',
-    labelNames: ['downstream'],
-    registers: [this.registry],
-  });
-  private readonly duration = new Histogram({
-    name: 'lacre_message_duration_seconds',
-    help: 'Whole-message processing time, from the start of DATA to the reply (every outcome)',
-    buckets: DURATION_BUCKETS,
-    registers: [this.registry],
-  });
-  private readonly encryptedDuration = new Histogram({
-    name: 'lacre_encrypted_message_duration_seconds',
-    help: 'Processing time of accepted messages with at least one encrypted copy, by message size class (encryption and delivery together)',
-    labelNames: ['size_class'],
-    buckets: DURATION_BUCKETS,
-    registers: [this.registry],
-  });
-  private readonly inFlight = new Gauge({
-    name: 'lacre_messages_in_flight',
-    help: 'Messages between the start of DATA and their reply',
-    registers: [this.registry],
-  });
+  private readonly messages = this.counter(
+    'lacre_messages_total',
+    'Messages processed (DATA), by the reply of the whole transaction: accepted (2xx), tempfailed (4xx), rejected (5xx)',
+    ['outcome'],
+  );
+  private readonly recipients = this.counter('lacre_recipients_total', 'Recipients whose copy was accepted downstream, by what Lacre did for them', ['action']);
+  private readonly refused = this.counter(
+    'lacre_recipients_refused_total',
+    'Recipients refused at RCPT time (key store down, or key policy): tempfail (4xx) or reject (5xx)',
+    ['reply'],
+  );
+  private readonly errors = this.counter('lacre_errors_total', 'Failures that made Lacre answer 4xx/5xx, by kind (relay, database, key, parse, box, other)', ['kind']);
+  private readonly bytesIn = this.counter('lacre_received_bytes_total', 'Message bytes received in DATA');
+  private readonly bytesOut = this.counter('lacre_delivered_bytes_total', 'Bytes of copies accepted downstream (relay: reinjection; box: Incoming Box)', ['downstream']);
+  private readonly sends = this.gauge('lacre_downstream_sends_in_flight', 'Copies being handed to a downstream now', ['downstream']);
+  private readonly duration = this.durationHistogram(
+    'lacre_message_duration_seconds',
+    'Whole-message processing time, from the start of DATA to the reply (every outcome)',
+  );
+  private readonly encryptedDuration = this.durationHistogram(
+    'lacre_encrypted_message_duration_seconds',
+    'Processing time of accepted messages with at least one encrypted copy, by message size class (encryption and delivery together)',
+    ['size_class'],
+  );
+  private readonly inFlight = this.gauge('lacre_messages_in_flight', 'Messages between the start of DATA and their reply');
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
@@ -223,36 +192,61 @@ export class LacreMetrics implements FilterObserver {
     this.sources.keyCounts = read;
   }
 
+  private counter<L extends string = string>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
+    return new Counter({ name, help, labelNames, registers: [this.registry] });
+  }
+
+  private gauge<L extends string = string>(name: string, help: string, labelNames: readonly L[] = []): Gauge<L> {
+    return new Gauge({ name, help, labelNames, registers: [this.registry] });
+  }
+
+  private durationHistogram<L extends string = string>(name: string, help: string, labelNames: readonly L[] = []): Histogram<L> {
+    return new Histogram({ name, help, labelNames, buckets: DURATION_BUCKETS, registers: [this.registry] });
+  }
+
+  /**
+   * Gauges set when scraped, each from one snapshot that `source` gives (which may cache it); a gauge stays unset
+   * while there is no source or snapshot yet, or its `read` has no value.
+   */
+  private scrapedGauges<T>(source: () => T | undefined | Promise<T | undefined>, gauges: ReadonlyArray<ScrapedGauge<T>>): void {
+    for (const [name, help, read] of gauges) {
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        async collect() {
+          const snapshot = await source();
+          const value = snapshot === undefined ? undefined : read(snapshot);
+          if (value !== undefined) this.set(value);
+        },
+      });
+    }
+  }
+
   private registerScrapeTimeMetrics(): void {
     const sources = this.sources;
-    const registers = [this.registry];
-    new Gauge({
-      name: 'lacre_smtp_sessions',
-      help: 'Open inbound SMTP/LMTP connections (Postfix keeps some open between messages)',
-      registers,
-      collect() {
-        if (sources.sessions) this.set(sources.sessions());
-      },
-    });
+    this.scrapedGauges(() => sources.sessions?.(), [
+      ['lacre_smtp_sessions', 'Open inbound SMTP/LMTP connections (Postfix keeps some open between messages)', (sessions) => sessions],
+    ]);
     this.registerKeyCacheMetrics();
-    this.registerRelayPoolMetrics();
+    this.scrapedGauges(() => sources.relayPool?.(), [
+      ['lacre_relay_pool_idle', "1 when nodemailer's relay pool can take another message without queueing it (its isIdle())", (s) => (s.idle ? 1 : 0)],
+      ['lacre_relay_pool_pending_messages', "Messages nodemailer's relay pool has not finished: queued or being sent (its pendingCount())", (s) => s.pending],
+      ['lacre_relay_pool_max_connections', 'Connections the relay pool may open: relay.max_connections, or fewer while the relay was seen to serve fewer at once', (s) => s.maxConnections],
+    ]);
     this.registerReadinessMetrics();
-    this.registerKeyCountMetrics();
+    // The source caches: the store is read at most every few minutes (src/metrics/key-counts.ts).
+    this.scrapedGauges(() => sources.keyCounts?.(), [
+      ['lacre_keys_confirmed', 'Distinct confirmed keys in the key store', (counts) => counts.confirmed],
+      ['lacre_keys_expiring_soon', 'Distinct confirmed keys that expire within the next 7 days', (counts) => counts.expiringSoon],
+      ['lacre_keys_expired', 'Distinct confirmed keys already expired (their recipients get encryption.on_unusable_key)', (counts) => counts.expired],
+    ]);
   }
 
   private registerKeyCacheMetrics(): void {
     const sources = this.sources;
-    const registers = [this.registry];
-    const stat = (name: keyof KeyDirectoryStats) => sources.keyCache?.()[name];
-    new Gauge({
-      name: 'lacre_key_cache_entries',
-      help: 'Addresses in the key cache (found and not found alike)',
-      registers,
-      collect() {
-        const size = stat('size');
-        if (size !== undefined) this.set(size);
-      },
-    });
+    const stats = () => sources.keyCache?.();
+    this.scrapedGauges(stats, [['lacre_key_cache_entries', 'Addresses in the key cache (found and not found alike)', (s) => s.size]]);
     for (const [name, field, help] of [
       ['lacre_key_cache_hits_total', 'hits', 'Key lookups answered from the cache'],
       ['lacre_key_cache_misses_total', 'misses', 'Key lookups that read the key store'],
@@ -261,9 +255,9 @@ export class LacreMetrics implements FilterObserver {
       new Counter({
         name,
         help,
-        registers,
+        registers: [this.registry],
         collect() {
-          const value = stat(field);
+          const value = stats()?.[field];
           if (value === undefined) return;
           // The directory keeps the running total; a counter can only be set by reset + inc.
           this.reset();
@@ -271,81 +265,30 @@ export class LacreMetrics implements FilterObserver {
         },
       });
     }
-    new Gauge({
-      name: 'lacre_key_cache_hit_ratio',
-      help: 'Hits / (hits + misses) since start; for a recent ratio use rate() of the two counters',
-      registers,
-      collect() {
-        const stats = sources.keyCache?.();
-        if (stats && stats.hits + stats.misses > 0) this.set(stats.hits / (stats.hits + stats.misses));
-      },
-    });
-  }
-
-  private registerRelayPoolMetrics(): void {
-    const sources = this.sources;
-    const registers = [this.registry];
-    const gauges: ReadonlyArray<readonly [string, string, (state: RelayPoolState) => number]> = [
-      ['lacre_relay_pool_idle', "1 when nodemailer's relay pool can take another message without queueing it (its isIdle())", (s) => (s.idle ? 1 : 0)],
-      ['lacre_relay_pool_pending_messages', "Messages nodemailer's relay pool has not finished: queued or being sent (its pendingCount())", (s) => s.pending],
-      ['lacre_relay_pool_max_connections', 'Connections the relay pool may open: relay.max_connections, or fewer while the relay was seen to serve fewer at once', (s) => s.maxConnections],
-    ];
-    for (const [name, help, read] of gauges) {
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect() {
-          const state = sources.relayPool?.();
-          if (state) this.set(read(state));
-        },
-      });
-    }
+    this.scrapedGauges(stats, [
+      [
+        'lacre_key_cache_hit_ratio',
+        'Hits / (hits + misses) since start; for a recent ratio use rate() of the two counters',
+        (s) => (s.hits + s.misses > 0 ? s.hits / (s.hits + s.misses) : undefined),
+      ],
+    ]);
   }
 
   private registerReadinessMetrics(): void {
     const sources = this.sources;
-    const registers = [this.registry];
     // Both gauges read the same cached run: the monitor behind `readiness` caches and bounds it (src/http/health.ts).
-    new Gauge({
-      name: 'lacre_ready',
-      help: '1 when every readiness check passed (the same checks as GET /readyz, cached for a few seconds)',
-      registers,
-      async collect() {
-        if (sources.readiness) this.set((await sources.readiness()).ready ? 1 : 0);
-      },
-    });
+    this.scrapedGauges(() => sources.readiness?.(), [
+      ['lacre_ready', '1 when every readiness check passed (the same checks as GET /readyz, cached for a few seconds)', (readiness) => (readiness.ready ? 1 : 0)],
+    ]);
     new Gauge({
       name: 'lacre_ready_check_up',
       help: '1 when this readiness check passed: database (SELECT 1), relay (SMTP greeting), box (Incoming Box answers)',
       labelNames: ['check'],
-      registers,
+      registers: [this.registry],
       async collect() {
         if (!sources.readiness) return;
         for (const check of (await sources.readiness()).checks) this.set({ check: check.name }, check.ok ? 1 : 0);
       },
     });
-  }
-
-  private registerKeyCountMetrics(): void {
-    const sources = this.sources;
-    const registers = [this.registry];
-    const gauges: ReadonlyArray<readonly [string, string, keyof KeyCounts]> = [
-      ['lacre_keys_confirmed', 'Distinct confirmed keys in the key store', 'confirmed'],
-      ['lacre_keys_expiring_soon', 'Distinct confirmed keys that expire within the next 7 days', 'expiringSoon'],
-      ['lacre_keys_expired', 'Distinct confirmed keys already expired (their recipients get encryption.on_unusable_key)', 'expired'],
-    ];
-    for (const [name, help, field] of gauges) {
-      new Gauge({
-        name,
-        help,
-        registers,
-        async collect() {
-          // The source caches: the store is read at most every few minutes (src/metrics/key-counts.ts).
-          const value = (await sources.keyCounts?.())?.[field];
-          if (value !== undefined) this.set(value);
-        },
-      });
-    }
   }
 }

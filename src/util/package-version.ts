@@ -1,12 +1,11 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { findPackageRoot } from './package-root.js';
 
 let cached: string | undefined;
 
-/** The version in Lacre's own package.json, read once (from dist/src/util/, three levels below the package root). */
+/** The version in Lacre's own package.json, read once. */
 export function packageVersion(): string {
-  if (cached === undefined) {
-    const manifest = new URL('../../../package.json', import.meta.url);
-    cached = (JSON.parse(readFileSync(manifest, 'utf8')) as { version: string }).version;
-  }
+  cached ??= (JSON.parse(readFileSync(join(findPackageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
   return cached;
 }

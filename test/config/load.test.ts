@@ -7,7 +7,7 @@ import { after, describe, test } from 'node:test';
 import { z } from 'zod';
 import { DEFAULT_CONFIG_FILE, loadConfig, loadConfigWith, maskSecrets, maskUrlPassword } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
-import { findPackageRoot } from '../../src/db/migrate.js';
+import { findPackageRoot } from '../../src/util/package-root.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/log/logger.js';
 

@@ -19,7 +19,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { EmbeddedDatabase } from '../../src/db/embedded.js';
-import { findPackageRoot, migrate } from '../../src/db/migrate.js';
+import { migrate } from '../../src/db/migrate.js';
+import { findPackageRoot } from '../../src/util/package-root.js';
 import { openDatabase, type DatabaseConfig, type OpenedDatabase } from '../../src/db/open.js';
 
 export interface TestBackend {

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { findPackageRoot } from '../../src/db/migrate.js';
+import { findPackageRoot } from '../../src/util/package-root.js';
 import { LacreMetrics } from '../../src/metrics/metrics.js';
 
 const root = findPackageRoot();
