@@ -2,7 +2,7 @@ import { finished, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BufferedEncryptor } from '../crypto/pool.js';
 import type { Config } from '../config/schema.js';
-import { RecipientPolicyError } from '../errors.js';
+import { NoBoxError, RecipientPolicyError, StreamedCopyError } from '../errors.js';
 import type { KeyDirectory } from '../keys/types.js';
 import { canonicalDomain, parseAddress, withoutExtension } from '../keys/address.js';
 import { processMessage, type FilterOptions, type MessageInput, type MessageResult } from './pipeline.js';
@@ -98,9 +98,9 @@ export class MessageFilter {
   }
 
   /**
-   * Looks a recipient up, routes it (relay or Incoming Box) and applies the policies. Throws
-   * RecipientPolicyError (refuse this recipient) or DatabaseUnavailableError (try again later): never "no key"
-   * because the store could not be read.
+   * Looks a recipient up, routes it (relay or Incoming Box) and applies the policies. Throws RecipientPolicyError
+   * or NoBoxError (refuse this recipient) or DatabaseUnavailableError (try again later): never "no key" because
+   * the store could not be read.
    */
   async lookupRecipient(address: string): Promise<RoutedRecipient> {
     try {
@@ -137,7 +137,7 @@ export class MessageFilter {
     if (user !== undefined) return user;
     const domain = domainOrUndefined(address);
     if (domain !== undefined && box.domains.some((d) => canonicalDomain(d) === domain)) {
-      throw new RecipientPolicyError('no Incoming Box for this recipient', true, address, '5.1.1');
+      throw new NoBoxError(address);
     }
     return undefined;
   }
@@ -216,7 +216,7 @@ export class MessageFilter {
       durationMs: roundMs(performance.now() - started),
       outcome: outcome.reply.code,
       reply: `${outcome.reply.code} ${outcome.reply.enhanced} ${outcome.reply.text}`,
-      error: error instanceof Error ? { type: error.name, message: error.message } : undefined,
+      error: describeError(error),
     };
     if (outcome.reply.code >= 400) request.log.warn(fields, 'message not accepted');
     else request.log.info(fields, 'message accepted');
@@ -260,4 +260,10 @@ function domainOrUndefined(address: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The error of the log line: a failed streamed copy's own, as the copy reported it. */
+function describeError(error: unknown): { type: string; message: string } | undefined {
+  const failure = error instanceof StreamedCopyError ? error.cause : error;
+  return failure instanceof Error ? { type: failure.name, message: failure.message } : undefined;
 }
