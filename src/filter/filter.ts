@@ -12,6 +12,11 @@ import { abortedRecipientReplies, errorReply, messageReply, recipientReplies, ty
 
 /** A message for the pipeline, plus what the log line and the metrics need. */
 export interface FilterRequest extends MessageInput {
+  /**
+   * The front end answers each recipient on its own (LMTP) rather than the transaction once (SMTP, pipe): then a
+   * recipient counts as delivered by its own reply.
+   */
+  readonly perRecipientReplies: boolean;
   /** Bytes read so far, for the log line. */
   readonly bytesRead?: () => number;
   /** Time spent looking the recipients up at RCPT, for the log line. */
@@ -32,7 +37,7 @@ export interface FilterObserver {
 export interface MessageReport {
   /** The whole transaction's reply. */
   readonly reply: SmtpReply;
-  /** One entry per recipient whose copy was accepted (SMTP: all of them, or none; LMTP: each on its own). */
+  /** One entry per recipient whose copy was accepted (one reply: all of them, or none; per recipient: each on its own). */
   readonly actions: readonly RecipientAction[];
   /** Every failure: the one that stopped the message, or each failed copy's and refused recipient's. */
   readonly errors: readonly unknown[];
@@ -45,7 +50,7 @@ export interface MessageReport {
 export interface FilterOutcome {
   /** The whole transaction's reply (SMTP mode, pipe). */
   readonly reply: SmtpReply;
-  /** One reply per recipient, in request order (LMTP mode). */
+  /** One reply per recipient, in request order (LMTP mode: `perRecipientReplies`). */
   readonly recipientReplies: SmtpReply[];
   readonly result?: MessageResult;
 }
@@ -165,7 +170,7 @@ export class MessageFilter {
 
   private report(request: FilterRequest, outcome: FilterOutcome, started: number, error: unknown): MessageReport {
     const result = outcome.result;
-    const accepted = (index: number) => (this.config.smtp.lmtp ? outcome.recipientReplies[index]! : outcome.reply).code < 400;
+    const accepted = (index: number) => (request.perRecipientReplies ? outcome.recipientReplies[index]! : outcome.reply).code < 400;
     const actions = request.recipients.flatMap(({ address }, index) => {
       const action = result?.plan.actions.get(address);
       return action !== undefined && accepted(index) ? [action] : [];
