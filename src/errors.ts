@@ -25,14 +25,32 @@ export class DataTimeoutError extends LacreError {}
 export class MessageTooLargeError extends LacreError {}
 /** Policy says a recipient must not get this message now (e.g. on_unusable_key = tempfail/reject). */
 export class RecipientPolicyError extends LacreError {
-  constructor(message: string, readonly permanent: boolean, readonly recipient: string, readonly enhancedCode?: string) {
+  constructor(message: string, readonly permanent: boolean, readonly recipient: string) {
     super(message);
+  }
+}
+/** The address is in a box domain (incoming_box.domains) but has no Incoming Box: refused for good. */
+export class NoBoxError extends LacreError {
+  constructor(readonly recipient: string) {
+    super('no Incoming Box for this recipient');
   }
 }
 /** An Incoming Box did not take a copy; `status` is its HTTP answer (undefined: unreachable or timed out). */
 export class BoxDeliveryError extends LacreError {
   constructor(message: string, readonly status?: number, options?: { cause?: unknown }) {
     super(message, options);
+  }
+}
+/**
+ * A copy streaming to the relay while the input was read failed (`cause`, the copy's own failure): that stops the
+ * whole message, and nothing is delivered. `recipients` are that copy's, which LMTP answers with its failure.
+ */
+export class StreamedCopyError extends LacreError {
+  constructor(
+    readonly recipients: readonly string[],
+    override readonly cause: unknown,
+  ) {
+    super(errorMessage(cause), { cause });
   }
 }
 /** A key was refused at import. */

@@ -23,8 +23,8 @@ export interface IncomingMeta {
 }
 
 /**
- * Consumes `stream` completely and resolves once the message is safely stored; throws to mark the blob FAILED,
- * or throws a DeferProcessingError to release it for a later run.
+ * Consumes `stream` completely and resolves once the message is safely stored; throws to mark the blob FAILED
+ * (for good with a PermanentProcessingError), or throws a DeferProcessingError to release it for a later run.
  */
 export type IncomingHandler = (id: string, stream: Readable, meta: IncomingMeta) => Promise<void>;
 
@@ -39,15 +39,6 @@ export class PermanentProcessingError extends LacreError {
  */
 export class DeferProcessingError extends LacreError {
   readonly defer = true;
-}
-
-function isDeferral(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && (error as { defer?: unknown }).defer === true;
-}
-
-/** Any error carrying `permanent: true` marks the blob permanently failed; everything else is temporary. */
-export function isPermanent(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && (error as { permanent?: unknown }).permanent === true;
 }
 
 export type BlobOutcome =
@@ -142,7 +133,7 @@ async function processOne(client: IncomingBoxClient, handler: IncomingHandler, i
     await handler(id, blob.stream, { id, size: blob.size, scheme: blob.scheme, reservation, expiresAt, signal: options.signal });
   } catch (error) {
     blob.stream.destroy();
-    if (downloadError !== undefined || options.signal?.aborted || isDeferral(error)) return release(client, id, reservation, downloadError ?? error);
+    if (downloadError !== undefined || options.signal?.aborted || error instanceof DeferProcessingError) return release(client, id, reservation, downloadError ?? error);
     return markFailed(client, id, reservation, error, options.clientVersion ?? clientVersion());
   }
 
@@ -163,7 +154,7 @@ async function release(client: IncomingBoxClient, id: string, reservation: strin
 }
 
 async function markFailed(client: IncomingBoxClient, id: string, reservation: string, error: unknown, version: string): Promise<BlobOutcome> {
-  const permanent = isPermanent(error);
+  const permanent = error instanceof PermanentProcessingError;
   try {
     await client.markFailed(id, reservation, { version, permanent });
   } catch (markError) {

@@ -3,8 +3,8 @@ import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { PrivateKey } from 'openpgp';
 import { IncomingBoxClient, IncomingBoxHttpError, IncomingBoxUnreachableError } from '../box-client/client.js';
-import { processIncoming, type BlobOutcome, type ProcessSummary } from '../box-client/consumer.js';
-import { loadDecryptionKeys, openBlob } from '../box-client/decrypt.js';
+import { PermanentProcessingError, processIncoming, type BlobOutcome, type ProcessSummary } from '../box-client/consumer.js';
+import { BlobDecryptionError, loadDecryptionKeys, openBlob } from '../box-client/decrypt.js';
 import { deliverToMaildir } from '../box-client/maildir.js';
 import type { CliContext } from './context.js';
 import { errorMessage } from '../errors.js';
@@ -84,7 +84,11 @@ export async function runInboxFetch(options: InboxFetchOptions, io: InboxFetchIo
     timeoutMs: (options.timeoutSeconds ?? 60) * 1000,
   });
   const deliver = async (_id: string, stream: Readable, meta: { scheme: string }) => {
-    await deliverToMaildir(options.maildir, await openBlob(stream, meta.scheme, keys));
+    try {
+      await deliverToMaildir(options.maildir, await openBlob(stream, meta.scheme, keys));
+    } catch (error) {
+      throw asProcessingOutcome(error);
+    }
   };
   let summary: ProcessSummary;
   try {
@@ -114,6 +118,11 @@ function reportOutcome(io: InboxFetchIo, outcome: BlobOutcome): void {
   } else if (outcome.outcome === 'deferred') {
     io.stderr.write(`lacre: blob ${outcome.id}: left for a later run: ${errorMessage(outcome.error)}\n`);
   }
+}
+
+/** A blob none of our keys can open, and no later version of this client could: failed for good. */
+function asProcessingOutcome(error: unknown): unknown {
+  return error instanceof BlobDecryptionError && error.permanent ? new PermanentProcessingError(error.message, { cause: error }) : error;
 }
 
 /** Unreachable, timeouts and 5xx are worth retrying; 4xx (bad credentials, bad request) need a person. */

@@ -85,7 +85,9 @@ async function runOne(
     }
     let bytes = 0;
     const body = process.stdin.pipe(new PassThrough()).on('data', (chunk: Buffer) => (bytes += chunk.length));
-    return await filter.process({ from, recipients, body, use8BitMime: true, bytesRead: () => bytes, log: logger.child({ mode: 'cli' }) });
+    const log = logger.child({ mode: 'cli' });
+    // One exit code (pipe) or one outcome (encrypt) for the whole message.
+    return await filter.process({ from, recipients, body, use8BitMime: true, bytesRead: () => bytes, log, perRecipientReplies: false });
   } finally {
     await runtime.close();
   }

@@ -2,7 +2,7 @@ import { finished, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BufferedEncryptor } from '../crypto/pool.js';
 import type { Config } from '../config/schema.js';
-import { RecipientPolicyError } from '../errors.js';
+import { NoBoxError, RecipientPolicyError, StreamedCopyError } from '../errors.js';
 import type { KeyDirectory } from '../keys/types.js';
 import { canonicalDomain, parseAddress, withoutExtension } from '../keys/address.js';
 import { processMessage, type FilterOptions, type MessageInput, type MessageResult } from './pipeline.js';
@@ -12,6 +12,11 @@ import { abortedRecipientReplies, errorReply, messageReply, recipientReplies, ty
 
 /** A message for the pipeline, plus what the log line and the metrics need. */
 export interface FilterRequest extends MessageInput {
+  /**
+   * The front end answers each recipient on its own (LMTP) rather than the transaction once (SMTP, pipe): then a
+   * recipient counts as delivered by its own reply.
+   */
+  readonly perRecipientReplies: boolean;
   /** Bytes read so far, for the log line. */
   readonly bytesRead?: () => number;
   /** Time spent looking the recipients up at RCPT, for the log line. */
@@ -32,7 +37,7 @@ export interface FilterObserver {
 export interface MessageReport {
   /** The whole transaction's reply. */
   readonly reply: SmtpReply;
-  /** One entry per recipient whose copy was accepted (SMTP: all of them, or none; LMTP: each on its own). */
+  /** One entry per recipient whose copy was accepted (one reply: all of them, or none; per recipient: each on its own). */
   readonly actions: readonly RecipientAction[];
   /** Every failure: the one that stopped the message, or each failed copy's and refused recipient's. */
   readonly errors: readonly unknown[];
@@ -45,7 +50,7 @@ export interface MessageReport {
 export interface FilterOutcome {
   /** The whole transaction's reply (SMTP mode, pipe). */
   readonly reply: SmtpReply;
-  /** One reply per recipient, in request order (LMTP mode). */
+  /** One reply per recipient, in request order (LMTP mode: `perRecipientReplies`). */
   readonly recipientReplies: SmtpReply[];
   readonly result?: MessageResult;
 }
@@ -98,9 +103,9 @@ export class MessageFilter {
   }
 
   /**
-   * Looks a recipient up, routes it (relay or Incoming Box) and applies the policies. Throws
-   * RecipientPolicyError (refuse this recipient) or DatabaseUnavailableError (try again later): never "no key"
-   * because the store could not be read.
+   * Looks a recipient up, routes it (relay or Incoming Box) and applies the policies. Throws RecipientPolicyError
+   * or NoBoxError (refuse this recipient) or DatabaseUnavailableError (try again later): never "no key" because
+   * the store could not be read.
    */
   async lookupRecipient(address: string): Promise<RoutedRecipient> {
     try {
@@ -137,7 +142,7 @@ export class MessageFilter {
     if (user !== undefined) return user;
     const domain = domainOrUndefined(address);
     if (domain !== undefined && box.domains.some((d) => canonicalDomain(d) === domain)) {
-      throw new RecipientPolicyError('no Incoming Box for this recipient', true, address, '5.1.1');
+      throw new NoBoxError(address);
     }
     return undefined;
   }
@@ -165,7 +170,7 @@ export class MessageFilter {
 
   private report(request: FilterRequest, outcome: FilterOutcome, started: number, error: unknown): MessageReport {
     const result = outcome.result;
-    const accepted = (index: number) => (this.config.smtp.lmtp ? outcome.recipientReplies[index]! : outcome.reply).code < 400;
+    const accepted = (index: number) => (request.perRecipientReplies ? outcome.recipientReplies[index]! : outcome.reply).code < 400;
     const actions = request.recipients.flatMap(({ address }, index) => {
       const action = result?.plan.actions.get(address);
       return action !== undefined && accepted(index) ? [action] : [];
@@ -216,7 +221,7 @@ export class MessageFilter {
       durationMs: roundMs(performance.now() - started),
       outcome: outcome.reply.code,
       reply: `${outcome.reply.code} ${outcome.reply.enhanced} ${outcome.reply.text}`,
-      error: error instanceof Error ? { type: error.name, message: error.message } : undefined,
+      error: describeError(error),
     };
     if (outcome.reply.code >= 400) request.log.warn(fields, 'message not accepted');
     else request.log.info(fields, 'message accepted');
@@ -260,4 +265,10 @@ function domainOrUndefined(address: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The error of the log line: a failed streamed copy's own, as the copy reported it. */
+function describeError(error: unknown): { type: string; message: string } | undefined {
+  const failure = error instanceof StreamedCopyError ? error.cause : error;
+  return failure instanceof Error ? { type: failure.name, message: failure.message } : undefined;
 }

@@ -3,7 +3,7 @@ import { finished, pipeline } from 'node:stream/promises';
 import { createHash, type Hash } from 'node:crypto';
 import libbase64 from 'libbase64';
 import libqp from 'libqp';
-import { MessageTooLargeError, LacreError } from '../errors.js';
+import { MessageTooLargeError, LacreError, StreamedCopyError } from '../errors.js';
 import { markArmor } from '../crypto/armor.js';
 import { joinedWhenSafe } from '../mime/data-safe.js';
 import { armorMessage, encryptContent, newSessionKey, sessionKeyPackets, type SessionKey } from '../crypto/encrypt.js';
@@ -175,21 +175,11 @@ export const BUFFERED_MESSAGE_LIMIT = 256 * 1024;
 /**
  * A copy streaming to the relay while the input is read (the plain copy, or a kind's only encrypted copy) stops
  * the whole message when it fails: the input cannot be read past a copy nobody consumes, and in SMTP mode the
- * answer is one anyway. The error it throws is remembered here with that copy's recipients, so that LMTP can
- * answer them with it and the others with a temporary failure instead of bouncing them too.
+ * answer is one anyway. Its failure carries that copy's recipients, so that LMTP can answer them with it and
+ * the others with a temporary failure instead of bouncing them too.
  */
-const streamedCopyFailures = new WeakMap<object, readonly string[]>();
-
-/** The recipients of the streamed copy whose failure `error` is; undefined when it was not such a failure. */
-export function recipientsOfFailedStreamedCopy(error: unknown): readonly string[] | undefined {
-  return typeof error === 'object' && error !== null ? streamedCopyFailures.get(error) : undefined;
-}
-
 function failedStreamedCopy(copy: Copy, fail: (error: unknown) => void): (error: unknown) => void {
-  return (error) => {
-    if (typeof error === 'object' && error !== null && !streamedCopyFailures.has(error)) streamedCopyFailures.set(error, copy.recipients);
-    fail(error);
-  };
+  return (error) => fail(new StreamedCopyError(copy.recipients, error));
 }
 
 async function produceAndDeliver(

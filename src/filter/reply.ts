@@ -5,12 +5,14 @@ import {
   LacreError,
   MessageRejectedError,
   MessageTooLargeError,
+  NoBoxError,
   RecipientPolicyError,
   RelayError,
+  StreamedCopyError,
 } from '../errors.js';
-import { recipientsOfFailedStreamedCopy, type MessageResult } from './pipeline.js';
+import type { MessageResult } from './pipeline.js';
 
-/** The one place where an outcome becomes an SMTP reply (and, for `lacre pipe`, an exit code). */
+/** The one place where an outcome becomes an SMTP reply (and, for `lacre pipe`, an exit code) and a metrics kind. */
 export interface SmtpReply {
   readonly code: number;
   readonly enhanced: string;
@@ -19,24 +21,49 @@ export interface SmtpReply {
 
 export const ACCEPTED: SmtpReply = { code: 250, enhanced: '2.0.0', text: 'message accepted' };
 
-export function errorReply(error: unknown): SmtpReply {
-  if (error instanceof DatabaseUnavailableError) return { code: 451, enhanced: '4.3.0', text: 'key store unavailable, try again later' };
+/**
+ * The error label of lacre_errors_total: relay (reinjection refused or unreachable), database (key store
+ * unreadable), key (a recipient refused because their keys are unusable, by encryption.on_unusable_key or
+ * incoming_box.no_key), parse (the message as received cannot be taken: header block or message too large),
+ * box (an Incoming Box did not take a copy, or a box domain has no box for the address), other (anything
+ * unexpected: a 451 4.3.0 and an error line).
+ */
+export const ERROR_KINDS = ['relay', 'database', 'key', 'parse', 'box', 'other'] as const;
+export type ErrorKind = (typeof ERROR_KINDS)[number];
+
+/** What a failure means: the SMTP reply it gets, and the kind it is counted under. */
+export interface FailureOutcome {
+  readonly reply: SmtpReply;
+  readonly kind: ErrorKind;
+}
+
+const UNEXPECTED: FailureOutcome = { reply: { code: 451, enhanced: '4.3.0', text: 'temporary failure processing the message, try again later' }, kind: 'other' };
+
+/** Decided by the class of the error (src/errors.ts); anything else is an unexpected, temporary failure. */
+export function failureOutcome(error: unknown): FailureOutcome {
+  // The copy's own failure answers for it (and abortedRecipientReplies for whom).
+  if (error instanceof StreamedCopyError) return failureOutcome(error.cause);
+  if (error instanceof DatabaseUnavailableError) return { reply: { code: 451, enhanced: '4.3.0', text: 'key store unavailable, try again later' }, kind: 'database' };
   // As Postfix's smtpd on its own deadline: 421 (the connection closes mid-DATA, no other reply can follow), 4.4.2.
-  if (error instanceof DataTimeoutError) return { code: 421, enhanced: '4.4.2', text: 'Error: timeout exceeded' };
-  if (error instanceof MessageTooLargeError) return { code: 552, enhanced: '5.3.4', text: 'message too large' };
-  if (error instanceof MessageRejectedError) return { code: 554, enhanced: error.enhancedCode, text: error.message };
+  if (error instanceof DataTimeoutError) return { reply: { code: 421, enhanced: '4.4.2', text: 'Error: timeout exceeded' }, kind: 'other' };
+  if (error instanceof MessageTooLargeError) return { reply: { code: 552, enhanced: '5.3.4', text: 'message too large' }, kind: 'parse' };
+  if (error instanceof MessageRejectedError) return { reply: { code: 554, enhanced: error.enhancedCode, text: error.message }, kind: 'parse' };
+  if (error instanceof NoBoxError) return { reply: { code: 550, enhanced: '5.1.1', text: error.message }, kind: 'box' };
   if (error instanceof RecipientPolicyError) {
-    return error.permanent
-      ? { code: 550, enhanced: error.enhancedCode ?? '5.7.1', text: error.message }
-      : { code: 450, enhanced: '4.7.1', text: error.message };
+    const reply = error.permanent ? { code: 550, enhanced: '5.7.1', text: error.message } : { code: 450, enhanced: '4.7.1', text: error.message };
+    return { reply, kind: 'key' };
   }
-  if (error instanceof BoxDeliveryError) return boxReply(error);
-  if (error instanceof RelayError) {
-    return error.permanent
-      ? { code: 554, enhanced: '5.3.0', text: `reinjection refused: ${oneLine(error.message)}` }
-      : { code: 451, enhanced: '4.4.1', text: `reinjection failed, try again later: ${oneLine(error.message)}` };
-  }
-  return { code: 451, enhanced: '4.3.0', text: 'temporary failure processing the message, try again later' };
+  if (error instanceof BoxDeliveryError) return { reply: boxReply(error), kind: 'box' };
+  if (error instanceof RelayError) return { reply: relayReply(error), kind: 'relay' };
+  return UNEXPECTED;
+}
+
+export function errorReply(error: unknown): SmtpReply {
+  return failureOutcome(error).reply;
+}
+
+export function errorKind(error: unknown): ErrorKind {
+  return failureOutcome(error).kind;
 }
 
 /**
@@ -71,9 +98,14 @@ const ANOTHER_COPY_FAILED: SmtpReply = { code: 451, enhanced: '4.3.0', text: 'an
  */
 export function abortedRecipientReplies(recipients: readonly string[], error: unknown): SmtpReply[] {
   const reply = errorReply(error);
-  const failed = recipientsOfFailedStreamedCopy(error);
-  if (!failed) return recipients.map(() => reply);
-  return recipients.map((rcpt) => (failed.includes(rcpt) ? reply : ANOTHER_COPY_FAILED));
+  if (!(error instanceof StreamedCopyError)) return recipients.map(() => reply);
+  return recipients.map((rcpt) => (error.recipients.includes(rcpt) ? reply : ANOTHER_COPY_FAILED));
+}
+
+function relayReply(error: RelayError): SmtpReply {
+  return error.permanent
+    ? { code: 554, enhanced: '5.3.0', text: `reinjection refused: ${oneLine(error.message)}` }
+    : { code: 451, enhanced: '4.4.1', text: `reinjection failed, try again later: ${oneLine(error.message)}` };
 }
 
 /** Incoming Box answers (docs/incoming-box.md); 409 never gets here: it is a success. */

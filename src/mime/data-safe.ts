@@ -1,22 +1,27 @@
 /**
  * Buffers made of whole lines, each ending in CRLF, none starting with '.', with no other CR or LF. After a line
  * end such a buffer goes into SMTP DATA as it is: no dot to stuff, no line end to mend. Armor with CRLF line
- * ends is made so; marking it lets the relay skip examining every byte (src/delivery/dot-stuffing.ts), which for a
- * big message cost as much as its encryption.
+ * ends is made so; the armorer marks it, and the mark lets the relay skip examining every byte
+ * (src/delivery/dot-stuffing.ts), which for a big message cost as much as its encryption.
+ *
+ * The mark is a property of the buffer itself, so it travels with the chunk through the streams between the
+ * armorer and the relay; a buffer made from a marked one (a slice, a concatenation) is not marked.
  */
-const dataSafe = new WeakSet<Uint8Array>();
+const DATA_SAFE: unique symbol = Symbol('lacre.dataSafe');
+
+export type DataSafe<T extends Uint8Array = Buffer> = T & { readonly [DATA_SAFE]: true };
 
 const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
 
-export function markDataSafe<T extends Uint8Array>(buffer: T): T {
-  dataSafe.add(buffer);
-  return buffer;
+export function markDataSafe<T extends Uint8Array>(buffer: T): DataSafe<T> {
+  // Not enumerable: the bytes are what a buffer is, to comparisons too.
+  return Object.defineProperty(buffer, DATA_SAFE, { value: true }) as DataSafe<T>;
 }
 
-export function isDataSafe(buffer: Uint8Array): boolean {
-  return dataSafe.has(buffer);
+export function isDataSafe<T extends Uint8Array>(buffer: T): buffer is DataSafe<T> {
+  return (buffer as { [DATA_SAFE]?: true })[DATA_SAFE] === true;
 }
 
 /** Whether `buffer` is made as a data-safe buffer must be, found by looking at every byte. */

@@ -169,7 +169,9 @@ async function handleData(
   filter: MessageFilter,
   logger: Logger,
 ): Promise<string | Array<string | Error>> {
+  const lmtp = isLmtp(session);
   const outcome = await filter.process({
+    perRecipientReplies: lmtp,
     from: transaction.from,
     recipients: transaction.recipients.map((recipient) => recipient.route),
     queueId: transaction.xforward.get('IDENT'),
@@ -182,7 +184,7 @@ async function handleData(
   });
   // A message over smtp.max_size gets Lacre's own 552 5.3.4 (MessageTooLargeError), per recipient in LMTP:
   // smtp-server's `rejectOversized` is left off.
-  if (isLmtp(session)) return outcome.recipientReplies.map((reply) => (reply.code < 400 ? replyText(reply) : toSmtpError(reply)));
+  if (lmtp) return outcome.recipientReplies.map((reply) => (reply.code < 400 ? replyText(reply) : toSmtpError(reply)));
   if (outcome.reply.code >= 400) throw toSmtpError(outcome.reply);
   return replyText(outcome.reply);
 }

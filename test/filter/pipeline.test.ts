@@ -7,10 +7,10 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import * as openpgp from 'openpgp';
-import { BUFFERED_MESSAGE_LIMIT, processMessage, recipientsOfFailedStreamedCopy, type MessageInput, type FilterOptions } from '../../src/filter/pipeline.js';
+import { BUFFERED_MESSAGE_LIMIT, processMessage, type MessageInput, type FilterOptions } from '../../src/filter/pipeline.js';
 import type { Downstream, OutboundEnvelope, RecipientRejections } from '../../src/filter/ports.js';
 import type { RecipientKeys } from '../../src/keys/types.js';
-import { RelayError } from '../../src/errors.js';
+import { RelayError, StreamedCopyError } from '../../src/errors.js';
 import { abortedRecipientReplies } from '../../src/filter/reply.js';
 import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { armoredBlock, contentEntity, corpus, inlinePgpMessage, nonContentHeaderLines, pgpMimeMessage, smimeMessage } from '../helpers/corpus.js';
@@ -46,6 +46,11 @@ class CollectingDownstream implements Downstream {
 const run = (input: MessageInput, relay: Downstream, opts: FilterOptions) => processMessage(input, { relay }, opts);
 
 const options = { maxHeaderSize: 64 * 1024, groupRecipients: false, spoolMemory: 1024 * 1024 };
+
+/** The message failed because a copy streaming to the relay did, with an error of this class. */
+function streamedCopyFailedWith(cause: new (...args: never[]) => Error): (error: unknown) => boolean {
+  return (error) => error instanceof StreamedCopyError && error.cause instanceof cause;
+}
 
 function chunked(raw: Buffer, size = 7): Readable {
   const parts: Buffer[] = [];
@@ -308,7 +313,7 @@ describe('pipeline', () => {
         failing,
         options,
       ),
-      RelayError,
+      streamedCopyFailedWith(RelayError),
     );
     assert.equal(downstream.received.length, 0, 'the spooled copy for Bob was not sent either');
   });
@@ -415,7 +420,7 @@ describe('pipeline', () => {
         downstream,
         options,
       ),
-      RelayError,
+      streamedCopyFailedWith(RelayError),
     );
     assert.equal(downstream.received.length, 0, 'nothing was delivered');
   });
@@ -437,8 +442,8 @@ describe('pipeline', () => {
       refusing,
       options,
     ).then(() => assert.fail('the message should have failed'), (error: unknown) => error);
-    assert.ok(failure instanceof RelayError);
-    assert.deepEqual(recipientsOfFailedStreamedCopy(failure), ['alice@example.test']);
+    assert.ok(streamedCopyFailedWith(RelayError)(failure));
+    assert.deepEqual((failure as StreamedCopyError).recipients, ['alice@example.test']);
     const [alice, bob] = abortedRecipientReplies(recipients, failure);
     assert.equal(alice!.code, 554, 'the refused copy keeps its permanent answer');
     assert.deepEqual([bob!.code, bob!.enhanced], [451, '4.3.0'], 'the other recipient is deferred, not bounced');
@@ -450,7 +455,8 @@ describe('pipeline', () => {
   it('a failing plain copy is remembered with its recipients too', async () => {
     const big = Buffer.concat([Buffer.from('From: s@example.net\r\n\r\n'), Buffer.alloc(BUFFERED_MESSAGE_LIMIT * 2, 'line\r\n')]);
     const failure = await run(streamedToCarolAndAlice(big), new FailingDownstream(), options).then(() => assert.fail('should fail'), (error: unknown) => error);
-    assert.deepEqual(recipientsOfFailedStreamedCopy(failure), ['carol@example.test']);
+    assert.ok(failure instanceof StreamedCopyError);
+    assert.deepEqual(failure.recipients, ['carol@example.test']);
   });
 
   for (const [path, bufferLimit] of [['in memory', undefined], ['streamed', -1]] as const) it(`${path}: an encryption failure delivers nothing, not even the plain copy`, async () => {

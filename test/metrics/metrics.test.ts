@@ -7,6 +7,7 @@ import {
   LacreError,
   MessageRejectedError,
   MessageTooLargeError,
+  NoBoxError,
   RecipientPolicyError,
   RelayError,
 } from '../../src/errors.js';
@@ -39,7 +40,7 @@ describe('error kinds', () => {
     assert.equal(errorKind(new MessageRejectedError('header too large', '5.3.4')), 'parse');
     assert.equal(errorKind(new MessageTooLargeError('too large')), 'parse');
     assert.equal(errorKind(new RecipientPolicyError('key not usable', false, 'a@example.test')), 'key');
-    assert.equal(errorKind(new RecipientPolicyError('no Incoming Box for this recipient', true, 'a@example.test', '5.1.1')), 'box');
+    assert.equal(errorKind(new NoBoxError('a@example.test')), 'box');
     assert.equal(errorKind(new LacreError('unexpected')), 'other');
     assert.equal(errorKind(new TypeError('bug')), 'other');
   });
