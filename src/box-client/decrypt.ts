@@ -18,15 +18,11 @@ import { errorMessage, LacreError } from '../errors.js';
 import { MalformedWrappingError, restoreOriginal, unwrap, type WrappingStyle } from '../mime/unwrap.js';
 import { prepend } from '../util/chunks.js';
 
-/** The blob could not be turned into a message (temporary unless a subclass says otherwise). */
-export class BlobDecryptionError extends LacreError {
-  readonly permanent: boolean = false;
-}
+/** The blob could not be turned into a message: temporary, except a NoMatchingKeyError. */
+export class BlobDecryptionError extends LacreError {}
 
 /** None of our keys is a recipient of the message: no later client version will decrypt it. */
-export class NoMatchingKeyError extends BlobDecryptionError {
-  override readonly permanent = true;
-}
+export class NoMatchingKeyError extends BlobDecryptionError {}
 
 /** A scheme this client does not know; a later version may. */
 export class UnknownSchemeError extends BlobDecryptionError {}

@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import type { PrivateKey } from 'openpgp';
 import { IncomingBoxClient, IncomingBoxHttpError, IncomingBoxUnreachableError } from '../box-client/client.js';
 import { PermanentProcessingError, processIncoming, type BlobOutcome, type ProcessSummary } from '../box-client/consumer.js';
-import { BlobDecryptionError, loadDecryptionKeys, openBlob } from '../box-client/decrypt.js';
+import { loadDecryptionKeys, NoMatchingKeyError, openBlob } from '../box-client/decrypt.js';
 import { deliverToMaildir } from '../box-client/maildir.js';
 import type { CliContext } from './context.js';
 import { errorMessage } from '../errors.js';
@@ -122,7 +122,7 @@ function reportOutcome(io: InboxFetchIo, outcome: BlobOutcome): void {
 
 /** A blob none of our keys can open, and no later version of this client could: failed for good. */
 function asProcessingOutcome(error: unknown): unknown {
-  return error instanceof BlobDecryptionError && error.permanent ? new PermanentProcessingError(error.message, { cause: error }) : error;
+  return error instanceof NoMatchingKeyError ? new PermanentProcessingError(error.message, { cause: error }) : error;
 }
 
 /** Unreachable, timeouts and 5xx are worth retrying; 4xx (bad credentials, bad request) need a person. */

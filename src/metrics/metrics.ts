@@ -8,7 +8,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { FilterObserver, MessageReport } from '../filter/filter.js';
 import type { RecipientAction } from '../filter/plan.js';
 import type { KeyDirectoryStats } from '../keys/directory.js';
-import { ERROR_KINDS, errorKind } from './error-kind.js';
+import { ERROR_KINDS, errorKind } from '../filter/reply.js';
 
 export const MESSAGE_OUTCOMES = ['accepted', 'tempfailed', 'rejected'] as const;
 export type MessageOutcome = (typeof MESSAGE_OUTCOMES)[number];

@@ -11,7 +11,7 @@ import {
   RecipientPolicyError,
   RelayError,
 } from '../../src/errors.js';
-import { errorKind } from '../../src/metrics/error-kind.js';
+import { errorKind } from '../../src/filter/reply.js';
 import { LacreMetrics, messageOutcome, sizeClass } from '../../src/metrics/metrics.js';
 import { meteredRelay } from '../../src/delivery/metered.js';
 import { Relay } from '../../src/delivery/reinject.js';
