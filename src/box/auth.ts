@@ -2,7 +2,7 @@
  * `Authorization: Token base64("name:secret")`, as Soledad reads it: decode, split at the first colon.
  * The Trusted Application's name is a service (incoming_box.trusted_tokens); a user's is their UUID.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hashToken, tokenMatches } from '../util/secret-token.js';
 
 export interface Credential {
   name: string;
@@ -19,23 +19,16 @@ export function parseAuthorization(header: string | undefined): Credential | und
   return { name: decoded.slice(0, colon), secret: decoded.slice(colon + 1) };
 }
 
-function sha256(text: string): Buffer {
-  return createHash('sha256').update(text, 'utf8').digest();
-}
-
 /** The configured "service:token" pairs, kept as hashes and compared in constant time. */
 export class TrustedTokens {
-  readonly #hashes: Buffer[];
+  readonly #hashes: string[];
 
   constructor(pairs: readonly string[]) {
-    this.#hashes = pairs.map(sha256);
+    this.#hashes = pairs.map(hashToken);
   }
 
   /** Compares against every configured pair, so the time taken says nothing about which one (if any) matched. */
   accepts(credential: Credential): boolean {
-    const candidate = sha256(`${credential.name}:${credential.secret}`);
-    let match = false;
-    for (const hash of this.#hashes) match = timingSafeEqual(hash, candidate) || match;
-    return match;
+    return tokenMatches(`${credential.name}:${credential.secret}`, this.#hashes);
   }
 }

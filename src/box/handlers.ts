@@ -1,11 +1,11 @@
 /** The box's endpoints (docs/incoming-box.md): routing, authentication, and each answer. */
-import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from '../log/logger.js';
 import { BlobTooLargeError, type BlobKey, type BlobStorage } from './storage.js';
 import { isUserId, type BoxUserStore } from './users.js';
 import { parseAuthorization, type TrustedTokens } from './auth.js';
+import { hashToken, issueToken } from '../util/secret-token.js';
 import { flagsOf, type BlobMetadata, type FlagChange } from './metadata.js';
 import {
   BLOB_ID, HttpError, SCHEMES, booleanParam, namespaceOf, parseListQuery, parseRange, readFlags, send, sendJson,
@@ -107,10 +107,6 @@ function blobKey(user: string, id: string, params: URLSearchParams): BlobKey {
   return { user, namespace: namespaceOf(params), id };
 }
 
-function sha256Hex(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
-}
-
 /** PUT /incoming/{user}/{id} (`checkUser`) and PUT /blobs/{user}/{id}: stream, then record, answering as Soledad. */
 async function receive(ctx: BoxContext, req: IncomingMessage, res: ServerResponse, key: BlobKey, expectsContinue: boolean, checkUser: boolean): Promise<void> {
   const scheme = headerValue(req, 'x-incoming-scheme') ?? 'raw';
@@ -208,11 +204,11 @@ async function onlyFlags(ctx: BoxContext, res: ServerResponse, key: BlobKey): Pr
 }
 
 async function reserve(ctx: BoxContext, res: ServerResponse, key: BlobKey): Promise<void> {
-  const reservation = randomBytes(32).toString('base64url');
-  const outcome = await ctx.metadata.reserve(key, sha256Hex(reservation));
+  const reservation = issueToken();
+  const outcome = await ctx.metadata.reserve(key, reservation.hash);
   if (outcome === 'absent') throw new HttpError(404);
   if (outcome === 'busy') throw new HttpError(409, 'Blob is not PENDING');
-  sendJson(res, { reservation, expires_at: outcome.expiresAt.toISOString() });
+  sendJson(res, { reservation: reservation.token, expires_at: outcome.expiresAt.toISOString() });
 }
 
 async function setFlags(ctx: BoxContext, req: IncomingMessage, res: ServerResponse, key: BlobKey, expectsContinue: boolean): Promise<void> {
@@ -221,7 +217,7 @@ async function setFlags(ctx: BoxContext, req: IncomingMessage, res: ServerRespon
   const flags = await readFlags(req);
   const change = flagChange(flags, headerValue(req, 'x-client-version'));
   const reservation = headerValue(req, 'x-reservation') ?? '';
-  const outcome = await ctx.metadata.change(key, sha256Hex(reservation), change);
+  const outcome = await ctx.metadata.change(key, hashToken(reservation), change);
   if (outcome === 'absent') throw new HttpError(404);
   if (outcome === 'stale') throw new HttpError(409, reservation ? 'reservation is not current' : 'X-Reservation is required');
   ctx.logger.info({ user: key.user, namespace: key.namespace, blob: key.id, flags }, 'blob flags changed');
