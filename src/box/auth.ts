@@ -1,13 +1,19 @@
 /**
  * `Authorization: Token base64("name:secret")`, as Soledad reads it: decode, split at the first colon.
  * The Trusted Application's name is a service (incoming_box.trusted_tokens); a user's is their UUID.
+ * Each area of the box checks its credential in an onRequest hook, before routing goes any further.
  */
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
+import { HttpError } from '../errors.js';
 import { hashToken, tokenMatches } from '../util/secret-token.js';
+import type { BoxUserStore } from './users.js';
 
 export interface Credential {
   name: string;
   secret: string;
 }
+
+const UNAUTHORIZED = new HttpError(401, '', { 'WWW-Authenticate': 'Token' });
 
 /** The credential in an Authorization header, or undefined when it is missing or malformed. */
 export function parseAuthorization(header: string | undefined): Credential | undefined {
@@ -31,4 +37,21 @@ export class TrustedTokens {
   accepts(credential: Credential): boolean {
     return tokenMatches(`${credential.name}:${credential.secret}`, this.#hashes);
   }
+}
+
+/** /incoming/…: only a Trusted Application's credential. */
+export function trustedOnly(trusted: TrustedTokens) {
+  return (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+    const credential = parseAuthorization(request.headers.authorization);
+    done(credential && trusted.accepts(credential) ? undefined : UNAUTHORIZED);
+  };
+}
+
+/** /blobs/{user}/…: only that user's own token; anything else is 401, whether or not the box exists. */
+export function ownerOnly(users: BoxUserStore) {
+  return async (request: FastifyRequest<{ Params: { user: string } }>): Promise<void> => {
+    const credential = parseAuthorization(request.headers.authorization);
+    const user = request.params.user;
+    if (!credential || credential.name !== user || !(await users.verifyToken(user, credential.secret))) throw UNAUTHORIZED;
+  };
 }
