@@ -57,6 +57,16 @@ export class StreamedCopyError extends LacreError {
 export class KeyRejectedError extends LacreError {}
 /** Configuration is invalid; message names the key. */
 export class ConfigError extends LacreError {}
+/** An HTTP listener refuses a request: the status, the short body the client reads, and headers such as Allow. */
+export class HttpError extends LacreError {
+  constructor(
+    readonly status: number,
+    readonly body = '',
+    readonly headers: Readonly<Record<string, string>> = {},
+  ) {
+    super(body === '' ? `HTTP ${status}` : `HTTP ${status}: ${body}`);
+  }
+}
 
 /** The message of an Error, or the value as text: for replies and log lines about anything thrown. */
 export function errorMessage(error: unknown): string {

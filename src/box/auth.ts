@@ -1,13 +1,19 @@
 /**
  * `Authorization: Token base64("name:secret")`, as Soledad reads it: decode, split at the first colon.
  * The Trusted Application's name is a service (incoming_box.trusted_tokens); a user's is their UUID.
+ * Each area of the box checks its credential in an onRequest hook, before routing goes any further.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
+import { HttpError } from '../errors.js';
+import { hashToken, tokenMatches } from '../util/secret-token.js';
+import type { BoxUserStore } from './users.js';
 
 export interface Credential {
   name: string;
   secret: string;
 }
+
+const UNAUTHORIZED = new HttpError(401, '', { 'WWW-Authenticate': 'Token' });
 
 /** The credential in an Authorization header, or undefined when it is missing or malformed. */
 export function parseAuthorization(header: string | undefined): Credential | undefined {
@@ -19,23 +25,33 @@ export function parseAuthorization(header: string | undefined): Credential | und
   return { name: decoded.slice(0, colon), secret: decoded.slice(colon + 1) };
 }
 
-function sha256(text: string): Buffer {
-  return createHash('sha256').update(text, 'utf8').digest();
-}
-
 /** The configured "service:token" pairs, kept as hashes and compared in constant time. */
 export class TrustedTokens {
-  readonly #hashes: Buffer[];
+  readonly #hashes: string[];
 
   constructor(pairs: readonly string[]) {
-    this.#hashes = pairs.map(sha256);
+    this.#hashes = pairs.map(hashToken);
   }
 
   /** Compares against every configured pair, so the time taken says nothing about which one (if any) matched. */
   accepts(credential: Credential): boolean {
-    const candidate = sha256(`${credential.name}:${credential.secret}`);
-    let match = false;
-    for (const hash of this.#hashes) match = timingSafeEqual(hash, candidate) || match;
-    return match;
+    return tokenMatches(`${credential.name}:${credential.secret}`, this.#hashes);
   }
+}
+
+/** /incoming/…: only a Trusted Application's credential. */
+export function trustedOnly(trusted: TrustedTokens) {
+  return (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+    const credential = parseAuthorization(request.headers.authorization);
+    done(credential && trusted.accepts(credential) ? undefined : UNAUTHORIZED);
+  };
+}
+
+/** /blobs/{user}/…: only that user's own token; anything else is 401, whether or not the box exists. */
+export function ownerOnly(users: BoxUserStore) {
+  return async (request: FastifyRequest<{ Params: { user: string } }>): Promise<void> => {
+    const credential = parseAuthorization(request.headers.authorization);
+    const user = request.params.user;
+    if (!credential || credential.name !== user || !(await users.verifyToken(user, credential.secret))) throw UNAUTHORIZED;
+  };
 }

@@ -1,14 +1,16 @@
-/** The box's endpoints (docs/incoming-box.md): routing, authentication, and each answer. */
-import { createHash, randomBytes } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { pipeline } from 'node:stream/promises';
+/** The box's endpoints (docs/incoming-box.md): each route, its credential check, and each answer. */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { HttpError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
+import { acceptJsonBodies, allowOnly, askForBody, type HttpApp } from '../http/stack.js';
+import { hashToken, issueToken } from '../util/secret-token.js';
 import { BlobTooLargeError, type BlobKey, type BlobStorage } from './storage.js';
 import { isUserId, type BoxUserStore } from './users.js';
-import { parseAuthorization, type TrustedTokens } from './auth.js';
-import { flagsOf, type BlobMetadata, type FlagChange } from './metadata.js';
+import { ownerOnly, trustedOnly, type TrustedTokens } from './auth.js';
+import { flagsOf, KNOWN_FLAGS, type BlobMetadata, type FlagChange } from './metadata.js';
 import {
-  BLOB_ID, HttpError, SCHEMES, booleanParam, namespaceOf, parseListQuery, parseRange, readFlags, send, sendJson,
+  blobSchema, fetchSchema, flagsSchema, isTrue, listQueryOf, listSchema, MAX_FLAGS_BYTES, parseRange, putSchema,
+  type BlobParams, type FetchQueryString, type ListQueryString, type NamespaceQuery,
 } from './requests.js';
 
 export interface BoxContext {
@@ -21,111 +23,74 @@ export interface BoxContext {
   logger: Logger;
 }
 
-const UNAUTHORIZED = new HttpError(401, '', { 'WWW-Authenticate': 'Token' });
-const MAX_VERSION_LENGTH = 128;
+type BlobRequest<Extra = object> = FastifyRequest<{ Params: BlobParams; Querystring: NamespaceQuery } & Extra>;
 
-/** Handles one request; `expectsContinue` when the client waits for "100 Continue" before sending a body. */
-export async function handleRequest(ctx: BoxContext, req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
-  try {
-    await route(ctx, req, res, expectsContinue);
-  } catch (error) {
-    if (error instanceof HttpError) {
-      if (!res.headersSent) send(res, error.status, error.body, error.headers);
-      return;
+const TEXT = 'text/plain; charset=utf-8';
+const BLOB = '/blobs/:user/:id';
+
+export function addBoxRoutes(app: HttpApp, ctx: BoxContext): void {
+  void app.register(async (incoming) => {
+    incoming.addHook('onRequest', trustedOnly(ctx.trusted));
+    incoming.put<{ Params: BlobParams; Querystring: NamespaceQuery }>(
+      '/incoming/:user/:id',
+      {
+        schema: putSchema,
+        // The shape of the user id is checked before the rest: a user that cannot exist is 404, like an unknown one.
+        preValidation: (request, _reply, done) => done(isUserId(request.params.user) ? undefined : new HttpError(404)),
+      },
+      (request, reply) => receive(ctx, request, reply, true),
+    );
+    allowOnly(incoming, '/incoming/:user/:id', ['PUT']);
+  });
+  void app.register(async (blobs) => {
+    blobs.addHook('onRequest', ownerOnly(ctx.users));
+    for (const url of ['/blobs/:user', '/blobs/:user/']) {
+      blobs.get<{ Params: { user: string }; Querystring: ListQueryString }>(url, { schema: listSchema }, (request, reply) => list(ctx, request, reply));
+      allowOnly(blobs, url, ['GET']);
     }
-    if (req.destroyed && !req.complete) {
-      ctx.logger.info({ method: req.method, path: pathOf(req), err: error }, 'request aborted by the client');
-    } else {
-      ctx.logger.error({ method: req.method, path: pathOf(req), err: error }, 'incoming box request failed');
-    }
-    if (!res.headersSent) send(res, 500, 'Internal Server Error');
-    else res.destroy();
-  }
+    blobs.get<{ Params: BlobParams; Querystring: FetchQueryString }>(BLOB, { schema: fetchSchema }, (request, reply) =>
+      isTrue(request.query.only_flags) ? onlyFlags(ctx, request, reply) : fetchBlob(ctx, request, reply),
+    );
+    blobs.put<{ Params: BlobParams; Querystring: NamespaceQuery }>(BLOB, { schema: putSchema }, (request, reply) => receive(ctx, request, reply, false));
+    blobs.delete<{ Params: BlobParams; Querystring: NamespaceQuery }>(BLOB, { schema: blobSchema }, (request, reply) => remove(ctx, request, reply));
+    void blobs.register(async (flags) => {
+      acceptJsonBodies(flags, MAX_FLAGS_BYTES, () => new HttpError(400, 'expected a JSON array of flags'));
+      flags.post<{ Params: BlobParams; Querystring: NamespaceQuery; Body: string[] }>(BLOB, { schema: flagsSchema }, (request, reply) => setFlags(ctx, request, reply));
+    });
+    allowOnly(blobs, BLOB, ['GET', 'POST', 'DELETE', 'PUT'], { schema: blobSchema });
+    blobs.post<{ Params: BlobParams; Querystring: NamespaceQuery }>(`${BLOB}/reserve`, { schema: blobSchema }, (request, reply) => reserve(ctx, request, reply));
+    allowOnly(blobs, `${BLOB}/reserve`, ['POST'], { schema: blobSchema });
+  });
 }
 
-function pathOf(req: IncomingMessage): string {
-  return (req.url ?? '/').replace(/\?.*$/, '');
+function blobKey(request: BlobRequest): BlobKey {
+  return { user: request.params.user, namespace: request.query.namespace, id: request.params.id };
 }
 
-async function route(ctx: BoxContext, req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://box');
-  const [area, user, id, action, ...rest] = url.pathname.split('/').slice(1).map(decodeSegment);
-  if (rest.length > 0 || user === undefined || user === '') throw new HttpError(404);
-  if (area === 'incoming' && id !== undefined && action === undefined) {
-    if (!ctx.trusted.accepts(parseAuthorization(req.headers.authorization) ?? { name: '', secret: '' })) throw UNAUTHORIZED;
-    allow(req, 'PUT');
-    if (!isUserId(user)) throw new HttpError(404);
-    return receive(ctx, req, res, blobKey(user, id, url.searchParams), expectsContinue, true);
-  }
-  if (area !== 'blobs') throw new HttpError(404);
-  await authenticateUser(ctx, req, user);
-  if ((id === undefined || id === '') && action === undefined) {
-    allow(req, 'GET');
-    return list(ctx, res, user, url.searchParams);
-  }
-  if (id === undefined || id === '') throw new HttpError(404);
-  const key = blobKey(user, id, url.searchParams);
-  if (action === 'reserve') {
-    allow(req, 'POST');
-    return reserve(ctx, res, key);
-  }
-  if (action !== undefined) throw new HttpError(404);
-  switch (allow(req, 'GET', 'POST', 'DELETE', 'PUT')) {
-    case 'GET':
-      return booleanParam(url.searchParams, 'only_flags') ? onlyFlags(ctx, res, key) : fetchBlob(ctx, req, res, key);
-    case 'POST':
-      return setFlags(ctx, req, res, key, expectsContinue);
-    case 'DELETE':
-      return remove(ctx, res, key);
-    default:
-      return receive(ctx, req, res, key, expectsContinue, false);
-  }
+function header(request: FastifyRequest, name: string): string | undefined {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value[0] : value;
 }
 
-function decodeSegment(segment: string): string {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    throw new HttpError(400, 'invalid path');
-  }
-}
-
-function allow(req: IncomingMessage, ...methods: string[]): string {
-  const method = req.method ?? '';
-  if (!methods.includes(method)) throw new HttpError(405, '', { Allow: methods.join(', ') });
-  return method;
-}
-
-/** Only the user's own token opens /blobs/{user}/…; anything else is 401, whether or not the box exists. */
-async function authenticateUser(ctx: BoxContext, req: IncomingMessage, user: string): Promise<void> {
-  const credential = parseAuthorization(req.headers.authorization);
-  if (!credential || credential.name !== user || !(await ctx.users.verifyToken(user, credential.secret))) throw UNAUTHORIZED;
-}
-
-function blobKey(user: string, id: string, params: URLSearchParams): BlobKey {
-  if (!BLOB_ID.test(id)) throw new HttpError(400, 'invalid blob id');
-  return { user, namespace: namespaceOf(params), id };
-}
-
-function sha256Hex(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
+function sendEmpty(reply: FastifyReply): FastifyReply {
+  return reply.type(TEXT).send('');
 }
 
 /** PUT /incoming/{user}/{id} (`checkUser`) and PUT /blobs/{user}/{id}: stream, then record, answering as Soledad. */
-async function receive(ctx: BoxContext, req: IncomingMessage, res: ServerResponse, key: BlobKey, expectsContinue: boolean, checkUser: boolean): Promise<void> {
-  const scheme = headerValue(req, 'x-incoming-scheme') ?? 'raw';
-  if (!SCHEMES.has(scheme)) throw new HttpError(400, `invalid X-Incoming-Scheme: ${scheme}`);
+async function receive(ctx: BoxContext, request: BlobRequest, reply: FastifyReply, checkUser: boolean): Promise<FastifyReply> {
+  const key = blobKey(request);
+  const scheme = header(request, 'x-incoming-scheme') ?? 'raw';
   const started = Date.now();
   const before = await ctx.metadata.precheck(key);
   if (checkUser && !before.known) throw new HttpError(404);
   if (before.exists) throw new HttpError(409, 'Blob already exists');
-  const declared = Number(req.headers['content-length'] ?? NaN);
+  const declared = Number(request.headers['content-length'] ?? NaN);
   const limit = ctx.quotaLimit;
   if (limit > 0 && Number.isFinite(declared) && before.usedBytes + declared > limit) throw new HttpError(507, 'Quota Exceeded!');
-  if (expectsContinue) res.writeContinue();
+  askForBody(request, reply);
   let object;
   try {
-    object = await ctx.storage.write(key, req, limit > 0 ? { maxBytes: Math.max(0, limit - before.usedBytes) } : {});
+    object = await ctx.storage.write(key, request.raw, limit > 0 ? { maxBytes: Math.max(0, limit - before.usedBytes) } : {});
   } catch (error) {
     if (error instanceof BlobTooLargeError) throw new HttpError(507, 'Quota Exceeded!');
     throw error;
@@ -142,25 +107,19 @@ async function receive(ctx: BoxContext, req: IncomingMessage, res: ServerRespons
   ctx.logger.info({ user: key.user, namespace: key.namespace, blob: key.id, size: object.size, status, ms: Date.now() - started }, 'blob received');
   if (outcome === 'exists') throw new HttpError(409, 'Blob already exists');
   if (outcome === 'quota') throw new HttpError(507, 'Quota Exceeded!');
-  send(res, 200);
+  return sendEmpty(reply);
 }
 
-function headerValue(req: IncomingMessage, name: string): string | undefined {
-  const value = req.headers[name];
-  return Array.isArray(value) ? value[0] : value;
-}
-
-async function list(ctx: BoxContext, res: ServerResponse, user: string, params: URLSearchParams): Promise<void> {
-  const namespace = namespaceOf(params);
-  const query = parseListQuery(params);
-  const onlyCount = booleanParam(params, 'only_count');
-  const details = booleanParam(params, 'details');
+async function list(ctx: BoxContext, request: FastifyRequest<{ Params: { user: string }; Querystring: ListQueryString }>, reply: FastifyReply): Promise<FastifyReply> {
+  const { user } = request.params;
+  const { namespace } = request.query;
+  const query = listQueryOf(request.query);
   await ctx.metadata.expireReservations(user, namespace);
-  if (onlyCount) return sendJson(res, { count: await ctx.metadata.count(user, namespace, query) });
+  if (isTrue(request.query.only_count)) return reply.send({ count: await ctx.metadata.count(user, namespace, query) });
+  const details = isTrue(request.query.details);
   const blobs = await ctx.metadata.list(user, namespace, query, details);
-  if (!details) return sendJson(res, blobs.map((blob) => blob.id));
-  sendJson(
-    res,
+  if (!details) return reply.send(blobs.map((blob) => blob.id));
+  return reply.send(
     blobs.map((blob) => ({
       id: blob.id,
       size: blob.size,
@@ -172,67 +131,59 @@ async function list(ctx: BoxContext, res: ServerResponse, user: string, params: 
   );
 }
 
-async function fetchBlob(ctx: BoxContext, req: IncomingMessage, res: ServerResponse, key: BlobKey): Promise<void> {
+async function fetchBlob(ctx: BoxContext, request: BlobRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const key = blobKey(request);
   const row = await ctx.metadata.get(key);
   if (!row) throw new HttpError(404);
-  const range = parseRange(headerValue(req, 'range'), row.size);
+  const range = parseRange(header(request, 'range'), row.size);
   if (range.kind === 'unsatisfiable') throw new HttpError(416, '', { 'Content-Range': `bytes */${row.size}` });
   const stream = await ctx.storage.read(key, row.fileName, range.kind === 'range' ? range.range : undefined).catch((error: unknown) => {
     // Deleted or purged between the metadata read and the open.
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new HttpError(404);
     throw error;
   });
-  const headers: Record<string, string> = {
-    'Content-Type': 'application/octet-stream',
-    'Accept-Ranges': 'bytes',
-    'X-Incoming-Scheme': row.scheme,
-  };
+  // The client went away mid-download: nothing to answer (fastify closes the file).
+  stream.once('error', (error) => ctx.logger.debug({ err: error, user: key.user, blob: key.id }, 'download ended early'));
+  reply.headers({ 'Content-Type': 'application/octet-stream', 'Accept-Ranges': 'bytes', 'X-Incoming-Scheme': row.scheme });
   if (range.kind === 'range') {
     const { start, end } = range.range;
-    res.writeHead(206, { ...headers, 'Content-Length': String(end - start + 1), 'Content-Range': `bytes ${start}-${end}/${row.size}` });
+    reply.code(206).headers({ 'Content-Length': String(end - start + 1), 'Content-Range': `bytes ${start}-${end}/${row.size}` });
   } else {
-    res.writeHead(200, { ...headers, 'Content-Length': String(row.size) });
+    reply.headers({ 'Content-Length': String(row.size) });
   }
-  try {
-    await pipeline(stream, res);
-  } catch (error) {
-    // The client went away mid-download: nothing to answer.
-    ctx.logger.debug({ err: error, user: key.user, blob: key.id }, 'download ended early');
-  }
+  return reply.send(stream);
 }
 
-async function onlyFlags(ctx: BoxContext, res: ServerResponse, key: BlobKey): Promise<void> {
-  const flags = await ctx.metadata.flags(key);
+async function onlyFlags(ctx: BoxContext, request: BlobRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const flags = await ctx.metadata.flags(blobKey(request));
   if (!flags) throw new HttpError(404);
-  sendJson(res, flags);
+  return reply.send(flags);
 }
 
-async function reserve(ctx: BoxContext, res: ServerResponse, key: BlobKey): Promise<void> {
-  const reservation = randomBytes(32).toString('base64url');
-  const outcome = await ctx.metadata.reserve(key, sha256Hex(reservation));
+async function reserve(ctx: BoxContext, request: BlobRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const reservation = issueToken();
+  const outcome = await ctx.metadata.reserve(blobKey(request), reservation.hash);
   if (outcome === 'absent') throw new HttpError(404);
   if (outcome === 'busy') throw new HttpError(409, 'Blob is not PENDING');
-  sendJson(res, { reservation, expires_at: outcome.expiresAt.toISOString() });
+  return reply.send({ reservation: reservation.token, expires_at: outcome.expiresAt.toISOString() });
 }
 
-async function setFlags(ctx: BoxContext, req: IncomingMessage, res: ServerResponse, key: BlobKey, expectsContinue: boolean): Promise<void> {
-  // With a 'checkContinue' listener installed, Node leaves "100 Continue" to us.
-  if (expectsContinue) res.writeContinue();
-  const flags = await readFlags(req);
-  const change = flagChange(flags, headerValue(req, 'x-client-version'));
-  const reservation = headerValue(req, 'x-reservation') ?? '';
-  const outcome = await ctx.metadata.change(key, sha256Hex(reservation), change);
+async function setFlags(ctx: BoxContext, request: BlobRequest<{ Body: string[] }>, reply: FastifyReply): Promise<FastifyReply> {
+  const key = blobKey(request);
+  const flags = request.body;
+  const unknown = flags.find((flag) => !KNOWN_FLAGS.has(flag));
+  if (unknown !== undefined) throw new HttpError(406, `invalid flag: ${unknown}`);
+  const change = flagChange(flags, header(request, 'x-client-version'));
+  const reservation = header(request, 'x-reservation') ?? '';
+  const outcome = await ctx.metadata.change(key, hashToken(reservation), change);
   if (outcome === 'absent') throw new HttpError(404);
   if (outcome === 'stale') throw new HttpError(409, reservation ? 'reservation is not current' : 'X-Reservation is required');
   ctx.logger.info({ user: key.user, namespace: key.namespace, blob: key.id, flags }, 'blob flags changed');
-  send(res, 200);
+  return sendEmpty(reply);
 }
 
 /** What a flag list asks for; only the transitions of the state machine are allowed. */
 function flagChange(flags: string[], version: string | undefined): FlagChange {
-  if (version !== undefined && (version.length > MAX_VERSION_LENGTH || !/^[\x20-\x7e]*$/.test(version))) {
-    throw new HttpError(400, 'invalid X-Client-Version');
-  }
   const wanted = [...new Set(flags)].sort().join(',');
   switch (wanted) {
     case 'PROCESSED':
@@ -249,10 +200,11 @@ function flagChange(flags: string[], version: string | undefined): FlagChange {
   }
 }
 
-async function remove(ctx: BoxContext, res: ServerResponse, key: BlobKey): Promise<void> {
+async function remove(ctx: BoxContext, request: BlobRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const key = blobKey(request);
   const name = await ctx.metadata.delete(key);
   if (name === undefined) throw new HttpError(404);
   await ctx.storage.remove(key, name);
   ctx.logger.info({ user: key.user, namespace: key.namespace, blob: key.id }, 'blob deleted');
-  send(res, 200);
+  return sendEmpty(reply);
 }

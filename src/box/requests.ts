@@ -1,80 +1,111 @@
-/** Reading requests and writing answers: query qualifiers, Range, small JSON bodies. No policy here. */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+/**
+ * What the box's requests may carry (route schemas: fastify refuses anything else with 400 before a handler
+ * runs) and what they mean (the listing query, a Range). No policy here.
+ */
+import { HttpError } from '../errors.js';
 import { KNOWN_FLAGS, type BlobState, type ListQuery } from './metadata.js';
 import type { ByteRange } from './storage.js';
 
 export const NAMESPACE = /^[A-Za-z0-9_-]{1,64}$/;
 /** Not starting with a dot: stored files are named after the id, and dot names are the storage's own (.tmp). */
 export const BLOB_ID = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$/;
-export const SCHEMES: ReadonlySet<string> = new Set(['openpgp', 'openpgp-mime', 'openpgp-inline', 'raw']);
+export const SCHEMES = ['openpgp', 'openpgp-mime', 'openpgp-inline', 'raw'] as const;
 export const DEFAULT_NAMESPACE = 'mx';
+export const MAX_FLAGS_BYTES = 4096;
 
-/** A request the box refuses with a status and a short text body. */
-export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly body = '',
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(`${status} ${body}`);
-  }
+/** 1/true/yes and 0/false/no (any case), as Soledad-style clients send them; empty is false. */
+const BOOLEAN = { type: 'string', pattern: '^(|[01]|[Tt][Rr][Uu][Ee]|[Yy][Ee][Ss]|[Ff][Aa][Ll][Ss][Ee]|[Nn][Oo])$' } as const;
+const POSITIVE = { type: 'string', pattern: '^(?!0+$)[0-9]{1,15}$' } as const;
+const NATURAL = { type: 'string', pattern: '^[0-9]{1,15}$' } as const;
+const NAMESPACE_PARAM = { type: 'string', pattern: NAMESPACE.source, default: DEFAULT_NAMESPACE } as const;
+
+export interface BlobParams {
+  user: string;
+  id: string;
 }
 
-export function send(res: ServerResponse, status: number, body = '', headers: Record<string, string> = {}): void {
-  const bytes = Buffer.from(body, 'utf8');
-  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': String(bytes.length), ...headers });
-  res.end(bytes);
+export interface NamespaceQuery {
+  namespace: string;
 }
 
-export function sendJson(res: ServerResponse, value: unknown): void {
-  send(res, 200, JSON.stringify(value), { 'Content-Type': 'application/json' });
+export interface ListQueryString extends NamespaceQuery {
+  only_count?: string;
+  details?: string;
+  include_processing?: string;
+  filter_flag?: string;
+  /** A "+" in a query string decodes to a space: "order_by=+date" arrives as " date". */
+  order_by?: string;
+  limit?: string;
+  page?: string;
+  size_limit?: string;
 }
 
-export function namespaceOf(params: URLSearchParams): string {
-  const namespace = params.get('namespace') ?? DEFAULT_NAMESPACE;
-  if (!NAMESPACE.test(namespace)) throw new HttpError(400, 'invalid namespace');
-  return namespace;
+export interface FetchQueryString extends NamespaceQuery {
+  only_flags?: string;
 }
 
-/** 1/true/yes and 0/false/no (any case), as Soledad-style clients send them; anything else is a 400. */
-export function booleanParam(params: URLSearchParams, name: string): boolean {
-  const value = params.get(name);
-  if (value === null || value === '') return false;
-  const flag = ({ '1': true, true: true, yes: true, '0': false, false: false, no: false } as Record<string, boolean>)[value.toLowerCase()];
-  if (flag === undefined) throw new HttpError(400, `invalid ${name}: ${value}`);
-  return flag;
+const blobParams = { type: 'object', properties: { id: { type: 'string', pattern: BLOB_ID.source } } } as const;
+const namespaceQuery = { type: 'object', properties: { namespace: NAMESPACE_PARAM } } as const;
+
+/** PUT /incoming/{user}/{id} and /blobs/{user}/{id}: the scheme travels in a header (absent: raw). */
+export const putSchema = {
+  params: blobParams,
+  querystring: namespaceQuery,
+  headers: { type: 'object', properties: { 'x-incoming-scheme': { enum: SCHEMES } } },
+} as const;
+
+export const blobSchema = { params: blobParams, querystring: namespaceQuery } as const;
+
+export const fetchSchema = {
+  params: blobParams,
+  querystring: { type: 'object', properties: { namespace: NAMESPACE_PARAM, only_flags: BOOLEAN } },
+} as const;
+
+/** A JSON array of strings (each a known flag, checked by the handler: 406 otherwise, as Soledad). */
+export const flagsSchema = {
+  params: blobParams,
+  querystring: namespaceQuery,
+  body: { type: 'array', items: { type: 'string' } },
+  headers: { type: 'object', properties: { 'x-client-version': { type: 'string', pattern: '^[\\x20-\\x7e]{0,128}$' } } },
+} as const;
+
+export const listSchema = {
+  querystring: {
+    type: 'object',
+    properties: {
+      namespace: NAMESPACE_PARAM,
+      only_count: BOOLEAN,
+      details: BOOLEAN,
+      include_processing: BOOLEAN,
+      filter_flag: { enum: [...KNOWN_FLAGS] },
+      order_by: { type: 'string', pattern: '^[ +-]?date$' },
+      limit: POSITIVE,
+      page: POSITIVE,
+      size_limit: NATURAL,
+    },
+  },
+} as const;
+
+export function isTrue(flag: string | undefined): boolean {
+  return flag !== undefined && /^(1|true|yes)$/i.test(flag);
 }
 
-function integerParam(params: URLSearchParams, name: string, min: number): number | undefined {
-  const value = params.get(name);
-  if (value === null) return undefined;
-  if (!/^\d{1,15}$/.test(value) || Number(value) < min) throw new HttpError(400, `invalid ${name}: ${value}`);
-  return Number(value);
-}
-
-/** The listing qualifiers of docs/incoming-box.md. */
-export function parseListQuery(params: URLSearchParams): ListQuery {
-  const filterFlag = params.get('filter_flag');
-  if (filterFlag !== null && !KNOWN_FLAGS.has(filterFlag)) throw new HttpError(400, `invalid filter_flag: ${filterFlag}`);
-  const includeProcessing = booleanParam(params, 'include_processing');
+/** The listing qualifiers of docs/incoming-box.md, as listSchema lets them through. */
+export function listQueryOf(query: ListQueryString): ListQuery {
+  const filterFlag = query.filter_flag;
   let states: BlobState[];
   if (filterFlag === 'PERMANENT') states = ['FAILED'];
-  else if (filterFlag !== null) states = [filterFlag as BlobState];
-  else states = includeProcessing ? ['PENDING', 'PROCESSING'] : ['PENDING'];
-  // A "+" in a query string decodes to a space: "order_by=+date" arrives as " date".
-  const orderBy = (params.get('order_by') ?? 'date').replace(/^ /, '+');
-  if (!['date', '+date', '-date'].includes(orderBy)) throw new HttpError(400, `invalid order_by: ${params.get('order_by')}`);
-  const limit = integerParam(params, 'limit', 1);
-  const page = integerParam(params, 'page', 1);
-  if (page !== undefined && limit === undefined) throw new HttpError(400, 'page needs limit');
-  const sizeLimit = integerParam(params, 'size_limit', 0);
+  else if (filterFlag !== undefined) states = [filterFlag as BlobState];
+  else states = isTrue(query.include_processing) ? ['PENDING', 'PROCESSING'] : ['PENDING'];
+  if (query.page !== undefined && query.limit === undefined) throw new HttpError(400, 'page needs limit');
+  const limit = query.limit === undefined ? undefined : Number(query.limit);
   return {
     states,
     permanentOnly: filterFlag === 'PERMANENT',
-    newestFirst: orderBy === '-date',
+    newestFirst: query.order_by === '-date',
     ...(limit === undefined ? {} : { limit }),
-    offset: limit === undefined ? 0 : ((page ?? 1) - 1) * limit,
-    ...(sizeLimit === undefined ? {} : { sizeLimit }),
+    offset: limit === undefined ? 0 : (Number(query.page ?? 1) - 1) * limit,
+    ...(query.size_limit === undefined ? {} : { sizeLimit: Number(query.size_limit) }),
   };
 }
 
@@ -102,25 +133,4 @@ export function parseRange(header: string | undefined, size: number): RangeReque
   }
   if (start >= size) return { kind: 'unsatisfiable' };
   return { kind: 'range', range: { start, end } };
-}
-
-/** The JSON flag list of a flags POST: an array of strings, each a known flag (else 406, as Soledad). */
-export async function readFlags(req: IncomingMessage, maxBytes = 4096): Promise<string[]> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size <= maxBytes) chunks.push(chunk);
-  }
-  if (size > maxBytes) throw new HttpError(413, 'flag list too long');
-  let value: unknown;
-  try {
-    value = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new HttpError(400, 'expected a JSON array of flags');
-  }
-  if (!Array.isArray(value) || !value.every((flag) => typeof flag === 'string')) throw new HttpError(400, 'expected a JSON array of flags');
-  const unknown = value.find((flag) => !KNOWN_FLAGS.has(flag));
-  if (unknown !== undefined) throw new HttpError(406, `invalid flag: ${unknown}`);
-  return value as string[];
 }

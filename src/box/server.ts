@@ -1,18 +1,16 @@
 /**
- * The Incoming Box server (docs/incoming-box.md) on node:http: `lacre inbox serve`, or in-process in
- * `lacre serve` with incoming_box.serve = true.
+ * The Incoming Box server (docs/incoming-box.md) on the shared HTTP stack (src/http/stack.ts): `lacre inbox
+ * serve`, or in-process in `lacre serve` with incoming_box.serve = true.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
 import type { Logger } from '../log/logger.js';
 import { FilesystemBlobStorage, type BlobStorage } from './storage.js';
 import { BoxUserStore, isUserId } from './users.js';
 import { TrustedTokens } from './auth.js';
-import { handleRequest, type BoxContext } from './handlers.js';
+import { addBoxRoutes, type BoxContext } from './handlers.js';
 import { BlobMetadata } from './metadata.js';
-import { parseHostPort } from '../util/host-port.js';
+import { closeHttpStack, createHttpStack, listenOn, type HttpApp } from '../http/stack.js';
 
 export type BoxConfig = Pick<Config, 'incoming_box'>;
 
@@ -41,65 +39,43 @@ export async function startIncomingBoxServer(config: BoxConfig, db: Database, lo
   const storage = new FilesystemBlobStorage(box.blobs_path);
   const removedTemp = await storage.start();
   const metadata = new BlobMetadata(db, box.processing_threshold_seconds);
-  let server: Server | undefined;
+  let app: HttpApp | undefined;
   try {
     const orphans = await sweepOrphans(storage, metadata);
     if (removedTemp + orphans > 0) log.info({ temporaryFiles: removedTemp, orphans }, 'removed what an interrupted run left in the blob storage');
     if (box.trusted_tokens.length === 0) log.warn('incoming_box.trusted_tokens is empty: every delivery to /incoming is refused');
     const ctx: BoxContext = { metadata, users: new BoxUserStore(db), storage, trusted: new TrustedTokens(box.trusted_tokens), quotaLimit: quotaLimit(box), logger: log };
-    server = createHttpServer(ctx);
-    const address = await listen(server, box.listen);
+    app = createBoxApp(ctx);
+    const address = await listenOn(app, box.listen, 'incoming_box.listen');
     const purger = new Purger(metadata, storage, box.retention_hours, log);
     const timer = setInterval(() => void purger.run(), box.purge_interval_seconds * 1000);
     timer.unref();
     void purger.run();
     log.info({ listen: `${address.address}:${address.port}`, blobsPath: storage.root }, 'incoming box is ready');
-    const listening = server;
+    const listening = app;
     return {
       port: address.port,
       address: `${address.address}:${address.port}`,
       purge: () => purger.run(),
       async close() {
         clearInterval(timer);
-        await closeServer(listening);
+        await closeHttpStack(listening, CLOSE_GRACE_MS);
         await purger.idle();
         storage.close();
       },
     };
   } catch (error) {
-    server?.close();
+    await app?.close();
     storage.close();
     throw error;
   }
 }
 
-function createHttpServer(ctx: BoxContext): Server {
-  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 });
-  server.setTimeout(IDLE_SOCKET_MS);
-  const onRequest = (expectsContinue: boolean) => (req: IncomingMessage, res: ServerResponse) => void handleRequest(ctx, req, res, expectsContinue);
-  server.on('request', onRequest(false));
-  // Listening for this event makes node leave "100 Continue" to us: refusals (401/404/409/507) go out before any body.
-  server.on('checkContinue', onRequest(true));
-  return server;
-}
-
-function listen(server: Server, address: string): Promise<AddressInfo> {
-  const { host, port } = parseHostPort(address);
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve(server.address() as AddressInfo);
-    });
-  });
-}
-
-async function closeServer(server: Server): Promise<void> {
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  server.closeIdleConnections();
-  const grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
-  await closed;
-  clearTimeout(grace);
+/** An upload may take as long as it needs while bytes keep coming; refusals carry Soledad's bodies, or none. */
+function createBoxApp(ctx: BoxContext): HttpApp {
+  const app = createHttpStack({ logger: ctx.logger, headRoutes: false, timeouts: { requestMs: 0, headersMs: 60_000, idleMs: IDLE_SOCKET_MS } });
+  addBoxRoutes(app, ctx);
+  return app;
 }
 
 /** Deletes objects no metadata row names (left by a crash between storing an object and recording it). */

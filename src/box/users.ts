@@ -2,10 +2,11 @@
  * Incoming Box users: addresses (and aliases) mapped to a user UUID (lacre_box_users), and per-user tokens
  * stored as SHA-256 hashes (lacre_box_tokens). A user exists while some address maps to it or it has a token.
  */
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Database } from '../db/types.js';
 import { LacreError } from '../errors.js';
 import { canonicalAddress, normaliseAddress, unicodeDomainVariant } from '../keys/address.js';
+import { issueToken, tokenMatches } from '../util/secret-token.js';
 
 export interface BoxUserOptions {
   /** Same meaning as keys.local_part_case_sensitive; domains are always case-insensitive. */
@@ -25,10 +26,6 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** A user id as the box names it: a lower-case canonical UUID. */
 export function isUserId(value: string): boolean {
   return UUID.test(value);
-}
-
-export function hashToken(token: string): Buffer {
-  return createHash('sha256').update(token, 'utf8').digest();
 }
 
 /** Address → user lookup for the filter (which recipients go to which box). */
@@ -107,19 +104,16 @@ export class BoxUserStore {
     if (user === undefined || !(await this.exists(user))) {
       throw new BoxUserError(`no box user ${userOrAddress}: add an address first (lacre inbox user add ADDR)`);
     }
-    const token = randomBytes(32).toString('base64url');
-    await this.db.query('INSERT INTO lacre_box_tokens (token_hash, user_uuid) VALUES ($1, $2)', [hashToken(token).toString('hex'), user]);
+    const { token, hash } = issueToken();
+    await this.db.query('INSERT INTO lacre_box_tokens (token_hash, user_uuid) VALUES ($1, $2)', [hash, user]);
     return { user, token };
   }
 
   /** True when `token` is one of the user's tokens; hashes are compared in constant time. */
   async verifyToken(user: string, token: string): Promise<boolean> {
     if (!isUserId(user)) return false;
-    const candidate = hashToken(token);
     const rows = await this.db.query<{ token_hash: string }>('SELECT token_hash FROM lacre_box_tokens WHERE user_uuid = $1', [user]);
-    let match = false;
-    for (const row of rows) match = timingSafeEqual(Buffer.from(row.token_hash, 'hex'), candidate) || match;
-    return match;
+    return tokenMatches(token, rows.map((row) => row.token_hash));
   }
 
   /**
@@ -136,5 +130,4 @@ export class BoxUserStore {
     );
     return row;
   }
-
 }

@@ -5,14 +5,14 @@
  *   GET /readyz           database, relay and (when configured) Incoming Box reachable: 200 or 503, each check named
  *   GET|PUT /admin/log-level   read or set the log level: PUT {"level":"debug"}
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Logger } from '../log/logger.js';
-import { LacreError } from '../errors.js';
+import type { FastifyReply } from 'fastify';
+import { HttpError } from '../errors.js';
+import type { Logger, LogLevel } from '../log/logger.js';
 import type { LacreMetrics } from '../metrics/metrics.js';
 import type { HealthMonitor } from './health.js';
-import { isLogLevel, LOG_LEVELS, type LogLevelControl } from './log-level.js';
-import { parseHostPort } from '../util/host-port.js';
+import { LOG_LEVELS, type LogLevelControl } from './log-level.js';
+import { acceptJsonBodies, allowOnly, closeHttpStack, createHttpStack, listenOn, type HttpApp } from './stack.js';
 
 export interface HttpListenerOptions {
   /** host:port (port 0 picks a free one). */
@@ -29,106 +29,41 @@ export interface HttpListener {
 }
 
 const MAX_BODY_BYTES = 1024;
-
-type Handler = (request: IncomingMessage, response: ServerResponse) => Promise<void>;
+const JSON_TYPE = 'application/json; charset=utf-8';
+const LEVEL_BODY = { type: 'object', required: ['level'], properties: { level: { enum: LOG_LEVELS } } } as const;
 
 export async function startHttpListener(options: HttpListenerOptions): Promise<HttpListener> {
-  const routes = routeTable(options);
-  const server = createServer((request, response) => {
-    handle(routes, request, response).catch((error: unknown) => {
-      options.logger.error({ err: error, path: request.url }, 'HTTP request failed');
-      if (!response.headersSent) sendJson(response, 500, { error: 'internal error' });
-      else response.destroy();
-    });
+  const app = createHttpStack({ logger: options.logger, explain: true, sendError: (reply, error) => sendJson(reply, error.status, { error: error.body }, error.headers) });
+  addRoutes(app, options);
+  const address = await listenOn(app, options.listen, 'http.listen');
+  // Prometheus keeps its connection alive between scrapes: do not wait for it to go.
+  return { address, close: () => closeHttpStack(app, 0) };
+}
+
+function addRoutes(app: HttpApp, options: HttpListenerOptions): void {
+  const { metrics, health, logLevel } = options;
+  app.get('/metrics', async (_request, reply) => {
+    if (!metrics) throw new HttpError(404, 'metrics are not collected in this process');
+    const text = await metrics.scrape();
+    return reply.type(metrics.contentType).send(text);
   });
-  const address = await listen(server, options.listen);
-  return {
-    address,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        // Prometheus keeps its connection alive between scrapes: do not wait for it to go.
-        server.closeAllConnections();
-      }),
-  };
-}
-
-function routeTable(options: HttpListenerOptions): Map<string, Partial<Record<string, Handler>>> {
-  return new Map<string, Partial<Record<string, Handler>>>([
-    ['/metrics', { GET: (_request, response) => sendMetrics(response, options.metrics) }],
-    ['/healthz', { GET: async (_request, response) => sendJson(response, 200, { status: 'ok' }) }],
-    ['/readyz', { GET: (_request, response) => sendReadiness(response, options.health) }],
-    [
-      '/admin/log-level',
-      {
-        GET: async (_request, response) => sendJson(response, 200, { level: options.logLevel.level }),
-        PUT: (request, response) => setLogLevel(request, response, options.logLevel),
-      },
-    ],
-  ]);
-}
-
-async function handle(routes: Map<string, Partial<Record<string, Handler>>>, request: IncomingMessage, response: ServerResponse): Promise<void> {
-  const path = new URL(request.url ?? '/', 'http://localhost').pathname;
-  const methods = routes.get(path);
-  if (!methods) return sendJson(response, 404, { error: `no such endpoint: ${path}` });
-  const method = request.method === 'HEAD' ? 'GET' : (request.method ?? 'GET');
-  const handler = methods[method];
-  if (!handler) {
-    response.setHeader('Allow', Object.keys(methods).join(', '));
-    return sendJson(response, 405, { error: `${request.method} not allowed on ${path}` });
-  }
-  await handler(request, response);
-}
-
-async function sendMetrics(response: ServerResponse, metrics: LacreMetrics | undefined): Promise<void> {
-  if (!metrics) return sendJson(response, 404, { error: 'metrics are not collected in this process' });
-  const text = await metrics.scrape();
-  response.writeHead(200, { 'Content-Type': metrics.contentType });
-  response.end(text);
-}
-
-async function sendReadiness(response: ServerResponse, health: HealthMonitor): Promise<void> {
-  const report = await health.check();
-  const failed = report.checks.filter((check) => !check.ok).map((check) => check.name);
-  sendJson(response, report.ready ? 200 : 503, { status: report.ready ? 'ready' : 'unready', failed, checks: report.checks });
-}
-
-async function setLogLevel(request: IncomingMessage, response: ServerResponse, control: LogLevelControl): Promise<void> {
-  let body: unknown;
-  try {
-    body = JSON.parse(await readBody(request));
-  } catch (error) {
-    return sendJson(response, 400, { error: `expected a JSON body like {"level":"debug"}: ${(error as Error).message}` });
-  }
-  const level = (body as { level?: unknown } | null)?.level;
-  if (!isLogLevel(level)) return sendJson(response, 400, { error: `"level" must be one of ${LOG_LEVELS.join(', ')}` });
-  sendJson(response, 200, control.set(level, 'http'));
-}
-
-function readBody(request: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    request.setEncoding('utf8');
-    // Past the limit the rest is drained unread, so that the 400 still reaches the client.
-    request.on('data', (chunk: string) => {
-      if (text.length <= MAX_BODY_BYTES) text += chunk;
-    });
-    request.on('end', () => (text.length > MAX_BODY_BYTES ? reject(new Error(`body over ${MAX_BODY_BYTES} bytes`)) : resolve(text)));
-    request.on('error', reject);
+  app.get('/healthz', async (_request, reply) => sendJson(reply, 200, { status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const report = await health.check();
+    const failed = report.checks.filter((check) => !check.ok).map((check) => check.name);
+    return sendJson(reply, report.ready ? 200 : 503, { status: report.ready ? 'ready' : 'unready', failed, checks: report.checks });
   });
-}
-
-function sendJson(response: ServerResponse, status: number, body: unknown): void {
-  const text = `${JSON.stringify(body)}\n`;
-  response.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' });
-  response.end(text);
-}
-
-function listen(server: Server, listen: string): Promise<AddressInfo> {
-  const { host, port } = parseHostPort(listen);
-  return new Promise((resolve, reject) => {
-    server.once('error', (error: Error) => reject(new LacreError(`http.listen ${listen}: ${error.message}`, { cause: error })));
-    server.listen(port, host, () => resolve(server.address() as AddressInfo));
+  app.get('/admin/log-level', async (_request, reply) => sendJson(reply, 200, { level: logLevel.level }));
+  void app.register(async (scope) => {
+    acceptJsonBodies(scope, MAX_BODY_BYTES, (error) => new HttpError(400, `expected a JSON body like {"level":"debug"}: ${error.message}`));
+    scope.put<{ Body: { level: LogLevel } }>('/admin/log-level', { schema: { body: LEVEL_BODY } }, async (request, reply) =>
+      sendJson(reply, 200, logLevel.set(request.body.level, 'http')),
+    );
   });
+  for (const url of ['/metrics', '/healthz', '/readyz']) allowOnly(app, url, ['GET'], { explain: true });
+  allowOnly(app, '/admin/log-level', ['GET', 'PUT'], { explain: true });
+}
+
+function sendJson(reply: FastifyReply, status: number, body: unknown, headers: Readonly<Record<string, string>> = {}): FastifyReply {
+  return reply.code(status).headers({ ...headers, 'Cache-Control': 'no-store' }).type(JSON_TYPE).send(`${JSON.stringify(body)}\n`);
 }

@@ -359,6 +359,27 @@ for (const backend of await databaseBackends()) {
         assert.equal(box.files(alice.id).length, 4);
       }));
 
+    it('forgets a delivery whose client goes away mid-body: no blob, no temporary file, the id stays free', () =>
+      withBox(backend, {}, async (box) => {
+        const alice = await box.createUser(ALICE);
+        const request = httpRequest(`${box.base}/incoming/${alice.id}/cut`, { method: 'PUT', headers: { authorization: trustedAuth, 'content-length': String(10_000_000) } });
+        request.on('error', () => undefined);
+        request.write(randomBytes(1_000_000));
+        const deadline = Date.now() + 5000;
+        while (box.tempFiles().length === 0) {
+          assert.ok(Date.now() < deadline, 'the upload did not start');
+          await sleep(10);
+        }
+        request.destroy();
+        while (box.tempFiles().length > 0) {
+          assert.ok(Date.now() < deadline + 5000, 'the temporary file stayed');
+          await sleep(10);
+        }
+        assert.deepEqual(box.files(alice.id), []);
+        assert.equal((await box.request('GET', `/blobs/${alice.id}/cut?only_flags=1`, { auth: alice.auth })).status, 404);
+        assert.equal((await box.deliver(alice.id, 'cut', 'whole')).status, 200, 'a redelivery is stored');
+      }));
+
     it('answers "Expect: 100-continue" before the body: a refused delivery is never sent', () =>
       withBox(backend, {}, async (box) => {
         const alice = await box.createUser(ALICE);
