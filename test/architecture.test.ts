@@ -41,7 +41,7 @@ const OWNED_LIBRARIES: Record<string, readonly string[]> = {
   'smtp-server': ['smtp'],
   pg: ['db'],
   '@electric-sql/pglite': ['db'],
-  fastify: ['http'],
+  fastify: ['http', 'box'],
   'prom-client': ['metrics'],
   openpgp: ['crypto', 'keys', 'filter', 'box-client', 'cli'],
 };
