@@ -4,7 +4,6 @@ import type { Config } from '../config/schema.js';
 import { openDatabase, type OpenedDatabase } from '../db/open.js';
 import { assertMigrated, migrate } from '../db/migrate.js';
 import type { Logger } from '../log/logger.js';
-import { purgeIncomingBox, startIncomingBoxServer } from '../box/server.js';
 import { BoxUserStore } from '../box/users.js';
 import type { CliContext } from './context.js';
 import { announceDatabase, createFrom } from './database.js';
@@ -27,6 +26,8 @@ export function registerInboxCommands(program: Command, context: CliContext): Co
       // A service, like lacre serve: it may create its database.
       const { config, db, logger } = await open(context, command, 'stdout', { create: true });
       try {
+        // Loaded here, not at the top: the other lacre commands start without the HTTP stack.
+        const { startIncomingBoxServer } = await import('../box/server.js');
         const server = await startIncomingBoxServer(config, db, logger);
         await waitForSignal(['SIGTERM', 'SIGINT']);
         logger.info('incoming box shutting down');
@@ -93,6 +94,7 @@ export function registerInboxCommands(program: Command, context: CliContext): Co
     .action(async (_options: unknown, command: Command) => {
       const { config, db } = await open(context, command, 'stderr');
       try {
+        const { purgeIncomingBox } = await import('../box/server.js');
         const removed = await purgeIncomingBox(config, db);
         process.stdout.write(`purged ${removed} blob${removed === 1 ? '' : 's'}\n`);
       } finally {
