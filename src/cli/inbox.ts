@@ -1,6 +1,5 @@
 /** `lacre inbox serve|user|token|purge`: the Incoming Box server and its administration. */
 import type { Command } from 'commander';
-import { purgeIncomingBox, startIncomingBoxServer } from '../box/server.js';
 import { BoxUserStore } from '../box/users.js';
 import type { CliContext } from './context.js';
 import { openCommandDatabase as open } from './database.js';
@@ -17,6 +16,8 @@ export function registerInboxCommands(program: Command, context: CliContext): Co
       // A service, like lacre serve: it may create its database.
       const { config, db, logger } = await open(context, command, 'stdout', { create: true });
       try {
+        // Loaded here, not at the top: the other lacre commands start without the HTTP stack.
+        const { startIncomingBoxServer } = await import('../box/server.js');
         const server = await startIncomingBoxServer(config, db, logger);
         await waitForSignal(['SIGTERM', 'SIGINT']);
         logger.info('incoming box shutting down');
@@ -83,6 +84,7 @@ export function registerInboxCommands(program: Command, context: CliContext): Co
     .action(async (_options: unknown, command: Command) => {
       const { config, db } = await open(context, command, 'stderr');
       try {
+        const { purgeIncomingBox } = await import('../box/server.js');
         const removed = await purgeIncomingBox(config, db);
         process.stdout.write(`purged ${removed} blob${removed === 1 ? '' : 's'}\n`);
       } finally {

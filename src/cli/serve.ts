@@ -4,8 +4,7 @@ import { migrate, pendingMigrations } from '../db/migrate.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { createSmtpListener } from '../smtp/listener.js';
 import { prepareSpool } from '../filter/spool.js';
-import { startIncomingBoxServer } from '../box/server.js';
-import { startHttpListener, type HttpListener } from '../http/server.js';
+import type { HttpListener } from '../http/server.js';
 import { LogLevelControl } from '../http/log-level.js';
 import type { Logger } from '../log/logger.js';
 import type { CliContext } from './context.js';
@@ -22,6 +21,8 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       const runtime = await openRuntime(config, logger, { metrics: config.http.enabled, encryptionWorkers: true });
       await prepareSpool(config.encryption.spool_dir, logger);
       // The box shares the filter's database; it starts first so that copies for it find it listening.
+      // The listeners (and fastify under them) load here, not at the top: other lacre commands, `lacre pipe` first, start without them.
+      const { startIncomingBoxServer } = await import('../box/server.js');
       const box = config.incoming_box.serve ? await startIncomingBoxServer(config, runtime.db, logger) : undefined;
       const logLevel = new LogLevelControl(logger, config.log.level);
       const stopToggling = logLevel.toggleOnSignal('SIGUSR2');
@@ -81,6 +82,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
 async function startOperatorHttp(runtime: Runtime, logLevel: LogLevelControl, logger: Logger): Promise<HttpListener | undefined> {
   const { http } = runtime.config;
   if (!http.enabled) return undefined;
+  const { startHttpListener } = await import('../http/server.js');
   return startHttpListener({ listen: http.listen, logger, health: runtime.health, logLevel, metrics: runtime.metrics });
 }
 
