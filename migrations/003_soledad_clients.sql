@@ -1,0 +1,47 @@
+-- The Incoming Box speaks with Soledad's own client (docs/incoming-box.md, "Soledad clients").
+-- Runs unchanged on PostgreSQL 15+ and PGlite.
+
+-- The stored bytes start with Soledad's framing, base64url(preamble) + ' ', as a delivery through
+-- PUT /incoming is stored from this version on. Blobs stored before, and users' own uploads (PUT /blobs),
+-- are kept exactly as they were sent: false.
+alter table lacre_blobs add column framed boolean not null default false;
+
+-- The credential (the SHA-256 of the user token it authenticated with, as in lacre_box_tokens) that reserved
+-- the blob with POST ["PROCESSING"], Soledad's way; null when it was reserved with POST …/reserve (then
+-- reservation_hash holds the reservation) or is not reserved.
+alter table lacre_blobs add column reserved_by text null check (reserved_by ~ '^[0-9a-f]{64}$');
+
+-- Lacre named Soledad's incoming namespace "mx"; Soledad's client asks for "MX" (namespaces are
+-- case-sensitive). The files move from {user}/mx/ to {user}/MX/ when the box next starts, before its orphan
+-- sweep. A blob whose id already exists in MX (only possible if both spellings were used) stays in mx.
+update lacre_blobs b set namespace = 'MX'
+ where namespace = 'mx'
+   and not exists (select 1 from lacre_blobs m where m.user_uuid = b.user_uuid and m.namespace = 'MX' and m.blob_id = b.blob_id);
+
+-- Listings without filter_flag (every blob of a namespace, by arrival) as an index-only scan; with a state
+-- filter too, when most of the namespace is in that state (the planner picks this or lacre_blobs_listing).
+create index lacre_blobs_by_date on lacre_blobs (user_uuid, namespace, created_at, blob_id) include (size, state);
+
+-- As in 002, with whether the stored bytes are framed.
+drop function lacre_box_store_blob(uuid, text, text, bigint, text, text, bigint);
+
+create function lacre_box_store_blob(
+  p_user uuid, p_namespace text, p_blob_id text, p_size bigint, p_scheme text, p_file_name text, p_limit bigint, p_framed boolean
+) returns text
+language plpgsql as $$
+declare
+  v_used bigint;
+begin
+  insert into lacre_box_usage (user_uuid) values (p_user) on conflict (user_uuid) do nothing;
+  select used_bytes into v_used from lacre_box_usage where user_uuid = p_user for update;
+  if exists (select 1 from lacre_blobs where user_uuid = p_user and namespace = p_namespace and blob_id = p_blob_id) then
+    return 'exists';
+  end if;
+  if p_limit > 0 and v_used + p_size > p_limit then
+    return 'quota';
+  end if;
+  insert into lacre_blobs (user_uuid, namespace, blob_id, size, scheme, file_name, framed)
+    values (p_user, p_namespace, p_blob_id, p_size, p_scheme, p_file_name, p_framed);
+  return 'stored';
+end
+$$;
