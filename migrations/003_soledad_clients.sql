@@ -22,26 +22,19 @@ update lacre_blobs b set namespace = 'MX'
 -- filter too, when most of the namespace is in that state (the planner picks this or lacre_blobs_listing).
 create index lacre_blobs_by_date on lacre_blobs (user_uuid, namespace, created_at, blob_id) include (size, state);
 
--- As in 002, with whether the stored bytes are framed.
-drop function lacre_box_store_blob(uuid, text, text, bigint, text, text, bigint);
-
+-- 002's lacre_box_store_blob, recording whether the stored bytes are framed: one statement, so a blob is never
+-- visible with the wrong mark.
 create function lacre_box_store_blob(
   p_user uuid, p_namespace text, p_blob_id text, p_size bigint, p_scheme text, p_file_name text, p_limit bigint, p_framed boolean
 ) returns text
 language plpgsql as $$
 declare
-  v_used bigint;
+  v_outcome text;
 begin
-  insert into lacre_box_usage (user_uuid) values (p_user) on conflict (user_uuid) do nothing;
-  select used_bytes into v_used from lacre_box_usage where user_uuid = p_user for update;
-  if exists (select 1 from lacre_blobs where user_uuid = p_user and namespace = p_namespace and blob_id = p_blob_id) then
-    return 'exists';
+  v_outcome := lacre_box_store_blob(p_user, p_namespace, p_blob_id, p_size, p_scheme, p_file_name, p_limit);
+  if v_outcome = 'stored' and p_framed then
+    update lacre_blobs set framed = true where user_uuid = p_user and namespace = p_namespace and blob_id = p_blob_id;
   end if;
-  if p_limit > 0 and v_used + p_size > p_limit then
-    return 'quota';
-  end if;
-  insert into lacre_blobs (user_uuid, namespace, blob_id, size, scheme, file_name, framed)
-    values (p_user, p_namespace, p_blob_id, p_size, p_scheme, p_file_name, p_framed);
-  return 'stored';
+  return v_outcome;
 end
 $$;
