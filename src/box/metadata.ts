@@ -37,6 +37,14 @@ export interface ListedBlob {
 
 export type StoreOutcome = 'stored' | 'exists' | 'quota';
 
+export interface ImportedBlob {
+  scheme: string;
+  state: Exclude<BlobState, 'PROCESSING'>;
+  createdAt: Date;
+  /** When a client marked it PROCESSED or FAILED: the purge's retention counts from here. */
+  processedAt?: Date;
+}
+
 /**
  * Who may change a reserved blob's flags: the holder of the reservation token POST …/reserve handed out
  * (its hash), or the credential (its user token's hash) that reserved it with POST ["PROCESSING"].
@@ -82,6 +90,21 @@ export class BlobMetadata {
       key.user, key.namespace, key.id, object.size, scheme, object.name, limit, object.framed,
     ]);
     return row!.outcome;
+  }
+
+  /**
+   * Records an object brought in from elsewhere (a Soledad server's blobs) with the state and times it had there;
+   * no quota check. False when the id exists (the object is then not named by any row).
+   */
+  async insertImported(key: BlobKey, object: { name: string; size: number; framed: boolean }, imported: ImportedBlob): Promise<boolean> {
+    const rows = await this.db.query(
+      `INSERT INTO lacre_blobs (user_uuid, namespace, blob_id, size, scheme, file_name, framed, state, created_at, processed_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+       ON CONFLICT (user_uuid, namespace, blob_id) DO NOTHING
+       RETURNING 1 AS inserted`,
+      [key.user, key.namespace, key.id, object.size, imported.scheme, object.name, object.framed, imported.state, imported.createdAt, imported.processedAt ?? null],
+    );
+    return rows.length > 0;
   }
 
   async get(key: BlobKey): Promise<BlobRow | undefined> {
