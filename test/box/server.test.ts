@@ -218,7 +218,7 @@ for (const backend of await databaseBackends()) {
         assert.deepEqual(await list('&only_count=1&filter_flag=FAILED'), { count: 1 });
         assert.deepEqual(await list('&only_count=1&filter_flag=PENDING'), { count: 4 });
 
-        for (const bad of ['namespace=MX&page=2', 'namespace=MX&limit=0', 'limit=x', 'order_by=size', 'filter_flag=SEEN', 'only_count=maybe', 'size_limit=-1', 'namespace=a.b']) {
+        for (const bad of ['namespace=MX&page=2', 'namespace=MX&limit=0', 'limit=x', 'order_by=size', 'filter_flag=SEEN', 'only_count=maybe', 'size_limit=-1', 'namespace=a.b', 'namespace=']) {
           assert.equal((await box.request('GET', `/blobs/${alice.id}/?${bad}`, { auth: alice.auth })).status, 400, bad);
         }
         // Listing reads metadata only: it works with the files gone.
