@@ -104,9 +104,9 @@ async function main(): Promise<void> {
   report(buildRecord(settings, store!.kind, samples), jsonFile);
 }
 
-/** One file per delivered blob under blobs_path/{user}/mx: nothing lost, nothing left over. */
+/** One file per delivered blob under blobs_path/{user}/MX (where deliveries land): nothing lost, nothing left over. */
 async function checkBlobFiles(store: BoxBenchStore, user: string, blobs: number): Promise<void> {
-  const files = await readdir(join(store.blobsPath, user, 'mx'));
+  const files = await readdir(join(store.blobsPath, user, 'MX'));
   if (files.length !== blobs) throw new Error(`delivery check: ${files.length} blob files for ${blobs} delivered blobs`);
 }
 

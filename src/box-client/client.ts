@@ -5,6 +5,9 @@
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { LacreError } from '../errors.js';
+import { INCOMING_NAMESPACE } from '../config/schema.js';
+import type { Preamble } from '../soledad/preamble.js';
+import { stripFraming } from './framing.js';
 
 export interface IncomingBoxClientOptions {
   /** Base URL of the box, e.g. http://127.0.0.1:9025 (a trailing slash is ignored). */
@@ -13,6 +16,7 @@ export interface IncomingBoxClientOptions {
   user: string;
   /** The user token printed by `lacre inbox token create`. */
   token: string;
+  /** Default MX, where deliveries land. */
   namespace?: string;
   /** Bound on each request: until the full answer for small requests, between body chunks for downloads. */
   timeoutMs?: number;
@@ -22,9 +26,9 @@ export type BlobState = 'PENDING' | 'PROCESSING' | 'PROCESSED' | 'FAILED';
 export type OrderBy = 'date' | '+date' | '-date';
 
 export interface ListFilters {
-  /** Only blobs whose state/flags include this flag, instead of the default PENDING. */
+  /** Only blobs whose state/flags include this flag (default PENDING: the client always names one). */
   filterFlag?: string;
-  /** With the default filter: PENDING and PROCESSING blobs. */
+  /** With filterFlag PENDING: PENDING and PROCESSING blobs. */
   includeProcessing?: boolean;
   /** Skip blobs bigger than this many bytes. */
   sizeLimit?: number;
@@ -60,10 +64,15 @@ export interface ByteRange {
 }
 
 export interface FetchedBlob {
-  /** The bytes, streamed; the caller must consume or destroy it. */
+  /**
+   * The bytes, streamed; the caller must consume or destroy it. A whole blob stored behind Soledad's framing
+   * comes without it: the payload as it was delivered.
+   */
   stream: Readable;
-  /** Bytes in `stream` (Content-Length). */
+  /** Bytes in `stream`. */
   size: number;
+  /** The Soledad preamble read off the front of a framed blob (whole fetches only). */
+  preamble?: Preamble;
   /** X-Incoming-Scheme: `openpgp`, `openpgp-mime`, `openpgp-inline`, `raw`, … (`raw` when absent). */
   scheme: string;
   /** Present for a 206 answer: the range served and the blob's total size. */
@@ -99,12 +108,12 @@ export class IncomingBoxClient {
 
   constructor(private readonly options: IncomingBoxClientOptions) {
     this.baseUrl = options.url.replace(/\/+$/, '');
-    this.namespace = options.namespace ?? 'mx';
+    this.namespace = options.namespace ?? INCOMING_NAMESPACE;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.authorization = `Token ${Buffer.from(`${options.user}:${options.token}`).toString('base64')}`;
   }
 
-  /** Number of blobs matching the filters (PENDING by default). */
+  /** Number of blobs matching the filters (PENDING ones by default). */
   async count(filters: ListFilters = {}): Promise<number> {
     const answer = await this.exchange('GET', this.boxUrl('', { ...listQuery(filters), only_count: '1' }));
     const body = expectJson(answer, 200);
@@ -145,7 +154,10 @@ export class IncomingBoxClient {
     return { reserved: true, reservation: body.reservation, expiresAt: new Date(body.expires_at) };
   }
 
-  /** Streams a blob (or a byte range of it). */
+  /**
+   * Streams a blob: its payload (Soledad's framing, when the box says it stored one, read off and returned as
+   * `preamble`), or a byte range of the bytes as stored, framing included.
+   */
   async fetch(id: string, options: { range?: ByteRange } = {}): Promise<FetchedBlob> {
     const headers: Record<string, string> = {};
     if (options.range) headers.range = `bytes=${options.range.start}-${options.range.end ?? ''}`;
@@ -159,8 +171,14 @@ export class IncomingBoxClient {
       size: Number(response.headers.get('content-length') ?? NaN),
       scheme: response.headers.get('x-incoming-scheme') ?? 'raw',
     };
-    if (response.status === 206) blob.range = parseContentRange(response.headers.get('content-range'));
-    return blob;
+    if (response.status === 206) {
+      blob.range = parseContentRange(response.headers.get('content-range'));
+      return blob;
+    }
+    // Absent from an older box, and for blobs stored before framing (or uploaded by a user): the bytes are bare.
+    if (response.headers.get('x-incoming-framing') !== 'soledad') return blob;
+    const { stream, preamble, framingBytes } = await stripFraming(blob.stream);
+    return { ...blob, stream, preamble, size: blob.size - framingBytes };
   }
 
   /** Reserve, then download: the blob is this client's while it processes the stream. */
@@ -284,9 +302,10 @@ interface Answer {
   text: string;
 }
 
+/** Without filter_flag the box lists every state (as Soledad does): this client always names the flag. */
 function listQuery(filters: ListFilters): Record<string, string | number | undefined> {
   return {
-    filter_flag: filters.filterFlag,
+    filter_flag: filters.filterFlag ?? 'PENDING',
     include_processing: filters.includeProcessing ? '1' : undefined,
     size_limit: filters.sizeLimit,
   };

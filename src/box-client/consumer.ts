@@ -7,6 +7,7 @@
 import type { Readable } from 'node:stream';
 import { LacreError } from '../errors.js';
 import { IncomingBoxHttpError, type IncomingBoxClient } from './client.js';
+import { InvalidFramingError } from './framing.js';
 import { packageVersion } from '../util/package-version.js';
 
 export interface IncomingMeta {
@@ -61,7 +62,7 @@ export interface ProcessOptions {
   concurrency?: number;
   /** At most this many blobs in this run (default: until the box has no unseen PENDING blob). */
   limit?: number;
-  /** Leave blobs bigger than this for another run (the spec's quick first pass). */
+  /** Leave blobs bigger than this for another run (the spec's quick first pass): stored bytes, framing included. */
   sizeLimit?: number;
   /** Stops taking new blobs; blobs whose handler fails after the abort are released, not marked FAILED. */
   signal?: AbortSignal;
@@ -92,7 +93,7 @@ export async function processIncoming(client: IncomingBoxClient, handler: Incomi
 
   while (remaining > 0 && !options.signal?.aborted) {
     const limit = Math.min(pageSize, remaining);
-    const ids = await client.list({ orderBy: 'date', limit, sizeLimit: options.sizeLimit });
+    const ids = await client.list({ filterFlag: 'PENDING', orderBy: 'date', limit, sizeLimit: options.sizeLimit });
     const fresh = ids.filter((id) => !seen.has(id));
     if (fresh.length === 0) break;
     for (const id of fresh) seen.add(id);
@@ -122,6 +123,8 @@ async function processOne(client: IncomingBoxClient, handler: IncomingHandler, i
     blob = await client.fetch(id);
   } catch (error) {
     if (error instanceof IncomingBoxHttpError && error.status === 404) return { id, outcome: 'skipped', reason: 'not-found' };
+    // The blob itself is unreadable, not the box unwell: FAILED (for now: a later version may read it).
+    if (error instanceof InvalidFramingError) return markFailed(client, id, reservation, error, options.clientVersion ?? clientVersion());
     return release(client, id, reservation, error);
   }
 

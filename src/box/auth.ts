@@ -47,11 +47,24 @@ export function trustedOnly(trusted: TrustedTokens) {
   };
 }
 
-/** /blobs/{user}/…: only that user's own token; anything else is 401, whether or not the box exists. */
+const credentialHashes = new WeakMap<FastifyRequest, string>();
+
+/**
+ * /blobs/{user}/…: only that user's own token; anything else is 401, whether or not the box exists. The token
+ * that passed is remembered as its hash (`credentialOf`): it names the replica that reserves a blob.
+ */
 export function ownerOnly(users: BoxUserStore) {
   return async (request: FastifyRequest<{ Params: { user: string } }>): Promise<void> => {
     const credential = parseAuthorization(request.headers.authorization);
     const user = request.params.user;
     if (!credential || credential.name !== user || !(await users.verifyToken(user, credential.secret))) throw UNAUTHORIZED;
+    credentialHashes.set(request, hashToken(credential.secret));
   };
+}
+
+/** The SHA-256 (hex) of the user token a request passed `ownerOnly` with: as stored in lacre_box_tokens. */
+export function credentialOf(request: FastifyRequest): string {
+  const hash = credentialHashes.get(request);
+  if (hash === undefined) throw new Error('credentialOf: the request did not pass ownerOnly');
+  return hash;
 }

@@ -11,10 +11,13 @@ export interface BlobRow {
   size: number;
   scheme: string;
   fileName: string;
+  /** The stored bytes start with Soledad's framing (base64url(preamble) + " "). */
+  framed: boolean;
 }
 
 export interface ListQuery {
-  states: BlobState[];
+  /** Only blobs in one of these states; undefined: every blob of the namespace. */
+  states?: BlobState[];
   /** Only permanently failed blobs (filter_flag=PERMANENT). */
   permanentOnly: boolean;
   newestFirst: boolean;
@@ -33,6 +36,20 @@ export interface ListedBlob {
 }
 
 export type StoreOutcome = 'stored' | 'exists' | 'quota';
+
+export interface ImportedBlob {
+  scheme: string;
+  state: Exclude<BlobState, 'PROCESSING'>;
+  createdAt: Date;
+  /** When a client marked it PROCESSED or FAILED: the purge's retention counts from here. */
+  processedAt?: Date;
+}
+
+/**
+ * Who may change a reserved blob's flags: the holder of the reservation token POST …/reserve handed out
+ * (its hash), or the credential (its user token's hash) that reserved it with POST ["PROCESSING"].
+ */
+export type ReservationHolder = { reservationHash: string } | { credentialHash: string };
 export type FlagChange = { state: 'PROCESSED' } | { state: 'PENDING' } | { state: 'FAILED'; permanent: boolean; version: string | null };
 
 export interface UserPrecheck {
@@ -68,19 +85,34 @@ export class BlobMetadata {
   }
 
   /** Inserts the row for a stored object unless the id exists or the quota (limit, 0 = none) would be passed. */
-  async store(key: BlobKey, object: { name: string; size: number }, scheme: string, limit: number): Promise<StoreOutcome> {
-    const [row] = await this.db.query<{ outcome: StoreOutcome }>('SELECT lacre_box_store_blob($1, $2, $3, $4, $5, $6, $7) AS outcome', [
-      key.user, key.namespace, key.id, object.size, scheme, object.name, limit,
+  async store(key: BlobKey, object: { name: string; size: number; framed: boolean }, scheme: string, limit: number): Promise<StoreOutcome> {
+    const [row] = await this.db.query<{ outcome: StoreOutcome }>('SELECT lacre_box_store_blob($1, $2, $3, $4, $5, $6, $7, $8) AS outcome', [
+      key.user, key.namespace, key.id, object.size, scheme, object.name, limit, object.framed,
     ]);
     return row!.outcome;
   }
 
+  /**
+   * Records an object brought in from elsewhere (a Soledad server's blobs) with the state and times it had there;
+   * no quota check. False when the id exists (the object is then not named by any row).
+   */
+  async insertImported(key: BlobKey, object: { name: string; size: number; framed: boolean }, imported: ImportedBlob): Promise<boolean> {
+    const rows = await this.db.query(
+      `INSERT INTO lacre_blobs (user_uuid, namespace, blob_id, size, scheme, file_name, framed, state, created_at, processed_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+       ON CONFLICT (user_uuid, namespace, blob_id) DO NOTHING
+       RETURNING 1 AS inserted`,
+      [key.user, key.namespace, key.id, object.size, imported.scheme, object.name, object.framed, imported.state, imported.createdAt, imported.processedAt ?? null],
+    );
+    return rows.length > 0;
+  }
+
   async get(key: BlobKey): Promise<BlobRow | undefined> {
-    const [row] = await this.db.query<{ size: number; scheme: string; file_name: string }>(
-      `SELECT size, scheme, file_name FROM lacre_blobs WHERE ${PK}`,
+    const [row] = await this.db.query<{ size: number; scheme: string; file_name: string; framed: boolean }>(
+      `SELECT size, scheme, file_name, framed FROM lacre_blobs WHERE ${PK}`,
       [key.user, key.namespace, key.id],
     );
-    return row && { size: Number(row.size), scheme: row.scheme, fileName: row.file_name };
+    return row && { size: Number(row.size), scheme: row.scheme, fileName: row.file_name, framed: row.framed };
   }
 
   /** The blob's flags, an expired reservation showing as PENDING; undefined when absent. */
@@ -101,7 +133,7 @@ export class BlobMetadata {
   async reserve(key: BlobKey, reservationHash: string): Promise<{ expiresAt: Date } | 'busy' | 'absent'> {
     const [row] = await this.db.query<{ expires_at: Date }>(
       `UPDATE lacre_blobs
-          SET state = 'PROCESSING', reserved_at = now(), reservation_hash = $4
+          SET state = 'PROCESSING', reserved_at = now(), reservation_hash = $4, reserved_by = NULL
         WHERE ${PK}
           AND (state = 'PENDING' OR (state = 'PROCESSING' AND reserved_at < now() - make_interval(secs => $5::double precision)))
         RETURNING reserved_at + make_interval(secs => $5::double precision) AS expires_at`,
@@ -111,21 +143,41 @@ export class BlobMetadata {
     return (await this.get(key)) ? 'busy' : 'absent';
   }
 
-  /** Applies a state change under the current (unexpired) reservation; 'stale' when that is not the holder's. */
-  async change(key: BlobKey, reservationHash: string, change: FlagChange): Promise<'done' | 'stale' | 'absent'> {
+  /**
+   * Soledad's client reserving with POST ["PROCESSING"]: a PENDING blob, a PROCESSING one whose reservation
+   * expired, or one this same credential holds already (its reservation starts again) becomes PROCESSING for
+   * `credentialHash`. One statement, so of two credentials asking at once exactly one gets it.
+   */
+  async reserveFor(key: BlobKey, credentialHash: string): Promise<'done' | 'busy' | 'absent'> {
+    const rows = await this.db.query(
+      `UPDATE lacre_blobs
+          SET state = 'PROCESSING', reserved_at = now(), reservation_hash = NULL, reserved_by = $4
+        WHERE ${PK}
+          AND (state = 'PENDING'
+               OR (state = 'PROCESSING' AND (reserved_at < now() - make_interval(secs => $5::double precision) OR reserved_by = $4)))
+        RETURNING 1 AS reserved`,
+      [key.user, key.namespace, key.id, credentialHash, this.thresholdSeconds],
+    );
+    if (rows.length > 0) return 'done';
+    return (await this.get(key)) ? 'busy' : 'absent';
+  }
+
+  /** Applies a state change under the current (unexpired) reservation; 'stale' when `holder` does not hold it. */
+  async change(key: BlobKey, holder: ReservationHolder, change: FlagChange): Promise<'done' | 'stale' | 'absent'> {
     const finished = change.state !== 'PENDING';
     const permanent = change.state === 'FAILED' && change.permanent;
     const version = change.state === 'FAILED' ? change.version : null;
+    const [column, hash] = 'reservationHash' in holder ? ['reservation_hash', holder.reservationHash] : ['reserved_by', holder.credentialHash];
     const rows = await this.db.query(
       `UPDATE lacre_blobs
-          SET state = $6, reservation_hash = NULL,
+          SET state = $6, reservation_hash = NULL, reserved_by = NULL,
               reserved_at = CASE WHEN $6 = 'PENDING' THEN NULL ELSE reserved_at END,
               processed_at = CASE WHEN $7 THEN now() ELSE NULL END,
               failed_permanent = $8, failed_version = $9
-        WHERE ${PK} AND state = 'PROCESSING' AND reservation_hash = $4
+        WHERE ${PK} AND state = 'PROCESSING' AND ${column} = $4
           AND reserved_at >= now() - make_interval(secs => $5::double precision)
         RETURNING 1 AS changed`,
-      [key.user, key.namespace, key.id, reservationHash, this.thresholdSeconds, change.state, finished, permanent, version],
+      [key.user, key.namespace, key.id, hash, this.thresholdSeconds, change.state, finished, permanent, version],
     );
     if (rows.length > 0) return 'done';
     return (await this.get(key)) ? 'stale' : 'absent';
@@ -140,7 +192,7 @@ export class BlobMetadata {
   /** Reservations older than the threshold go back to PENDING (run before a listing, so it shows them). */
   async expireReservations(user: string, namespace: string): Promise<void> {
     await this.db.query(
-      `UPDATE lacre_blobs SET state = 'PENDING', reserved_at = NULL, reservation_hash = NULL
+      `UPDATE lacre_blobs SET state = 'PENDING', reserved_at = NULL, reservation_hash = NULL, reserved_by = NULL
         WHERE user_uuid = $1 AND namespace = $2 AND state = 'PROCESSING' AND reserved_at < now() - make_interval(secs => $3::double precision)`,
       [user, namespace, this.thresholdSeconds],
     );
@@ -207,10 +259,10 @@ export class BlobMetadata {
 function listConditions(user: string, namespace: string, query: ListQuery): { where: string; params: unknown[] } {
   const params: unknown[] = [user, namespace];
   const conditions = ['user_uuid = $1', 'namespace = $2'];
-  if (query.states.length === 1) {
+  if (query.states?.length === 1) {
     params.push(query.states[0]);
     conditions.push(`state = $${params.length}`);
-  } else {
+  } else if (query.states !== undefined) {
     params.push(query.states);
     conditions.push(`state = ANY($${params.length}::text[])`);
   }

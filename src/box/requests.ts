@@ -3,6 +3,7 @@
  * runs) and what they mean (the listing query, a Range). No policy here.
  */
 import { HttpError } from '../errors.js';
+import { INCOMING_NAMESPACE } from '../config/schema.js';
 import { KNOWN_FLAGS, type BlobState, type ListQuery } from './metadata.js';
 import type { ByteRange } from './storage.js';
 
@@ -10,7 +11,8 @@ export const NAMESPACE = /^[A-Za-z0-9_-]{1,64}$/;
 /** Not starting with a dot: stored files are named after the id, and dot names are the storage's own (.tmp). */
 export const BLOB_ID = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$/;
 export const SCHEMES = ['openpgp', 'openpgp-mime', 'openpgp-inline', 'raw'] as const;
-export const DEFAULT_NAMESPACE = 'mx';
+/** A /blobs request that names no namespace means Soledad's `default`; a delivery, Soledad's `MX`. */
+export const DEFAULT_NAMESPACE = 'default';
 export const MAX_FLAGS_BYTES = 4096;
 
 /** 1/true/yes and 0/false/no (any case), as Soledad-style clients send them; empty is false. */
@@ -18,6 +20,7 @@ const BOOLEAN = { type: 'string', pattern: '^(|[01]|[Tt][Rr][Uu][Ee]|[Yy][Ee][Ss
 const POSITIVE = { type: 'string', pattern: '^(?!0+$)[0-9]{1,15}$' } as const;
 const NATURAL = { type: 'string', pattern: '^[0-9]{1,15}$' } as const;
 const NAMESPACE_PARAM = { type: 'string', pattern: NAMESPACE.source, default: DEFAULT_NAMESPACE } as const;
+const INCOMING_NAMESPACE_PARAM = { ...NAMESPACE_PARAM, default: INCOMING_NAMESPACE } as const;
 
 export interface BlobParams {
   user: string;
@@ -47,11 +50,16 @@ export interface FetchQueryString extends NamespaceQuery {
 const blobParams = { type: 'object', properties: { id: { type: 'string', pattern: BLOB_ID.source } } } as const;
 const namespaceQuery = { type: 'object', properties: { namespace: NAMESPACE_PARAM } } as const;
 
-/** PUT /incoming/{user}/{id} and /blobs/{user}/{id}: the scheme travels in a header (absent: raw). */
-export const putSchema = {
+const schemeHeader = { type: 'object', properties: { 'x-incoming-scheme': { enum: SCHEMES } } } as const;
+
+/** PUT /blobs/{user}/{id}: the scheme travels in a header (absent: raw). */
+export const putSchema = { params: blobParams, querystring: namespaceQuery, headers: schemeHeader } as const;
+
+/** PUT /incoming/{user}/{id}: as putSchema, into MX unless told otherwise. */
+export const deliverySchema = {
   params: blobParams,
-  querystring: namespaceQuery,
-  headers: { type: 'object', properties: { 'x-incoming-scheme': { enum: SCHEMES } } },
+  querystring: { type: 'object', properties: { namespace: INCOMING_NAMESPACE_PARAM } },
+  headers: schemeHeader,
 } as const;
 
 export const blobSchema = { params: blobParams, querystring: namespaceQuery } as const;
@@ -90,17 +98,22 @@ export function isTrue(flag: string | undefined): boolean {
   return flag !== undefined && /^(1|true|yes)$/i.test(flag);
 }
 
-/** The listing qualifiers of docs/incoming-box.md, as listSchema lets them through. */
+/**
+ * The listing qualifiers of docs/incoming-box.md, as listSchema lets them through. Without filter_flag every
+ * blob of the namespace is listed (Soledad); include_processing adds PROCESSING ones to PENDING ones (alone, it
+ * means filter_flag=PENDING with them).
+ */
 export function listQueryOf(query: ListQueryString): ListQuery {
   const filterFlag = query.filter_flag;
-  let states: BlobState[];
-  if (filterFlag === 'PERMANENT') states = ['FAILED'];
+  const withProcessing = isTrue(query.include_processing) && (filterFlag === undefined || filterFlag === 'PENDING');
+  let states: BlobState[] | undefined;
+  if (withProcessing) states = ['PENDING', 'PROCESSING'];
+  else if (filterFlag === 'PERMANENT') states = ['FAILED'];
   else if (filterFlag !== undefined) states = [filterFlag as BlobState];
-  else states = isTrue(query.include_processing) ? ['PENDING', 'PROCESSING'] : ['PENDING'];
   if (query.page !== undefined && query.limit === undefined) throw new HttpError(400, 'page needs limit');
   const limit = query.limit === undefined ? undefined : Number(query.limit);
   return {
-    states,
+    ...(states === undefined ? {} : { states }),
     permanentOnly: filterFlag === 'PERMANENT',
     newestFirst: query.order_by === '-date',
     ...(limit === undefined ? {} : { limit }),

@@ -10,6 +10,7 @@ import { BoxUserStore, isUserId } from './users.js';
 import { TrustedTokens } from './auth.js';
 import { addBoxRoutes, type BoxContext } from './handlers.js';
 import { BlobMetadata } from './metadata.js';
+import { INCOMING_NAMESPACE } from '../config/schema.js';
 import { closeHttpStack, createHttpStack, listenOn, type HttpApp } from '../http/stack.js';
 
 export type BoxConfig = Pick<Config, 'incoming_box'>;
@@ -41,6 +42,8 @@ export async function startIncomingBoxServer(config: BoxConfig, db: Database, lo
   const metadata = new BlobMetadata(db, box.processing_threshold_seconds);
   let app: HttpApp | undefined;
   try {
+    const moved = await moveLegacyNamespace(storage, metadata);
+    if (moved > 0) log.info({ moved, from: LEGACY_NAMESPACE, to: INCOMING_NAMESPACE }, 'moved blobs to the namespace Soledad names MX');
     const orphans = await sweepOrphans(storage, metadata);
     if (removedTemp + orphans > 0) log.info({ temporaryFiles: removedTemp, orphans }, 'removed what an interrupted run left in the blob storage');
     if (box.trusted_tokens.length === 0) log.warn('incoming_box.trusted_tokens is empty: every delivery to /incoming is refused');
@@ -76,6 +79,28 @@ function createBoxApp(ctx: BoxContext): HttpApp {
   const app = createHttpStack({ logger: ctx.logger, headRoutes: false, timeouts: { requestMs: 0, headersMs: 60_000, idleMs: IDLE_SOCKET_MS } });
   addBoxRoutes(app, ctx);
   return app;
+}
+
+/** Lacre's name for Soledad's MX namespace before migration 003. */
+const LEGACY_NAMESPACE = 'mx';
+
+/**
+ * Migration 003 moved the rows of namespace `mx` to `MX`; this moves their files after them. It runs at every
+ * start before the orphan sweep (which would take a file left in `mx/` for an orphan), so a crash half-way is
+ * finished at the next start. A file an `mx` row still names (its id existed in both) stays.
+ */
+async function moveLegacyNamespace(storage: BlobStorage, metadata: BlobMetadata): Promise<number> {
+  let moved = 0;
+  for await (const { user, namespace, names } of storage.listObjects()) {
+    if (namespace !== LEGACY_NAMESPACE || !isUserId(user)) continue;
+    const kept = await metadata.objectNames(user, LEGACY_NAMESPACE);
+    for (const name of names) {
+      if (kept.has(name) || name.startsWith('.')) continue;
+      await storage.move({ user, namespace, id: name }, name, INCOMING_NAMESPACE);
+      moved++;
+    }
+  }
+  return moved;
 }
 
 /** Deletes objects no metadata row names (left by a crash between storing an object and recording it). */

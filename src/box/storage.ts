@@ -4,7 +4,7 @@
  * swept at start). The interface is small so that an object store can be added beside the filesystem.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { tryPidLock } from '../util/pid-lock.js';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -36,17 +36,37 @@ export class BlobTooLargeError extends LacreError {}
 /** Another process holds the blob storage. */
 export class BlobStorageLockedError extends LacreError {}
 
+export interface WriteOptions {
+  /** Bytes the object may hold, framing included; over it, BlobTooLargeError. */
+  maxBytes?: number;
+  /**
+   * Bytes stored before the source, given the source's length (Soledad's preamble): their length must not
+   * depend on it. Written first for `expectedSize` (0 when unknown) and, when the source turns out another
+   * length, written again in place before the object is made durable.
+   */
+  framing?: (payloadSize: number) => Buffer;
+  /** The source's length when known up front (Content-Length). */
+  expectedSize?: number;
+}
+
 export interface BlobStorage {
   /**
-   * Streams `source` into a new object and makes it durable before resolving. Over `maxBytes`, the rest
-   * of the source is read and dropped (so an HTTP request can still be answered) and BlobTooLargeError
-   * is thrown. On any failure nothing is left behind.
+   * Streams `source` (after `options.framing`) into a new object and makes it durable before resolving.
+   * Over `maxBytes`, the rest of the source is read and dropped (so an HTTP request can still be answered)
+   * and BlobTooLargeError is thrown. On any failure nothing is left behind.
    */
-  write(key: BlobKey, source: AsyncIterable<Buffer>, options?: { maxBytes?: number }): Promise<WrittenObject>;
+  write(key: BlobKey, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<WrittenObject>;
   /** Opens an object for reading (all of it, or an inclusive range); rejects when it does not exist. */
   read(key: BlobKey, name: string, range?: ByteRange): Promise<Readable>;
+  /** The last `length` bytes of an object (fewer when it is shorter); rejects when it does not exist. */
+  readTail(key: BlobKey, name: string, length: number): Promise<Buffer>;
   /** Removes an object; one that is already gone is not an error. */
   remove(key: BlobKey, name: string): Promise<void>;
+  /**
+   * Moves an object to another namespace of its user, durably; one already moved (gone from `key`'s
+   * namespace) is not an error, so an interrupted run of moves can simply be run again.
+   */
+  move(key: BlobKey, name: string, toNamespace: string): Promise<void>;
   /** Every (user, namespace) holding objects, and their object names: for the orphan sweep. */
   listObjects(): AsyncIterable<{ user: string; namespace: string; names: string[] }>;
 }
@@ -83,6 +103,7 @@ export class FilesystemBlobStorage implements BlobStorage {
     this.#releaseLock = lockRoot(join(this.root, LOCK_FILE));
     const leftovers = await readdir(this.#tempDir);
     await Promise.all(leftovers.map((name) => rm(join(this.#tempDir, name), { force: true, recursive: true })));
+    await assertCaseSensitive(this.#tempDir);
     return leftovers.length;
   }
 
@@ -91,13 +112,13 @@ export class FilesystemBlobStorage implements BlobStorage {
     this.#releaseLock = undefined;
   }
 
-  async write(key: BlobKey, source: AsyncIterable<Buffer>, options: { maxBytes?: number } = {}): Promise<WrittenObject> {
+  async write(key: BlobKey, source: AsyncIterable<Buffer>, options: WriteOptions = {}): Promise<WrittenObject> {
     await mkdir(this.#tempDir, { recursive: true, mode: 0o700 });
     const tempPath = join(this.#tempDir, randomBytes(12).toString('hex'));
     const file = await open(tempPath, 'wx', 0o600);
     let closed = false;
     try {
-      const size = await copyInto(file, source, options.maxBytes);
+      const size = await writeObject(file, source, options);
       await file.sync();
       await file.close();
       closed = true;
@@ -116,8 +137,34 @@ export class FilesystemBlobStorage implements BlobStorage {
     return file.createReadStream(range ? { start: range.start, end: range.end } : {});
   }
 
+  async readTail(key: BlobKey, name: string, length: number): Promise<Buffer> {
+    const file = await open(this.#path(key, name), 'r');
+    try {
+      const { size } = await file.stat();
+      const tail = Buffer.alloc(Math.min(length, size));
+      const { bytesRead } = await file.read(tail, 0, tail.length, size - tail.length);
+      return tail.subarray(0, bytesRead);
+    } finally {
+      await file.close();
+    }
+  }
+
   async remove(key: BlobKey, name: string): Promise<void> {
     await rm(this.#path(key, name), { force: true });
+  }
+
+  async move(key: BlobKey, name: string, toNamespace: string): Promise<void> {
+    const target = { ...key, namespace: toNamespace };
+    const from = this.#path(key, name);
+    try {
+      await rename(from, join(await this.#ensureDir(target), name));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
+    // rename(2) is atomic: until both directories are durable a crash leaves the object in one of the two.
+    await this.#fsyncDirectory(this.#dir(target));
+    await this.#fsyncDirectory(dirname(from));
   }
 
   async *listObjects(): AsyncIterable<{ user: string; namespace: string; names: string[] }> {
@@ -181,6 +228,21 @@ export class FilesystemBlobStorage implements BlobStorage {
   }
 }
 
+/** The framing (if any), then the source, into `file`; resolves to the bytes written. */
+async function writeObject(file: FileHandle, source: AsyncIterable<Buffer>, options: WriteOptions): Promise<number> {
+  const expected = options.expectedSize ?? 0;
+  const framing = options.framing?.(expected) ?? Buffer.alloc(0);
+  const room = options.maxBytes === undefined ? undefined : options.maxBytes - framing.length;
+  if (framing.length > 0) await file.write(framing);
+  const payloadSize = await copyInto(file, source, room);
+  if (options.framing && payloadSize !== expected) {
+    const actual = options.framing(payloadSize);
+    if (actual.length !== framing.length) throw new LacreError(`the framing of a blob changed length (${framing.length} to ${actual.length} bytes)`);
+    await file.write(actual, 0, actual.length, 0);
+  }
+  return framing.length + payloadSize;
+}
+
 async function copyInto(file: FileHandle, source: AsyncIterable<Buffer>, maxBytes: number | undefined): Promise<number> {
   let size = 0;
   let tooLarge = false;
@@ -193,10 +255,9 @@ async function copyInto(file: FileHandle, source: AsyncIterable<Buffer>, maxByte
     }
     await file.write(chunk);
   }
-  if (tooLarge) throw new BlobTooLargeError(`blob of ${size} bytes exceeds the ${maxBytes} bytes allowed`);
+  if (tooLarge || (maxBytes !== undefined && maxBytes < 0)) throw new BlobTooLargeError(`blob of ${size} bytes exceeds the ${Math.max(0, maxBytes!)} bytes allowed`);
   return size;
 }
-
 
 async function readdirOrEmpty(dir: string): Promise<string[]> {
   try {
@@ -205,6 +266,25 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw error;
+  }
+}
+
+/**
+ * Namespaces may differ by case alone (Soledad's `MX`, Lacre's former `mx`): on a filesystem that folds case
+ * they would share a directory, and the orphan sweep would take one's blobs for the other's orphans.
+ */
+async function assertCaseSensitive(dir: string): Promise<void> {
+  const name = `case-probe-${randomBytes(6).toString('hex')}`;
+  const probe = join(dir, name);
+  await writeFile(probe, '', { mode: 0o600 });
+  try {
+    const folded = await stat(join(dir, name.toUpperCase())).then(
+      () => true,
+      () => false,
+    );
+    if (folded) throw new LacreError(`${dirname(dir)} is on a filesystem that ignores case: blob namespaces are case-sensitive (MX is not mx); use a case-sensitive one`);
+  } finally {
+    await rm(probe, { force: true });
   }
 }
 

@@ -8,6 +8,7 @@ import { loadDecryptionKeys, NoMatchingKeyError, openBlob } from '../box-client/
 import { deliverToMaildir } from '../box-client/maildir.js';
 import type { CliContext } from './context.js';
 import { errorMessage } from '../errors.js';
+import { INCOMING_NAMESPACE, incomingNamespace } from '../config/schema.js';
 
 /** sysexits: EX_TEMPFAIL, "try again later". */
 export const EXIT_TEMPFAIL = 75;
@@ -45,7 +46,7 @@ export function registerInboxFetchCommand(inboxCommand: Command, _context: CliCo
     .requiredOption('--key <file>', 'armored secret key(s) of the user')
     .option('--passphrase-file <file>', 'file holding the passphrase of a protected key (first line)')
     .requiredOption('--maildir <dir>', 'Maildir to deliver into (created if missing)')
-    .option('--namespace <ns>', 'box namespace', 'mx')
+    .option('--namespace <ns>', 'box namespace (mx, the old spelling, means MX)', INCOMING_NAMESPACE)
     .option('--concurrency <n>', 'messages processed at once', positiveInteger, 4)
     .option('--limit <n>', 'process at most N messages', positiveInteger)
     .option('--size-limit <bytes>', 'leave messages bigger than this for later', positiveInteger)
@@ -80,7 +81,7 @@ export async function runInboxFetch(options: InboxFetchOptions, io: InboxFetchIo
     url: options.url,
     user: options.user,
     token,
-    namespace: options.namespace,
+    namespace: incomingNamespace(options.namespace),
     timeoutMs: (options.timeoutSeconds ?? 60) * 1000,
   });
   const deliver = async (_id: string, stream: Readable, meta: { scheme: string }) => {

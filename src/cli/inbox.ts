@@ -1,4 +1,4 @@
-/** `lacre inbox serve|user|token|purge`: the Incoming Box server and its administration. */
+/** `lacre inbox serve|user|token|purge|import-soledad`: the Incoming Box server and its administration. */
 import type { Command } from 'commander';
 import { BoxUserStore } from '../box/users.js';
 import type { CliContext } from './context.js';
@@ -87,6 +87,27 @@ export function registerInboxCommands(program: Command, context: CliContext): Co
         const { purgeIncomingBox } = await import('../box/server.js');
         const removed = await purgeIncomingBox(config, db);
         process.stdout.write(`purged ${removed} blob${removed === 1 ? '' : 's'}\n`);
+      } finally {
+        await db.close();
+      }
+    });
+
+  inbox
+    .command('import-soledad')
+    .description("bring a Soledad server's blob directory (e.g. /var/lib/soledad/blobs) into this box; run it with the box stopped")
+    .argument('<dir>', "Soledad's blobs_path")
+    .action(async (dir: string, _options: unknown, command: Command) => {
+      const { config, db } = await open(context, command, 'stderr');
+      try {
+        const { importSoledadBlobs } = await import('../box/import-soledad.js');
+        const summary = await importSoledadBlobs(config, db, dir);
+        process.stdout.write(`imported ${summary.imported}, already here ${summary.present}, deleted in Soledad ${summary.tombstones}\n`);
+        for (const user of summary.skippedUsers) process.stderr.write(`skipped ${user}: a Lacre user id is a lower-case UUID (8-4-4-4-12)\n`);
+        for (const file of summary.skippedFiles) process.stderr.write(`skipped ${file}\n`);
+        for (const user of summary.usersWithoutAccess) {
+          process.stderr.write(`user ${user} has no address or token here: lacre inbox user add ADDRESS --user ${user}; lacre inbox token create ${user}\n`);
+        }
+        if (summary.skippedUsers.length + summary.skippedFiles.length > 0) process.exitCode = 1;
       } finally {
         await db.close();
       }

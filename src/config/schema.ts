@@ -78,13 +78,22 @@ const keys = z.strictObject({
 
 const serviceToken = z.string().regex(/^[^:\s]+:\S+$/, 'expected "service:token"');
 
+/** Soledad's Incoming Box namespace: where deliveries land and where its client looks. */
+export const INCOMING_NAMESPACE = 'MX';
+
+/** A box namespace as named in configuration or on a command line: `mx`, Lacre's old spelling, is Soledad's `MX`. */
+export function incomingNamespace(namespace: string): string {
+  return namespace === 'mx' ? INCOMING_NAMESPACE : namespace;
+}
+
 const incomingBox = z.strictObject({
   // Delivery side (Lacre as the Trusted Application).
   /** Base URL of the box that receives copies, e.g. http://127.0.0.1:9025; unset = no box delivery. */
   url: z.string().url().optional(),
   /** The "service:token" pair sent as `Authorization: Token base64(service:token)`. */
   token: serviceToken.optional(),
-  namespace: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).default('mx'),
+  /** Namespaces are case-sensitive; `mx` (Lacre's earlier spelling) means Soledad's `MX`. */
+  namespace: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).default(INCOMING_NAMESPACE).transform(incomingNamespace),
   /** Domains whose every recipient is delivered to a box (others only when mapped per address). */
   domains: z.array(z.string().min(1)).default([]),
   /** Box recipients without a usable key: reinject in plaintext, or refuse at RCPT (4xx / 5xx). */

@@ -17,6 +17,7 @@ import { alreadyEncryptedReason, ENCRYPTED_PEEK_BYTES, needsLongerLook } from '.
 import { fanOut } from './fanout.js';
 import { planDelivery, type Copy, type EncryptedKind, type Plan, type RoutedRecipient } from './plan.js';
 import { blobIdFor } from './blob-id.js';
+import { INCOMING_NAMESPACE } from '../config/schema.js';
 import { CipherSpool, defaultSpoolDir } from './spool.js';
 import { countedForCollection } from '../util/young-gc.js';
 import type { BoxScheme, Downstreams, RecipientRejections } from './ports.js';
@@ -365,7 +366,7 @@ async function sendCopy(copy: Copy, raw: Readable, context: SendContext): Promis
     return downstreams.relay.send({ from: input.from, to: copy.recipients, use8BitMime: input.use8BitMime }, raw);
   }
   if (!downstreams.box) throw new LacreError('Incoming Box delivery is not configured (incoming_box.url)');
-  const blobId = blobIdFor({ queueId: input.queueId, digest: context.digest, recipient: copy.recipients[0]!, namespace: options.boxNamespace ?? 'mx' });
+  const blobId = blobIdFor({ queueId: input.queueId, digest: context.digest, recipient: copy.recipients[0]!, namespace: options.boxNamespace ?? INCOMING_NAMESPACE });
   await downstreams.box.put(copy.boxUser, blobId, BOX_SCHEMES[copy.kind], raw);
   return new Map();
 }

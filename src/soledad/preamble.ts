@@ -93,9 +93,13 @@ export function readFraming(head: Buffer): { preamble: Preamble; payloadOffset: 
   return { preamble: decodePreamble(Buffer.from(encoded, 'base64url')), payloadOffset: space + 1 };
 }
 
-/** Soledad's `Tag` header: base64url, with padding (its Python 2 client needs it), of a blob's last 16 bytes. */
+/**
+ * Soledad's `Tag` header: base64url, with padding (its Python 2 client needs it), of a blob's last 16 bytes
+ * (24 characters), or of all of a shorter blob's bytes.
+ */
 export function tagOf(last16: Buffer): string {
-  return last16.toString('base64url').padEnd(24, '=');
+  const encoded = last16.toString('base64url');
+  return encoded.padEnd(Math.ceil(encoded.length / 4) * 4, '=');
 }
 
 function writePascal(bytes: Buffer, offset: number, text: string): void {

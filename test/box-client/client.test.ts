@@ -9,6 +9,8 @@ import {
   IncomingBoxUnreachableError,
   ReservationLostError,
 } from '../../src/box-client/client.js';
+import { InvalidFramingError } from '../../src/box-client/framing.js';
+import { FRAMING_BYTES, incomingFraming } from '../../src/soledad/preamble.js';
 import { databaseBackends } from '../helpers/databases.js';
 import { startRealBox, type BoxUser, type RealBox } from './real-box.js';
 
@@ -38,12 +40,13 @@ for (const backend of await databaseBackends()) {
       assert.deepEqual(await c.list({ orderBy: '+date' }), ['b-1', 'b-2', 'b-3']);
       assert.deepEqual(await c.list({ orderBy: '-date', limit: 2, page: 1 }), ['b-3', 'b-2']);
       assert.deepEqual(await c.list({ orderBy: '-date', limit: 2, page: 2 }), ['b-1']);
-      assert.deepEqual(await c.list({ sizeLimit: 7 }), ['b-1', 'b-2']);
-      assert.equal(await c.count({ sizeLimit: 3 }), 1);
+      // Sizes are of the stored bytes: the delivery behind its Soledad framing.
+      assert.deepEqual(await c.list({ sizeLimit: FRAMING_BYTES + 7 }), ['b-1', 'b-2']);
+      assert.equal(await c.count({ sizeLimit: FRAMING_BYTES + 3 }), 1);
 
       const details = await c.list({ details: true, limit: 1 });
       assert.equal(details.length, 1);
-      assert.deepEqual({ ...details[0]!, createdAt: undefined }, { id: 'b-1', size: 3, state: 'PENDING', flags: ['PENDING'], scheme: 'openpgp', createdAt: undefined });
+      assert.deepEqual({ ...details[0]!, createdAt: undefined }, { id: 'b-1', size: FRAMING_BYTES + 3, state: 'PENDING', flags: ['PENDING'], scheme: 'openpgp', createdAt: undefined });
       assert.ok(Math.abs(details[0]!.createdAt.getTime() - Date.now()) < 60_000);
     });
 
@@ -59,21 +62,22 @@ for (const backend of await databaseBackends()) {
       assert.equal(await client().count({ filterFlag: 'PROCESSING' }), 1);
     });
 
-    test('fetch streams the bytes with size and scheme; a range answers 206 with its bounds', async () => {
+    test('fetch streams the payload without its framing, with size and scheme; a range of the stored bytes answers 206 with its bounds', async () => {
       const body = Buffer.from('0123456789abcdef');
       await box.deliver(alice.user, 'f-1', body, 'openpgp-mime');
       const whole = await client().fetch('f-1');
       assert.equal(whole.size, 16);
       assert.equal(whole.scheme, 'openpgp-mime');
       assert.equal(whole.range, undefined);
+      assert.deepEqual({ docId: whole.preamble?.docId, size: whole.preamble?.size }, { docId: 'f-1', size: 16 });
       assert.equal(await text(whole.stream), body.toString());
-      const part = await client().fetch('f-1', { range: { start: 4, end: 7 } });
-      assert.deepEqual(part.range, { start: 4, end: 7, total: 16 });
+      const part = await client().fetch('f-1', { range: { start: FRAMING_BYTES + 4, end: FRAMING_BYTES + 7 } });
+      assert.deepEqual(part.range, { start: FRAMING_BYTES + 4, end: FRAMING_BYTES + 7, total: FRAMING_BYTES + 16 });
       assert.equal(part.size, 4);
       assert.equal(await text(part.stream), '4567');
-      const tail = await client().fetch('f-1', { range: { start: 14 } });
+      const tail = await client().fetch('f-1', { range: { start: FRAMING_BYTES + 14 } });
       assert.equal(await text(tail.stream), 'ef');
-      await assert.rejects(client().fetch('f-1', { range: { start: 99 } }), (e) => e instanceof IncomingBoxHttpError && e.status === 416);
+      await assert.rejects(client().fetch('f-1', { range: { start: FRAMING_BYTES + 99 } }), (e) => e instanceof IncomingBoxHttpError && e.status === 416);
       await assert.rejects(client().fetch('missing'), (e) => e instanceof IncomingBoxHttpError && e.status === 404);
     });
 
@@ -169,12 +173,41 @@ describe('IncomingBoxClient against a box that is down or silent', () => {
       const client = new IncomingBoxClient({ url: recorder.url, user: 'u-1', token: 't:with:colons' });
       assert.equal(await client.count({ includeProcessing: true }), 7);
       assert.equal(seen.authorization, `Token ${Buffer.from('u-1:t:with:colons').toString('base64')}`);
-      assert.equal(seen.url, '/blobs/u-1/?namespace=mx&include_processing=1&only_count=1');
+      assert.equal(seen.url, '/blobs/u-1/?namespace=MX&filter_flag=PENDING&include_processing=1&only_count=1');
     } finally {
       await recorder.close();
     }
   });
 
+
+  test('reads the framing off a blob the box says is framed, and takes the bytes of any other as they are', async () => {
+    const bodies: Record<string, { headers: Record<string, string>; body: Buffer }> = {
+      '/blobs/u/framed?namespace=MX': { headers: { 'x-incoming-framing': 'soledad' }, body: Buffer.concat([incomingFraming('framed', 7, new Date()), Buffer.from('payload')]) },
+      // An older box: no framing header, a bare blob.
+      '/blobs/u/bare?namespace=MX': { headers: {}, body: Buffer.from('EzcCAw looks framed but is not said to be') },
+      '/blobs/u/broken?namespace=MX': { headers: { 'x-incoming-framing': 'soledad' }, body: Buffer.from('EzcCAw== not a preamble') },
+      '/blobs/u/spaceless?namespace=MX': { headers: { 'x-incoming-framing': 'soledad' }, body: Buffer.alloc(2000, 'A') },
+    };
+    const server = await listen(
+      createServer((req, res) => {
+        const { headers, body } = bodies[req.url!]!;
+        res.writeHead(200, { ...headers, 'content-length': String(body.length) }).end(body);
+      }),
+    );
+    try {
+      const client = new IncomingBoxClient({ url: server.url, user: 'u', token: 't' });
+      const framed = await client.fetch('framed');
+      assert.equal(framed.size, 7);
+      assert.equal(await text(framed.stream), 'payload');
+      const bare = await client.fetch('bare');
+      assert.equal(bare.preamble, undefined);
+      assert.equal(await text(bare.stream), 'EzcCAw looks framed but is not said to be');
+      await assert.rejects(client.fetch('broken'), InvalidFramingError);
+      await assert.rejects(client.fetch('spaceless'), InvalidFramingError);
+    } finally {
+      await server.close();
+    }
+  });
 
   test('nothing listening: IncomingBoxUnreachableError', async () => {
     const port = await freePort();

@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { buffer } from 'node:stream/consumers';
 import { IncomingBoxClient, IncomingBoxUnreachableError } from '../../src/box-client/client.js';
 import { clientVersion, PermanentProcessingError, processIncoming, type BlobOutcome } from '../../src/box-client/consumer.js';
+import { InvalidFramingError } from '../../src/box-client/framing.js';
+import { FRAMING_BYTES } from '../../src/soledad/preamble.js';
 import { databaseBackends } from '../helpers/databases.js';
 import { startRealBox, type BoxUser, type RealBox } from './real-box.js';
 
@@ -48,6 +51,18 @@ for (const backend of await databaseBackends()) describe(`processIncoming agains
     assert.deepEqual(seen[2], { id: 'm-002', body: 'message 2', scheme: 'openpgp-mime', size: 9 });
     for (const id of ids) assert.deepEqual(await client.flags(id), ['PROCESSED']);
     assert.equal(await client.count(), 0);
+  });
+
+  test('a blob whose Soledad framing is damaged is marked FAILED (not released to come back every run)', async () => {
+    await deliverMany(2);
+    const dir = join(box.blobsPath, user.user, 'MX');
+    const [stored] = readdirSync(dir).filter((name) => name.startsWith('m-000.'));
+    writeFileSync(join(dir, stored!), 'no preamble in front of this');
+    const outcomes: BlobOutcome[] = [];
+    const summary = await processIncoming(client, async (_id, stream) => void (await buffer(stream)), { concurrency: 1, onOutcome: (o) => outcomes.push(o) });
+    assert.deepEqual(summary, { processed: 1, failed: 1, skipped: 0, deferred: 0 });
+    assert.ok(outcomes[0]!.outcome === 'failed' && !outcomes[0]!.permanent && outcomes[0]!.error instanceof InvalidFramingError);
+    assert.deepEqual(await client.flags('m-000'), ['FAILED']);
   });
 
   test('runs at most `concurrency` handlers at once, and does reach it', async () => {
@@ -140,7 +155,7 @@ for (const backend of await databaseBackends()) describe(`processIncoming agains
     const limited = await processIncoming(client, async (_id, stream) => void (await buffer(stream)), { limit: 2 });
     assert.equal(limited.processed, 2);
     assert.equal(await client.count(), 4);
-    const small = await processIncoming(client, async (_id, stream) => void (await buffer(stream)), { sizeLimit: 100 });
+    const small = await processIncoming(client, async (_id, stream) => void (await buffer(stream)), { sizeLimit: FRAMING_BYTES + 100 });
     assert.equal(small.processed, 3);
     assert.deepEqual(await client.list(), ['big']);
   });

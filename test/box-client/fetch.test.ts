@@ -77,7 +77,7 @@ for (const backend of await databaseBackends()) describe(`lacre inbox fetch from
     token: user.token,
     key: keyFile,
     maildir: join(work, user.user),
-    namespace: 'mx',
+    namespace: 'MX',
     concurrency: 3,
     ...extra,
   });

@@ -22,6 +22,8 @@ export interface BoxUser {
 
 export interface RealBox {
   readonly url: string;
+  /** The box's blob directory: `{blobsPath}/{user}/{namespace}/{id}.{random}`. */
+  readonly blobsPath: string;
   /** A new user (one address) with one token. */
   createUser(): Promise<BoxUser>;
   /** PUT /incoming/{user}/{id} with the service token, as `lacre serve` delivers; resolves with the status. */
@@ -43,6 +45,7 @@ export async function startRealBox(backend: TestBackend): Promise<RealBox> {
   const serviceAuth = `Token ${Buffer.from(`${SERVICE}:${SERVICE_SECRET}`).toString('base64')}`;
   return {
     url,
+    blobsPath,
     async createUser() {
       const { user } = await users.add(`${randomUUID()}@example.org`);
       return { user, token: (await users.createToken(user)).token };

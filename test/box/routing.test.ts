@@ -150,6 +150,9 @@ describe('routing to Incoming Boxes in the pipeline', () => {
     for (const change of [{ queueId: 'R' }, { digest: 'e' }, { recipient: 'b@x' }, { namespace: 'other' }]) {
       assert.notEqual(blobIdFor({ ...base, ...change }), blobIdFor(base));
     }
+    // A delivery tried before the namespace became Soledad's MX and retried after gets the same id (a 409, not a copy).
+    assert.equal(blobIdFor({ ...base, namespace: 'MX' }), blobIdFor(base));
+    assert.equal(blobIdFor({ ...base, namespace: 'MX' }), '51912d44-4a0f-8e6e-8122-e106564b7ea9', 'as Lacre derived it for mx');
   });
 });
 

@@ -17,6 +17,9 @@ export function tokenHeader(name: string, secret: string): string {
 
 export const trustedAuth = tokenHeader('lacre-mx', 'trusted-secret');
 
+/** Where deliveries land unless they name another namespace: Soledad's MX. */
+export const MX = 'MX';
+
 export interface BoxUser {
   id: string;
   token: string;
@@ -38,7 +41,7 @@ export interface TestBox {
   /** A user with one address and one token. */
   createUser(address: string): Promise<BoxUser>;
   request(method: string, path: string, options?: RequestOptions): Promise<Response>;
-  /** Delivers as the Trusted Application. */
+  /** Delivers as the Trusted Application (into MX unless `namespace` is given). */
   deliver(user: string, id: string, body: string | Buffer, options?: { namespace?: string; scheme?: string }): Promise<Response>;
   /** Files in the blob directory of a user and namespace, and in the temporary directory. */
   files(user: string, namespace?: string): string[];
@@ -79,7 +82,7 @@ export function withBox(backend: TestBackend, settings: BoxSettings, use: (box: 
         const headers: Record<string, string> = options.scheme ? { 'x-incoming-scheme': options.scheme } : {};
         return request('PUT', `/incoming/${user}/${id}${query}`, { auth: trustedAuth, body, headers });
       },
-      files: (user, namespace = 'mx') => listDir(join(blobsPath, user, namespace)),
+      files: (user, namespace = MX) => listDir(join(blobsPath, user, namespace)),
       tempFiles: () => listDir(join(blobsPath, '.tmp')),
     };
     try {

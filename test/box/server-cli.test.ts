@@ -85,8 +85,8 @@ describe('lacre inbox (embedded database)', () => {
     const auth = tokenHeader(user, token);
     try {
       assert.equal((await fetch(`${base}/incoming/${user}/m1`, { method: 'PUT', headers: { authorization: trustedAuth }, body: 'sealed' })).status, 200);
-      const reservation = ((await (await fetch(`${base}/blobs/${user}/m1/reserve`, { method: 'POST', headers: { authorization: auth } })).json()) as { reservation: string }).reservation;
-      const done = await fetch(`${base}/blobs/${user}/m1`, { method: 'POST', headers: { authorization: auth, 'x-reservation': reservation }, body: '["PROCESSED"]' });
+      const reservation = ((await (await fetch(`${base}/blobs/${user}/m1/reserve?namespace=MX`, { method: 'POST', headers: { authorization: auth } })).json()) as { reservation: string }).reservation;
+      const done = await fetch(`${base}/blobs/${user}/m1?namespace=MX`, { method: 'POST', headers: { authorization: auth, 'x-reservation': reservation }, body: '["PROCESSED"]' });
       assert.equal(done.status, 200);
     } finally {
       await server.close();

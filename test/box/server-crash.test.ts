@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { BoxUserStore } from '../../src/box/users.js';
+import { FRAMING_BYTES } from '../../src/soledad/preamble.js';
 import { databaseBackends, databaseEnv, withDatabase } from '../helpers/databases.js';
 import { LACRE_BIN } from '../helpers/lacre.js';
 import { sleep, tokenHeader, TRUSTED, trustedAuth } from './server-box.js';
@@ -166,7 +167,7 @@ for (const backend of await databaseBackends()) {
           LACRE_LOG_LEVEL: 'info',
         };
         const tempDir = join(blobsPath, '.tmp');
-        const userDir = join(blobsPath, user, 'mx');
+        const userDir = join(blobsPath, user, 'MX');
         const blobs = [new BigBlob('big-1', 24, 12_345), new BigBlob('big-2', 30, 1), new BigBlob('big-3', 20, 99_999), new BigBlob('big-4', 26, 0)];
         const small = new BigBlob('small', 0, 4096);
         let box = await BoxProcess.start(env);
@@ -187,28 +188,32 @@ for (const backend of await databaseBackends()) {
           // An object stored but never recorded (a crash between the two) is swept at start; what is not a blob is not.
           writeFileSync(join(userDir, 'stored-never-recorded'), 'orphan');
           writeFileSync(join(userDir, '.keep'), 'not a blob');
-          mkdirSync(join(blobsPath, '.snapshot', 'mx'), { recursive: true });
-          writeFileSync(join(blobsPath, '.snapshot', 'mx', 'x'), 'not a user');
+          mkdirSync(join(blobsPath, '.snapshot', 'MX'), { recursive: true });
+          writeFileSync(join(blobsPath, '.snapshot', 'MX', 'x'), 'not a user');
           box = await BoxProcess.start(env);
           assert.deepEqual(readdirSync(tempDir), [], 'temporary files are removed at start');
-          const listed = await fetch(`${box.base}/blobs/${user}/?include_processing=1`, { headers: { authorization: auth } });
+          const listed = await fetch(`${box.base}/blobs/${user}/?namespace=MX`, { headers: { authorization: auth } });
           assert.deepEqual(await listed.json(), ['small'], 'no partial blob is listed');
           const left = readdirSync(userDir).sort();
           assert.equal(left.length, 2, `the orphan is swept: ${left.join(', ')}`);
           assert.equal(left[0], '.keep', 'the dot file is kept');
           assert.match(left[1]!, /^small\./);
-          assert.deepEqual(readdirSync(join(blobsPath, '.snapshot', 'mx')), ['x']);
+          assert.deepEqual(readdirSync(join(blobsPath, '.snapshot', 'MX')), ['x']);
 
           const redelivered = await Promise.all([...blobs, small].map((blob) => upload(box.base, user, blob, 0).result));
           assert.deepEqual(redelivered, [200, 200, 200, 200, 409]);
-          const all = (await (await fetch(`${box.base}/blobs/${user}/?details=1`, { headers: { authorization: auth } })).json()) as { id: string; size: number }[];
+          const all = (await (await fetch(`${box.base}/blobs/${user}/?namespace=MX&details=1`, { headers: { authorization: auth } })).json()) as { id: string; size: number }[];
           assert.deepEqual(all.map((b) => b.id).sort(), ['big-1', 'big-2', 'big-3', 'big-4', 'small']);
           for (const blob of [...blobs, small]) {
-            assert.equal(all.find((b) => b.id === blob.id)!.size, blob.size);
-            const response = await fetch(`${box.base}/blobs/${user}/${blob.id}`, { headers: { authorization: auth } });
+            assert.equal(all.find((b) => b.id === blob.id)!.size, FRAMING_BYTES + blob.size);
+            const response = await fetch(`${box.base}/blobs/${user}/${blob.id}?namespace=MX`, { headers: { authorization: auth } });
             const hash = createHash('sha256');
-            for await (const chunk of response.body!) hash.update(chunk);
-            assert.equal(hash.digest('hex'), blob.sha256, `${blob.id} has exactly the bytes delivered`);
+            let framing = FRAMING_BYTES;
+            for await (const chunk of response.body!) {
+              hash.update(chunk.subarray(framing));
+              framing = Math.max(0, framing - chunk.length);
+            }
+            assert.equal(hash.digest('hex'), blob.sha256, `${blob.id} has exactly the bytes delivered, after the framing`);
           }
           assert.equal(readdirSync(userDir).filter((name) => !name.startsWith('.')).length, 5, 'one file per blob');
           assert.deepEqual(readdirSync(tempDir), []);

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, before, describe, test } from 'node:test';
-import { FilesystemBlobStorage } from '../../src/box/storage.js';
+import { BlobTooLargeError, FilesystemBlobStorage } from '../../src/box/storage.js';
 
 describe('FilesystemBlobStorage', () => {
   let root: string;
@@ -76,5 +76,53 @@ describe('FilesystemBlobStorage', () => {
       watched.close();
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  describe('framing', () => {
+    /** A framing whose bytes say the payload's size, of one length whatever the size (as Soledad's preamble). */
+    const framing = (payloadSize: number) => Buffer.from(`[${String(payloadSize).padStart(8, '0')}] `);
+    const chunks = (...parts: string[]) => Readable.from(parts.map((part) => Buffer.from(part)));
+
+    test('is written before the payload for the size announced, and rewritten in place when the size differs', async () => {
+      const key = { user: 'framed', namespace: 'MX', id: 'f' };
+      const announced = await storage.write(key, chunks('hello ', 'world'), { framing, expectedSize: 11 });
+      assert.equal(announced.size, 11 + 11);
+      assert.equal((await buffer(await storage.read(key, announced.name))).toString(), '[00000011] hello world');
+      const unknown = await storage.write({ ...key, id: 'g' }, chunks('a', 'bc', 'def'), { framing });
+      assert.equal((await buffer(await storage.read(key, unknown.name))).toString(), '[00000006] abcdef', 'chunked: size 0 first, then patched');
+      const wrong = await storage.write({ ...key, id: 'h' }, chunks('xyz'), { framing, expectedSize: 99 });
+      assert.equal((await buffer(await storage.read(key, wrong.name))).toString(), '[00000003] xyz');
+      await assert.rejects(storage.write({ ...key, id: 'i' }, chunks('x'), { framing: (size) => Buffer.from('#'.repeat(size + 1)) }), /changed length/);
+      assert.deepEqual(await readdir(join(root, '.tmp')), []);
+    });
+
+    test('counts against maxBytes', async () => {
+      const key = { user: 'framed', namespace: 'MX', id: 'max' };
+      assert.equal((await storage.write(key, chunks('12345'), { framing, maxBytes: 16 })).size, 16);
+      await assert.rejects(storage.write({ ...key, id: 'over' }, chunks('123456'), { framing, maxBytes: 16 }), BlobTooLargeError);
+      await assert.rejects(storage.write({ ...key, id: 'tiny' }, chunks(), { framing, maxBytes: 5 }), BlobTooLargeError, 'no room even for the framing');
+      assert.deepEqual(await readdir(join(root, '.tmp')), []);
+    });
+  });
+
+  test('readTail reads the last bytes, or all of a shorter object', async () => {
+    const key = { user: 'tails', namespace: 'MX', id: 't' };
+    const long = await storage.write(key, Readable.from([Buffer.from('0123456789abcdefghijklmnop')]));
+    assert.equal((await storage.readTail(key, long.name, 16)).toString(), 'abcdefghijklmnop');
+    const short = await storage.write({ ...key, id: 's' }, Readable.from([Buffer.from('abc')]));
+    assert.equal((await storage.readTail(key, short.name, 16)).toString(), 'abc');
+    const empty = await storage.write({ ...key, id: 'e' }, Readable.from([]));
+    assert.equal((await storage.readTail(key, empty.name, 16)).length, 0);
+    await assert.rejects(storage.readTail(key, 'absent.0', 16), { code: 'ENOENT' });
+  });
+
+  test('move puts an object in another namespace of its user; moving it again is no error', async () => {
+    const key = { user: 'mover', namespace: 'mx', id: 'm' };
+    const object = await storage.write(key, Readable.from([Buffer.from('moved')]));
+    await storage.move(key, object.name, 'MX');
+    assert.deepEqual(await readdir(join(root, 'mover', 'mx')), []);
+    assert.equal(await readFile(join(root, 'mover', 'MX', object.name), 'utf8'), 'moved');
+    await storage.move(key, object.name, 'MX');
+    assert.equal((await buffer(await storage.read({ ...key, namespace: 'MX' }, object.name))).toString(), 'moved');
   });
 });

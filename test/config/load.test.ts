@@ -210,6 +210,14 @@ port = 2526
     }
   });
 
+  test("incoming_box.namespace is Soledad's MX by default; mx, Lacre's old spelling, means MX; others are kept as given", () => {
+    assert.equal(loadConfig({ env: {} }).incoming_box.namespace, 'MX');
+    assert.equal(loadConfig({ file: configFile('[incoming_box]\nnamespace = "mx"\n'), env: {} }).incoming_box.namespace, 'MX');
+    assert.equal(loadConfig({ env: { LACRE_INCOMING_BOX_NAMESPACE: 'mx' } }).incoming_box.namespace, 'MX');
+    assert.equal(loadConfig({ env: { LACRE_INCOMING_BOX_NAMESPACE: 'Mx' } }).incoming_box.namespace, 'Mx');
+    assert.equal(loadConfig({ env: { LACRE_INCOMING_BOX_NAMESPACE: 'mail' } }).incoming_box.namespace, 'mail');
+  });
+
   test('deploy/lacre.example.toml loads, equals the defaults and mentions every key', () => {
     assert.deepEqual(loadConfig({ file: exampleFile, env: {} }), loadConfig({ env: {} }));
     const text = readFileSync(exampleFile, 'utf8');

@@ -61,5 +61,9 @@ describe('Soledad preamble', () => {
     assert.equal(tail.length, 16);
     assert.equal(tagOf(tail), 'R1AgTUVTU0FHRS0tLS0tCg==');
     assert.equal(tagOf(Buffer.from([0xfb, 0xff, 0xbf, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])), '-_-_AAAAAAAAAAAAAAAAAA==');
+    // A blob shorter than 16 bytes (a bare upload): all of it, still padded to what base64 decoders accept.
+    assert.equal(tagOf(Buffer.from('x')), 'eA==');
+    assert.equal(tagOf(Buffer.from('abc')), 'YWJj');
+    assert.equal(tagOf(Buffer.alloc(0)), '');
   });
 });
