@@ -6,7 +6,7 @@
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { HttpError } from '../errors.js';
 import { hashToken, tokenMatches } from '../util/secret-token.js';
-import type { BoxUserStore } from './users.js';
+import { canonicalUserId, type BoxUserStore } from './users.js';
 
 export interface Credential {
   name: string;
@@ -39,6 +39,16 @@ export class TrustedTokens {
   }
 }
 
+/**
+ * The user in the path, in the box's canonical spelling: a Soledad client names its user as LEAP does, 32 hex
+ * digits without dashes (`canonicalUserId`). Runs before the credential checks, so both spellings are one user.
+ */
+export function canonicalUserParam(request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
+  const params = request.params as { user?: string };
+  if (params.user !== undefined) params.user = canonicalUserId(params.user) ?? params.user;
+  done();
+}
+
 /** /incoming/…: only a Trusted Application's credential. */
 export function trustedOnly(trusted: TrustedTokens) {
   return (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
@@ -57,7 +67,7 @@ export function ownerOnly(users: BoxUserStore) {
   return async (request: FastifyRequest<{ Params: { user: string } }>): Promise<void> => {
     const credential = parseAuthorization(request.headers.authorization);
     const user = request.params.user;
-    if (!credential || credential.name !== user || !(await users.verifyToken(user, credential.secret))) throw UNAUTHORIZED;
+    if (!credential || canonicalUserId(credential.name) !== user || !(await users.verifyToken(user, credential.secret))) throw UNAUTHORIZED;
     credentialHashes.set(request, hashToken(credential.secret));
   };
 }

@@ -6,7 +6,7 @@ import { acceptJsonBodies, allowOnly, askForBody, type HttpApp } from '../http/s
 import { hashToken, issueToken } from '../util/secret-token.js';
 import { BlobTooLargeError, type BlobKey, type BlobStorage } from './storage.js';
 import { isUserId, type BoxUserStore } from './users.js';
-import { credentialOf, ownerOnly, trustedOnly, type TrustedTokens } from './auth.js';
+import { canonicalUserParam, credentialOf, ownerOnly, trustedOnly, type TrustedTokens } from './auth.js';
 import { flagsOf, KNOWN_FLAGS, type BlobMetadata, type FlagChange, type ReservationHolder } from './metadata.js';
 import {
   blobSchema, deliverySchema, fetchSchema, flagsSchema, isTrue, listQueryOf, listSchema, MAX_FLAGS_BYTES, parseRange, putSchema,
@@ -36,6 +36,7 @@ const FRAMING_HEADER = 'X-Incoming-Framing';
 
 export function addBoxRoutes(app: HttpApp, ctx: BoxContext): void {
   void app.register(async (incoming) => {
+    incoming.addHook('onRequest', canonicalUserParam);
     incoming.addHook('onRequest', trustedOnly(ctx.trusted));
     incoming.put<{ Params: BlobParams; Querystring: NamespaceQuery }>(
       '/incoming/:user/:id',
@@ -49,6 +50,7 @@ export function addBoxRoutes(app: HttpApp, ctx: BoxContext): void {
     allowOnly(incoming, '/incoming/:user/:id', ['PUT']);
   });
   void app.register(async (blobs) => {
+    blobs.addHook('onRequest', canonicalUserParam);
     blobs.addHook('onRequest', ownerOnly(ctx.users));
     for (const url of ['/blobs/:user', '/blobs/:user/']) {
       blobs.get<{ Params: { user: string }; Querystring: ListQueryString }>(url, { schema: listSchema }, (request, reply) => list(ctx, request, reply));

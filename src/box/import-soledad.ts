@@ -15,7 +15,7 @@ import { FRAMING_BYTES, readFraming, SCHEME_EXTERNAL } from '../soledad/preamble
 import { BlobMetadata, type ImportedBlob } from './metadata.js';
 import { BLOB_ID, NAMESPACE } from './requests.js';
 import { FilesystemBlobStorage } from './storage.js';
-import { BoxUserStore, isUserId } from './users.js';
+import { BoxUserStore, canonicalUserId } from './users.js';
 
 export interface SoledadImportSummary {
   imported: number;
@@ -44,21 +44,22 @@ export async function importSoledadBlobs(config: Pick<Config, 'incoming_box'>, d
   try {
     const metadata = new BlobMetadata(db, box.processing_threshold_seconds);
     const users = new BoxUserStore(db);
-    for (const user of await directories(sourceDir)) {
-      if (!isUserId(user)) {
-        summary.skippedUsers.push(user);
+    for (const directory of await directories(sourceDir)) {
+      const user = canonicalUserId(directory);
+      if (user === undefined) {
+        summary.skippedUsers.push(directory);
         continue;
       }
       const before = summary.imported;
-      for (const namespace of await directories(join(sourceDir, user))) {
+      for (const namespace of await directories(join(sourceDir, directory))) {
         if (!NAMESPACE.test(namespace)) {
-          summary.skippedFiles.push(`${user}/${namespace}: not a namespace Lacre can hold`);
+          summary.skippedFiles.push(`${directory}/${namespace}: not a namespace Lacre can hold`);
           continue;
         }
-        for await (const blob of soledadBlobs(join(sourceDir, user, namespace), summary)) {
+        for await (const blob of soledadBlobs(join(sourceDir, directory, namespace), summary)) {
           const key = { user, namespace, id: blob.id };
           if (!BLOB_ID.test(blob.id)) {
-            summary.skippedFiles.push(`${user}/${namespace}/${blob.id}: an id longer than 128 characters`);
+            summary.skippedFiles.push(`${directory}/${namespace}/${blob.id}: an id longer than 128 characters`);
             continue;
           }
           if (await metadata.get(key)) {

@@ -23,9 +23,22 @@ export class BoxUserError extends LacreError {}
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
+/** LEAP's spelling of the same id: Soledad's users are `uuid4().hex`, 32 lower-case hex digits without dashes. */
+const UNDASHED_UUID = /^[0-9a-f]{32}$/;
+
 /** A user id as the box names it: a lower-case canonical UUID. */
 export function isUserId(value: string): boolean {
   return UUID.test(value);
+}
+
+/**
+ * The box's id for a user named either way: the canonical UUID itself, or LEAP's 32-digit spelling of it (as
+ * Soledad clients and a Soledad server's blob directory name users); undefined for anything else.
+ */
+export function canonicalUserId(value: string): string | undefined {
+  if (UUID.test(value)) return value;
+  if (!UNDASHED_UUID.test(value)) return undefined;
+  return `${value.slice(0, 8)}-${value.slice(8, 12)}-${value.slice(12, 16)}-${value.slice(16, 20)}-${value.slice(20)}`;
 }
 
 /** Address → user lookup for the filter (which recipients go to which box). */
@@ -61,7 +74,9 @@ export class BoxUserStore {
    */
   async add(address: string, user?: string): Promise<{ user: string; added: boolean }> {
     const canonical = canonicalAddress(address);
-    if (user !== undefined && !isUserId(user)) throw new BoxUserError(`"${user}" is not a user id (a lower-case UUID)`);
+    const named = user === undefined ? undefined : canonicalUserId(user);
+    if (user !== undefined && named === undefined) throw new BoxUserError(`"${user}" is not a user id (a lower-case UUID, with or without dashes)`);
+    user = named;
     const existing = await this.#matching(canonical);
     if (existing) {
       if (user === undefined || existing.user_uuid === user) return { user: existing.user_uuid, added: false };
@@ -100,7 +115,7 @@ export class BoxUserStore {
 
   /** Creates a token for an existing user (named by UUID or by one of its addresses); the token is returned once. */
   async createToken(userOrAddress: string): Promise<{ user: string; token: string }> {
-    const user = userOrAddress.includes('@') ? await this.userFor(userOrAddress) : userOrAddress.toLowerCase();
+    const user = userOrAddress.includes('@') ? await this.userFor(userOrAddress) : (canonicalUserId(userOrAddress.toLowerCase()) ?? userOrAddress);
     if (user === undefined || !(await this.exists(user))) {
       throw new BoxUserError(`no box user ${userOrAddress}: add an address first (lacre inbox user add ADDR)`);
     }

@@ -102,7 +102,7 @@ export function registerInboxCommands(program: Command, context: CliContext): Co
         const { importSoledadBlobs } = await import('../box/import-soledad.js');
         const summary = await importSoledadBlobs(config, db, dir);
         process.stdout.write(`imported ${summary.imported}, already here ${summary.present}, deleted in Soledad ${summary.tombstones}\n`);
-        for (const user of summary.skippedUsers) process.stderr.write(`skipped ${user}: a Lacre user id is a lower-case UUID (8-4-4-4-12)\n`);
+        for (const user of summary.skippedUsers) process.stderr.write(`skipped ${user}: a user id is a lower-case UUID, 8-4-4-4-12 or LEAP's 32 digits\n`);
         for (const file of summary.skippedFiles) process.stderr.write(`skipped ${file}\n`);
         for (const user of summary.usersWithoutAccess) {
           process.stderr.write(`user ${user} has no address or token here: lacre inbox user add ADDRESS --user ${user}; lacre inbox token create ${user}\n`);

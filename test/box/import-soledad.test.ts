@@ -19,6 +19,8 @@ import { tokenHeader, TRUSTED } from './server-box.js';
 
 const ALICE = '5f2b9c1e-0d6a-4c1b-9a57-3e8f2d4b6a10';
 const BOB = '6a3c0d2f-1e7b-4d2c-8b68-4f9e3e5c7b21';
+const LEAP_USER = '0123456789abcdef0123456789abcdef';
+const LEAP_USER_CANONICAL = '01234567-89ab-cdef-0123-456789abcdef';
 
 /** Writes one blob where Soledad's fs_backend keeps it: {root}/{user}/{namespace}/{id[0]}/{id[0:3]}/{id[0:6]}/{id}. */
 function soledadBlob(root: string, user: string, namespace: string, id: string, bytes: Buffer | undefined, options: { flags?: string[]; minutesAgo?: number } = {}): Buffer | undefined {
@@ -64,7 +66,9 @@ for (const backend of await databaseBackends()) {
         };
         soledadBlob(source, ALICE, 'MX', 'ddd444', undefined);
         symlinkSync('/nonexistent', join(source, ALICE, 'MX', 'a', 'aaa', 'aaa111', 'aaa111.lock'));
-        mkdirSync(join(source, '0123456789abcdef0123456789abcdef', 'MX'), { recursive: true });
+        // LEAP names users uuid4().hex: the box holds them under the canonical UUID.
+        const leapBlob = soledadBlob(source, LEAP_USER, 'MX', 'hhh888', delivered('hhh888', 'for a LEAP user'), { flags: ['PENDING'] })!;
+        mkdirSync(join(source, 'not-a-user', 'MX'), { recursive: true });
 
         const env = { ...databaseEnv(opened.config), LACRE_INCOMING_BOX_BLOBS_PATH: blobsPath, LACRE_LOG_LEVEL: 'warn' };
         const importOnce = async () => {
@@ -74,8 +78,11 @@ for (const backend of await databaseBackends()) {
           return { code: run.code, out: run.stdout.toString('utf8'), err: run.stderr };
         };
         const first = await importOnce();
-        assert.equal(first.out, 'imported 6, already here 0, deleted in Soledad 1\n', first.err);
-        assert.match(first.err, /skipped 0123456789abcdef0123456789abcdef: a Lacre user id is a lower-case UUID/);
+        assert.equal(first.out, 'imported 7, already here 0, deleted in Soledad 1\n', first.err);
+        assert.match(first.err, /skipped not-a-user: a user id is a lower-case UUID/);
+        assert.match(first.err, new RegExp(`user ${LEAP_USER_CANONICAL} has no address or token here`));
+        const [leapRow] = await db.query<{ size: string }>(`SELECT size::text FROM lacre_blobs WHERE user_uuid = $1 AND blob_id = 'hhh888'`, [LEAP_USER_CANONICAL]);
+        assert.equal(Number(leapRow?.size), leapBlob.length);
         assert.match(first.err, new RegExp(`user ${BOB} has no address or token here`));
         assert.equal(first.code, 1, 'something was left behind');
 
@@ -108,7 +115,7 @@ for (const backend of await databaseBackends()) {
         assert.deepEqual(readFileSync(join(source, BOB, 'MX', 'g', 'ggg', 'ggg777', 'ggg777')), blobs.bobs, 'the source is left as it was');
 
         const again = await importOnce();
-        assert.equal(again.out, 'imported 0, already here 6, deleted in Soledad 1\n', again.err);
+        assert.equal(again.out, 'imported 0, already here 7, deleted in Soledad 1\n', again.err);
       } finally {
         if (db !== opened.db) await db.close();
         await opened.cleanup();

@@ -205,6 +205,21 @@ for (const backend of await databaseBackends()) {
         assert.equal((await post(alice.auth, 'd', ['SEEN'])).status, 406);
       }));
 
+    it("a LEAP user id (uuid4().hex: 32 digits, no dashes) names the same user in the path and in the credential", () =>
+      withBox(backend, {}, async (box) => {
+        const alice = await box.createUser('alice@example.org');
+        const leapId = alice.id.replaceAll('-', '');
+        const leapAuth = tokenHeader(leapId, alice.token);
+        assert.equal((await soledadRequest(box, 'PUT', `/incoming/${leapId}/m1`, mxAuth, 'sealed')).status, 200);
+        assert.deepEqual(json(await soledadRequest(box, 'GET', `/blobs/${leapId}/?namespace=MX`, leapAuth)), ['m1']);
+        assert.deepEqual(json(await soledadRequest(box, 'GET', `/blobs/${alice.id}/?namespace=MX`, leapAuth)), ['m1'], 'either spelling, either place');
+        assert.equal((await soledadRequest(box, 'POST', `/blobs/${leapId}/m1?namespace=MX`, leapAuth, '["PROCESSING"]')).status, 200);
+        assert.equal((await soledadRequest(box, 'POST', `/blobs/${alice.id}/m1?namespace=MX`, alice.auth, '["PROCESSED"]')).status, 200, 'one credential, whichever spelling reserved');
+        const bob = await box.createUser('bob@example.org');
+        assert.equal((await soledadRequest(box, 'GET', `/blobs/${leapId}/?namespace=MX`, tokenHeader(leapId, bob.token))).status, 401);
+        assert.equal((await soledadRequest(box, 'GET', `/blobs/${leapId.toUpperCase()}/?namespace=MX`, leapAuth)).status, 401, 'only lower case, as LEAP writes it');
+      }));
+
     it('takes every body without a Content-Type, and an MX delivery answers {"success": true}', () =>
       withBox(backend, {}, async (box) => {
         const alice = await box.createUser('alice@example.org');
