@@ -1,7 +1,7 @@
 /**
- * Issue 16: the requests LEAP Soledad's own client sends (`BlobManager`, `IncomingBox`; Python 2, so replayed here
- * request for request, as /work/wt/soledad-facts.md records them) and the answers it needs. Every request goes out
- * as treq sends it: `Authorization: Token base64(uuid:token)`, no Content-Type on a body, `+date` as `%2Bdate`.
+ * Issue 16: the requests LEAP Soledad's own client sends (`BlobManager`, `IncomingBox` in leapcode/soledad at
+ * f0baf1d, client/_db/blobs/__init__.py and client/incoming.py; Python 2, so replayed here request for request)
+ * and the answers it needs. Every request goes out as treq sends it: `Authorization: Token base64(uuid:token)`, no Content-Type on a body, `+date` as `%2Bdate`.
  * Soledad's client treats every status but exactly 200 as an error, and a refused reservation as "skip this one".
  */
 import assert from 'node:assert/strict';
