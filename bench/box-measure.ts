@@ -7,6 +7,7 @@ import { Agent, request } from 'node:http';
 import { Readable } from 'node:stream';
 import { configSchema } from '../src/config/schema.js';
 import { HttpBoxDownstream } from '../src/delivery/incoming-box.js';
+import { FRAMING_BYTES } from '../src/soledad/preamble.js';
 import { TRUSTED_TOKEN, type BoxProcess, type BoxUser, type FilledBlobs } from './box-setup.js';
 import { readCpuMs } from './children.js';
 import type { Samples } from './stats.js';
@@ -243,15 +244,19 @@ function getAnswer(agent: Agent, port: number, path: string, authorization: stri
   });
 }
 
-/** The delivery user's box after the delivery loads: every PUT stored once, at its size (no silent 409). */
+/**
+ * The delivery user's box after the delivery loads: every PUT stored once in MX, at its size plus Soledad's
+ * framing (no silent 409).
+ */
 export async function checkDelivered(box: BoxProcess, user: BoxUser, expected: { blobs: number; bytes: number }): Promise<void> {
   const agent = new Agent({ keepAlive: false });
   try {
-    const { body } = await getAnswer(agent, box.port, `/blobs/${user.id}/?namespace=mx&details=1`, user.authorization);
+    const { body } = await getAnswer(agent, box.port, `/blobs/${user.id}/?namespace=MX&details=1`, user.authorization);
     const list = details(JSON.parse(body.toString('utf8')));
-    const bytes = list.reduce((sum, blob) => sum + blob.size, 0);
-    if (list.length !== expected.blobs || bytes !== expected.bytes) {
-      throw new Error(`delivery check: the box lists ${list.length} blobs, ${bytes} bytes; delivered ${expected.blobs}, ${expected.bytes} bytes`);
+    const stored = list.reduce((sum, blob) => sum + blob.size, 0);
+    const framed = expected.bytes + expected.blobs * FRAMING_BYTES;
+    if (list.length !== expected.blobs || stored !== framed) {
+      throw new Error(`delivery check: the box lists ${list.length} blobs, ${stored} bytes; delivered ${expected.blobs}, ${expected.bytes} bytes (${framed} framed)`);
     }
   } finally {
     agent.destroy();
