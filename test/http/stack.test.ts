@@ -195,4 +195,15 @@ describe('the HTTP stack around a listener', () => {
     assert.ok((await slow) instanceof Error, 'the request still in flight was cut');
     release();
   });
+
+  it('closes a kept-alive idle connection at once, without waiting for the grace period', async () => {
+    const app = createHttpStack({ logger: createLogger('silent') });
+    app.get('/quick', async () => 'quick');
+    const base = `http://127.0.0.1:${(await listenOn(app, '127.0.0.1:0', 'test.listen')).port}`;
+    assert.equal(await (await fetch(`${base}/quick`)).text(), 'quick');
+    const started = Date.now();
+    await closeHttpStack(app, 5000);
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed < 2000, `an idle kept-alive connection held the close for ${elapsed} ms`);
+  });
 });

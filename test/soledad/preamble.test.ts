@@ -45,6 +45,10 @@ describe('Soledad preamble', () => {
   it('reads the legacy 542-byte form, which has no size', () => {
     const legacy = encodePreamble({ scheme: 1, method: 2, timestamp: 7, docId: 'x', rev: 'r', size: undefined }).subarray(0, LEGACY_PREAMBLE_BYTES);
     assert.deepEqual(decodePreamble(legacy), { scheme: 1, method: 2, timestamp: 7, docId: 'x', rev: 'r', size: undefined });
+    const script = "import struct, sys; sys.stdout.write(struct.Struct('2sbbQ16s255p255p').pack(b'\\x13\\x37', 1, 2, 7, b'', b'x', b'r').hex())";
+    const packedByPython = Buffer.from(execFileSync('python3', ['-c', script], { encoding: 'utf8' }), 'hex');
+    assert.equal(packedByPython.length, LEGACY_PREAMBLE_BYTES);
+    assert.deepEqual(decodePreamble(packedByPython), { scheme: 1, method: 2, timestamp: 7, docId: 'x', rev: 'r', size: undefined });
   });
 
   it('refuses a wrong length, a wrong magic and a head that is not base64url', () => {
