@@ -121,7 +121,8 @@ async function receive(ctx: BoxContext, request: BlobRequest, reply: FastifyRepl
     await ctx.storage.remove(key, object.name).catch(() => undefined);
     throw error;
   }
-  if (outcome !== 'stored') await ctx.storage.remove(key, object.name);
+  // A file no row names is an orphan the box's next start sweeps: failing to remove it must not turn 409/507 into 500.
+  if (outcome !== 'stored') await ctx.storage.remove(key, object.name).catch(() => undefined);
   const status = outcome === 'stored' ? 200 : outcome === 'exists' ? 409 : 507;
   ctx.logger.info({ user: key.user, namespace: key.namespace, blob: key.id, size: object.size, status, ms: Date.now() - started }, 'blob received');
   if (outcome === 'exists') throw new HttpError(409, 'Blob already exists');

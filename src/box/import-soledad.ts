@@ -59,7 +59,7 @@ export async function importSoledadBlobs(config: Pick<Config, 'incoming_box'>, d
         for await (const blob of soledadBlobs(join(sourceDir, directory, namespace), summary)) {
           const key = { user, namespace, id: blob.id };
           if (!BLOB_ID.test(blob.id)) {
-            summary.skippedFiles.push(`${directory}/${namespace}/${blob.id}: an id longer than 128 characters`);
+            summary.skippedFiles.push(`${directory}/${namespace}/${blob.id}: an id Lacre cannot hold ([A-Za-z0-9_.-], at most 128, not starting with a dot)`);
             continue;
           }
           if (await metadata.get(key)) {
