@@ -16,7 +16,7 @@ const SHARED = ['errors', 'config', 'log', 'util'];
 /** Each room and the rooms it may import besides SHARED (docs/architecture.md, "Rooms"). */
 const MAY_IMPORT: Record<string, readonly string[] | 'anything'> = {
   cli: 'anything',
-  runtime: ['filter', 'keys', 'db', 'delivery', 'box', 'metrics', 'crypto', 'http'],
+  runtime: ['filter', 'keys', 'db', 'delivery', 'box', 'metrics', 'crypto', 'http', 'web', 'admin'],
   smtp: ['filter'],
   filter: ['keys', 'mime', 'crypto'],
   delivery: ['filter', 'metrics', 'mime'],
@@ -29,6 +29,8 @@ const MAY_IMPORT: Record<string, readonly string[] | 'anything'> = {
   soledad: [],
   http: ['metrics', 'db'],
   metrics: ['db', 'keys', 'filter'],
+  web: ['keys', 'db', 'http', 'crypto', 'mime', 'filter', 'delivery'],
+  admin: ['keys', 'db', 'http', 'crypto'],
   errors: [],
   config: ['util'],
   log: [],
@@ -41,9 +43,9 @@ const OWNED_LIBRARIES: Record<string, readonly string[]> = {
   'smtp-server': ['smtp'],
   pg: ['db'],
   '@electric-sql/pglite': ['db'],
-  fastify: ['http', 'box'],
+  fastify: ['http', 'box', 'web', 'admin'],
   'prom-client': ['metrics'],
-  openpgp: ['crypto', 'keys', 'filter', 'box-client', 'cli'],
+  openpgp: ['crypto', 'keys', 'filter', 'box-client', 'cli', 'web'],
 };
 
 interface Import {

@@ -74,6 +74,8 @@ const keys = z.strictObject({
   cache_ttl_seconds: z.number().nonnegative().default(300),
   /** Largest key input accepted by an import, armored or binary (checked before it is parsed). */
   max_key_bytes: byteSize.default(1024 * 1024),
+  /** The domains whose users may publish keys through the key service and WKS (web.listen); others are refused. */
+  domains: z.array(z.string().min(1)).default([]),
 });
 
 const serviceToken = z.string().regex(/^[^:\s]+:\S+$/, 'expected "service:token"');
@@ -123,6 +125,41 @@ const http = z.strictObject({
   listen: listenAddress.default('127.0.0.1:10080'),
 });
 
+/** A language tag as gettext catalogs are named: "es", "pt-BR". */
+const languageTag = z.string().regex(/^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$/, 'expected a language tag such as "en" or "pt-BR"');
+
+const web = z.strictObject({
+  /** The public key service for users (API, page, WKD); unset = off. Behind a TLS reverse proxy in production. */
+  listen: listenAddress.optional(),
+  /** The base of every link Lacre mails and serves (the proxy's https:// URL); required with listen. */
+  public_url: z.string().url().optional(),
+  /** From: of the mails Lacre sends (confirmations, notices, WKS); required with listen. */
+  sender: z.string().min(3).optional(),
+  /** How long a confirmation link (or WKS nonce) stays valid. */
+  token_ttl_hours: z.number().positive().default(48),
+  /** Addresses of the reverse proxies whose X-Forwarded-For is believed; [] = the socket's peer is the client. */
+  trust_proxy: z.array(z.string().min(1)).default([]),
+  /** State-changing requests one client address may make per hour (429 beyond). */
+  requests_per_ip_per_hour: z.number().int().min(1).default(30),
+  /** Confirmation mails one address may receive per hour, whoever asks (429 beyond). */
+  mails_per_address_per_hour: z.number().int().min(1).default(3),
+  /** Language of the page and mails when neither ?lang= nor Accept-Language names one Lacre has. */
+  default_language: languageTag.default('en'),
+  /** Mail users whose confirmed key expires within this many days (once per key, once more when expired); 0 = never. */
+  expiry_notice_days: z.number().int().min(0).default(14),
+  /** Serve confirmed keys as a Web Key Directory (/.well-known/openpgpkey/...). */
+  wkd: z.boolean().default(false),
+  /** The Web Key Service's submission address (mail to it is answered by Lacre); unset = no WKS. */
+  wks_submission_address: z.string().min(3).optional(),
+  /** The WKS submission key pair, written by `lacre wks init` (0600): the one secret key Lacre holds. */
+  wks_key_path: z.string().min(1).default('./data/wks-submission-key.asc'),
+});
+
+const admin = z.strictObject({
+  /** Unix socket (0600) on which `lacre serve` takes key administration; `lacre keys` uses it when it answers. "" = none. */
+  socket: z.string().default('./data/admin.sock'),
+});
+
 const log = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Append log lines to this file instead of stdout (`lacre pipe` logs nowhere without it). */
@@ -137,7 +174,17 @@ export const configSchema = z.strictObject({
   keys: keys.prefault({}),
   incoming_box: incomingBox.prefault({}),
   http: http.prefault({}),
+  web: web.prefault({}),
+  admin: admin.prefault({}),
   log: log.prefault({}),
+}).superRefine((config, ctx) => {
+  if (config.web.listen === undefined) return;
+  for (const key of ['public_url', 'sender'] as const) {
+    if (config.web[key] === undefined) ctx.addIssue({ code: 'custom', path: ['web', key], message: `web.${key} is required when web.listen is set` });
+  }
+  if (config.keys.domains.length === 0) {
+    ctx.addIssue({ code: 'custom', path: ['keys', 'domains'], message: 'keys.domains must name the domains whose users may publish keys when web.listen is set' });
+  }
 });
 
 export type Config = z.output<typeof configSchema>;

@@ -57,8 +57,8 @@ interface CacheEntry {
 /** Any Database; one that reports NOTIFY-connection loss (OpenedDatabase) also gets the cache dropped then. */
 export type DirectoryDatabase = Database & Partial<Pick<OpenedDatabase, 'onReconnect'>>;
 
-/** The keys section without what only imports use. */
-export type KeyDirectoryConfig = Omit<KeysConfig, 'max_key_bytes'>;
+/** The keys section without what only imports and the key service use. */
+export type KeyDirectoryConfig = Omit<KeysConfig, 'max_key_bytes' | 'domains'>;
 
 export async function createKeyDirectory(
   db: DirectoryDatabase,
