@@ -256,15 +256,21 @@ for (const backend of await databaseBackends()) {
 describe('the API as documented', () => {
   const root = findPackageRoot();
 
+  const declared = [...readFileSync(join(root, 'src/web/errors.ts'), 'utf8').matchAll(/^\s+\| '([a-z-]+)';?$/gm)].map((match) => match[1]!);
+
   it('answered every error code errors.ts declares', () => {
-    const declared = [...readFileSync(join(root, 'src/web/errors.ts'), 'utf8').matchAll(/^\s+\| '([a-z-]+)';?$/gm)].map((match) => match[1]!);
     assert.ok(declared.length >= 20);
     assert.deepEqual([...declared].filter((code) => !seenCodes.has(code)).sort(), []);
   });
 
   it('docs/openapi.yaml (JSON, itself YAML) names every route of api.ts, and no other', () => {
-    const spec = JSON.parse(readFileSync(join(root, 'docs/openapi.yaml'), 'utf8')) as { openapi: string; paths: Record<string, Record<string, unknown>> };
+    const spec = JSON.parse(readFileSync(join(root, 'docs/openapi.yaml'), 'utf8')) as {
+      openapi: string;
+      paths: Record<string, Record<string, unknown>>;
+      components: { schemas: { Error: { properties: { error: { enum: string[] } } } } };
+    };
     assert.match(spec.openapi, /^3\.1\./);
+    assert.deepEqual([...spec.components.schemas.Error.properties.error.enum].sort(), [...declared].sort(), 'every code is documented');
     const documented = Object.entries(spec.paths)
       .filter(([path]) => path.startsWith('/api/'))
       .flatMap(([path, methods]) => Object.keys(methods).filter((method) => method !== 'parameters').map((method) => `${method} ${path}`));
