@@ -2,19 +2,16 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { simpleParser } from 'mailparser';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { Relay } from '../../src/delivery/reinject.js';
 import type { Database } from '../../src/db/types.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { findPackageRoot } from '../../src/util/package-root.js';
 import { API_ROUTES } from '../../src/web/api.js';
-import { createMailer } from '../../src/web/mailer.js';
 import { startWebServer, type WebServer } from '../../src/web/server.js';
 import { databaseBackends, withDatabase, type TestBackend } from '../helpers/databases.js';
-import { createGpgHome, decrypt, generateExpiredKey, generateKey, listPacketsKeyIds, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { createGpgHome, generateExpiredKey, generateKey, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
-import { silentLogger, tokenIn, webConfig } from './fixtures.js';
+import { lastMailTo, silentLogger, SinkMailbox, tokenIn, webConfig } from './fixtures.js';
 import { gpgKeyOf } from './keys.js';
 
 let home: GpgHome;
@@ -26,10 +23,14 @@ let revoked: string;
 let signOnly: GpgKey;
 let weak: string;
 let outsider: GpgKey;
+let closedPort: number;
 
 before(async () => {
   home = await createGpgHome();
   sink = await SmtpSink.start();
+  const gone = await SmtpSink.start();
+  closedPort = gone.port;
+  await gone.stop();
   alice = await generateKey(home, { email: 'alice@example.org' });
   aliceNew = await generateKey(home, { email: 'alice@example.org' });
   expired = await generateExpiredKey(home, { email: 'old@example.org' });
@@ -51,6 +52,7 @@ interface Web {
   server: WebServer;
   db: Database;
   store: KeyStore;
+  mailbox: SinkMailbox;
   advance(ms: number): void;
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; headers: Headers; json: Record<string, unknown> }>;
 }
@@ -58,10 +60,9 @@ interface Web {
 function withWeb(backend: TestBackend, use: (web: Web) => Promise<void>, web: NonNullable<ConfigInput['web']> = {}, keys: NonNullable<ConfigInput['keys']> = {}): Promise<void> {
   return withDatabase(backend, async (db, database) => {
     const config = webConfig(database, { requests_per_ip_per_hour: 1000, mails_per_address_per_hour: 100, ...web }, keys);
-    config.relay.port = sink.port;
-    const relay = new Relay(config.relay, undefined, silentLogger);
+    const mailbox = new SinkMailbox(sink, home, config, closedPort);
     let offset = 0;
-    const server = await startWebServer({ config, db, mailer: createMailer(config, relay, silentLogger), logger: silentLogger, clock: () => new Date(Date.now() + offset) });
+    const server = await startWebServer({ config, db, mailer: mailbox, logger: silentLogger, clock: () => new Date(Date.now() + offset) });
     const url = `http://127.0.0.1:${server.address.port}`;
     const call: Web['call'] = async (method, path, body, headers = {}) => {
       const response = await fetch(url + path, {
@@ -80,20 +81,18 @@ function withWeb(backend: TestBackend, use: (web: Web) => Promise<void>, web: No
       return { status: response.status, headers: response.headers, json };
     };
     try {
-      await use({ url, server, db, store: new KeyStore(db, config.keys), advance: (ms) => (offset += ms), call });
+      await use({ url, server, db, mailbox, store: new KeyStore(db, config.keys), advance: (ms) => (offset += ms), call });
     } finally {
       await server.close();
-      relay.close();
+      mailbox.close();
     }
   });
 }
 
 /** The confirmation link of the newest mail to `to`, read as its owner would: decrypted with gpg. */
 async function linkMailedTo(to: string): Promise<{ token: string; text: string; keyIds: string[] }> {
-  const mail = [...sink.messages].reverse().find((candidate) => candidate.to.includes(to));
-  assert.ok(mail, `a mail to ${to}`);
-  const inner = await simpleParser(await decrypt(home, mail.data));
-  return { token: tokenIn(inner.text ?? ''), text: inner.text ?? '', keyIds: await listPacketsKeyIds(home, mail.data) };
+  const mail = await lastMailTo(sink, home, to);
+  return { ...mail, token: tokenIn(mail.text) };
 }
 
 async function expectError(response: Promise<{ status: number; json: Record<string, unknown>; headers: Headers }>, status: number, code: string): Promise<Headers> {
@@ -202,18 +201,13 @@ for (const backend of await databaseBackends()) {
     it('limits mails per address (429 + Retry-After) and says 503 mail-not-sent when the relay is down, leaving nothing behind', () =>
       withWeb(
         backend,
-        async ({ call, db }) => {
+        async ({ call, db, mailbox }) => {
           assert.equal((await call('POST', '/api/keys', { key: alice.publicArmored })).status, 202);
           const limited = await expectError(call('POST', '/api/keys', { key: aliceNew.publicArmored, email: 'alice@example.org' }), 429, 'too-many-requests');
           assert.ok(Number(limited.get('retry-after')) > 3500);
 
-          const port = sink.port;
-          await sink.stop();
-          try {
-            await expectError(call('POST', '/api/keys', { key: (await generateKey(home, { email: 'dan@example.org' })).publicArmored }), 503, 'mail-not-sent');
-          } finally {
-            await sink.listen({ port });
-          }
+          mailbox.failing = true;
+          await expectError(call('POST', '/api/keys', { key: (await generateKey(home, { email: 'dan@example.org' })).publicArmored }), 503, 'mail-not-sent');
           const left = await db.query<{ email: string }>('select email from lacre_identities order by email');
           assert.deepEqual(left.map((row) => row.email), ['alice@example.org']);
         },

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { WebError } from '../../src/web/errors.js';
 import { checkUpload, type UploadPolicy } from '../../src/web/upload-check.js';
 import { createGpgHome, generateExpiredKey, generateKey, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { refusal } from './fixtures.js';
 import { gpgKeyOf, keyWithAddresses, v6Key } from './keys.js';
 
 const policy: UploadPolicy = { domains: ['Example.org', 'exämple.net'], maxKeyBytes: 1024 * 1024, localPartCaseSensitive: false };
@@ -20,12 +20,8 @@ before(async () => {
 });
 after(() => home.remove());
 
-async function refusal(promise: Promise<unknown>): Promise<{ code: string; status: number }> {
-  const error = await promise.then(
-    () => assert.fail('expected a refusal'),
-    (caught: unknown) => caught,
-  );
-  assert.ok(error instanceof WebError, `expected a WebError, got ${String(error)}`);
+async function refused(promise: Promise<unknown>): Promise<{ code: string; status: number }> {
+  const error = await refusal(promise);
   return { code: error.code, status: error.status };
 }
 
@@ -43,7 +39,7 @@ describe('checkUpload', () => {
 
   it('asks for "email" when the key has several served addresses', async () => {
     const armored = await keyWithAddresses(['one@example.org', 'two@example.org', 'x@elsewhere.org']);
-    assert.deepEqual(await refusal(checkUpload(armored, undefined, policy, clock())), { code: 'invalid-request', status: 400 });
+    assert.deepEqual(await refused(checkUpload(armored, undefined, policy, clock())), { code: 'invalid-request', status: 400 });
     assert.equal((await checkUpload(armored, 'TWO@example.org', policy, clock())).email, 'two@example.org');
   });
 
@@ -69,11 +65,11 @@ describe('checkUpload', () => {
     ['a key over keys.max_key_bytes', () => checkUpload(alice.publicArmored, undefined, { ...policy, maxKeyBytes: 100 }, clock()), 'too-large', 413],
   ];
   for (const [what, attempt, code, status] of cases) {
-    it(`refuses ${what}: ${code}`, async () => assert.deepEqual(await refusal(attempt()), { code, status }));
+    it(`refuses ${what}: ${code}`, async () => assert.deepEqual(await refused(attempt()), { code, status }));
   }
 
   it('refuses a key that expired by the time it is checked (the clock given)', async () => {
     const later = new Date(Date.now() + 2 * 365 * 86_400_000);
-    assert.deepEqual(await refusal(checkUpload(alice.publicArmored, undefined, policy, later)), { code: 'expired', status: 400 });
+    assert.deepEqual(await refused(checkUpload(alice.publicArmored, undefined, policy, later)), { code: 'expired', status: 400 });
   });
 });
