@@ -2,9 +2,11 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { ConfigInput } from '../../src/config/schema.js';
+import type { Config, ConfigInput } from '../../src/config/schema.js';
 import type { Database } from '../../src/db/types.js';
+import { createKeyDirectory } from '../../src/keys/directory.js';
 import { KeyStore } from '../../src/keys/store.js';
+import type { KeyDirectory } from '../../src/keys/types.js';
 import { findPackageRoot } from '../../src/util/package-root.js';
 import { API_ROUTES } from '../../src/web/api.js';
 import { startWebServer, type WebServer } from '../../src/web/server.js';
@@ -44,6 +46,10 @@ after(async () => {
   await home.remove();
 });
 
+/** Closed when the test's web server is (before its database). */
+const closing: { close(): Promise<void> }[] = [];
+const closeAfter = (closable: { close(): Promise<void> }): void => void closing.push(closable);
+
 /** Every code the API answered with in this file: at the end it must be every code errors.ts declares. */
 const seenCodes = new Set<string>();
 
@@ -52,6 +58,7 @@ interface Web {
   server: WebServer;
   db: Database;
   store: KeyStore;
+  config: Config;
   mailbox: SinkMailbox;
   advance(ms: number): void;
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; headers: Headers; json: Record<string, unknown> }>;
@@ -81,8 +88,9 @@ function withWeb(backend: TestBackend, use: (web: Web) => Promise<void>, web: No
       return { status: response.status, headers: response.headers, json };
     };
     try {
-      await use({ url, server, db, mailbox, store: new KeyStore(db, config.keys), advance: (ms) => (offset += ms), call });
+      await use({ url, server, db, config, mailbox, store: new KeyStore(db, config.keys), advance: (ms) => (offset += ms), call });
     } finally {
+      for (const closable of closing.splice(0)) await closable.close();
       await server.close();
       mailbox.close();
     }
@@ -95,6 +103,18 @@ async function linkMailedTo(to: string): Promise<{ token: string; text: string; 
   return { ...mail, token: tokenIn(mail.text) };
 }
 
+/** The fingerprints the directory encrypts to for `address`, once it shows `expected` (NOTIFY takes a moment; 5 s at most). */
+async function directoryKeys(directory: KeyDirectory, address: string, expected: string): Promise<string[]> {
+  let fingerprints: string[] = [];
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    const found = await directory.lookup(address);
+    fingerprints = found.kind === 'usable' ? found.keys.map((key) => key.getFingerprint().toUpperCase()) : [];
+    if (fingerprints.includes(expected)) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return fingerprints;
+}
+
 async function expectError(response: Promise<{ status: number; json: Record<string, unknown>; headers: Headers }>, status: number, code: string): Promise<Headers> {
   const answer = await response;
   assert.deepEqual([answer.status, answer.json.error], [status, code], JSON.stringify(answer.json));
@@ -104,7 +124,11 @@ async function expectError(response: Promise<{ status: number; json: Record<stri
 for (const backend of await databaseBackends()) {
   describe(`key service API (${backend.name})`, () => {
     it('upload → mail encrypted to the key → link → confirmed; a second upload changes nothing until confirmed', () =>
-      withWeb(backend, async ({ call, store }) => {
+      withWeb(backend, async ({ call, store, db, config }) => {
+        // The filter's own cached directory, as `lacre serve` runs it: it must see each confirmation (NOTIFY), and no pending key.
+        const directory = await createKeyDirectory(db, config.keys, silentLogger);
+        closeAfter(directory);
+        assert.equal((await directory.lookup('alice@example.org')).kind, 'none');
         const upload = await call('POST', '/api/keys', { key: alice.publicArmored, style: 'mime' }, { 'accept-language': 'es-AR, en;q=0.5' });
         assert.equal(upload.status, 202);
         assert.deepEqual(upload.json, { status: 'pending', email: 'alice@example.org', fingerprint: alice.fingerprint });
@@ -117,6 +141,7 @@ for (const backend of await databaseBackends()) {
         assert.deepEqual([before.status, before.json.status], [200, 'pending']);
         assert.ok((await call('GET', `/confirm/${mailed.token}`)).status < 500);
         assert.equal((await call('GET', '/api/keys/alice@example.org')).json.status, 'pending', 'GET /confirm never changes state');
+        assert.equal((await directory.lookup('alice@example.org')).kind, 'none', 'mail is never encrypted to a pending key');
 
         const confirmed = await call('POST', `/api/confirm/${mailed.token}`);
         assert.deepEqual([confirmed.status, confirmed.json], [200, { status: 'confirmed', action: 'publish', email: 'alice@example.org', fingerprint: alice.fingerprint }]);
@@ -124,13 +149,16 @@ for (const backend of await databaseBackends()) {
         assert.deepEqual([view.json.status, view.json.fingerprint, view.json.email], ['confirmed', alice.fingerprint, 'alice@example.org']);
         assert.deepEqual(Object.keys(view.json).sort(), ['created', 'email', 'expires', 'fingerprint', 'status']);
         await expectError(call('POST', `/api/confirm/${mailed.token}`), 410, 'token-used');
+        assert.deepEqual(await directoryKeys(directory, 'alice@example.org', alice.fingerprint), [alice.fingerprint]);
 
         assert.equal((await call('POST', '/api/keys', { key: aliceNew.publicArmored, email: 'alice@example.org' })).status, 202);
         const second = await linkMailedTo('alice@example.org');
         assert.deepEqual(second.keyIds, [aliceNew.encryptionKeyId]);
         assert.equal((await call('GET', '/api/keys/alice@example.org')).json.fingerprint, alice.fingerprint, 'the pending upload changes nothing');
         assert.deepEqual((await store.confirmedKeysFor('alice@example.org')).map((row) => row.fingerprint), [alice.fingerprint]);
+        assert.deepEqual(await directoryKeys(directory, 'alice@example.org', alice.fingerprint), [alice.fingerprint]);
         await call('POST', `/api/confirm/${second.token}`);
+        assert.deepEqual(await directoryKeys(directory, 'alice@example.org', aliceNew.fingerprint), [aliceNew.fingerprint], 'the next message goes to the new key');
         assert.deepEqual(
           (await store.show('alice@example.org')).map((row) => [row.fingerprint, row.status]),
           [[alice.fingerprint, 'disabled'], [aliceNew.fingerprint, 'confirmed']],
