@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { readKey } from 'openpgp';
 import { checkUpload, type UploadPolicy } from '../../src/web/upload-check.js';
 import { createGpgHome, generateExpiredKey, generateKey, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { refusal } from './fixtures.js';
@@ -31,6 +32,11 @@ describe('checkUpload', () => {
     assert.equal(accepted.email, 'Alice@example.org');
     assert.equal(accepted.fingerprint, alice.fingerprint);
     assert.ok(accepted.expiresAt && accepted.expiresAt > clock());
+  });
+
+  it('accepts a binary key (gpg --export without --armor), as WKS submissions bring it', async () => {
+    const binary = (await readKey({ armoredKey: alice.publicArmored })).write();
+    assert.equal((await checkUpload(binary, undefined, policy, clock())).fingerprint, alice.fingerprint);
   });
 
   it('takes the address from the key when there is one of a served domain', async () => {
