@@ -17,6 +17,7 @@ import type { HttpApp } from '../http/stack.js';
 import { findPackageRoot } from '../util/package-root.js';
 import { WebError } from './errors.js';
 import type { Translate } from './i18n.js';
+import { limitPerIp } from './rate-limit.js';
 import type { WebDeps } from './server.js';
 
 /** Bodies of the page's forms, file upload included (413 beyond). */
@@ -64,6 +65,9 @@ export function registerPageRoutes(app: HttpApp, deps: WebDeps): void {
   const css = readFileSync(join(root, 'static', 'style.css'));
   const stylesheet = `/static/style.css?v=${createHash('sha256').update(css).digest('hex').slice(0, 12)}`;
 
+  const perIp = limitPerIp(deps);
+  const posted = { bodyLimit: PAGE_BODY_LIMIT, preHandler: perIp };
+
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     await scope.register(fastifyFormbody, { bodyLimit: PAGE_BODY_LIMIT });
@@ -84,7 +88,7 @@ export function registerPageRoutes(app: HttpApp, deps: WebDeps): void {
       return reply.view('index', { ...view, title: view.t('Publish your OpenPGP key') });
     });
 
-    scope.post('/upload', { bodyLimit: PAGE_BODY_LIMIT }, async (request, reply) => {
+    scope.post('/upload', posted, async (request, reply) => {
       const form = await readUploadForm(request);
       const view = frame(request, deps, stylesheet, true);
       const result = await deps.service.upload({ ...form, lang: view.lang });
@@ -119,7 +123,7 @@ export function registerPageRoutes(app: HttpApp, deps: WebDeps): void {
       return reply.view('message', { ...view, title: t('Key status'), paragraphs: [paragraphs[status.status]], details, links: [{ href: view.home, text: t('Back to the start page') }] });
     });
 
-    scope.post('/delete', { bodyLimit: PAGE_BODY_LIMIT }, async (request, reply) => {
+    scope.post('/delete', posted, async (request, reply) => {
       const view = frame(request, deps, stylesheet, true);
       const email = field(request.body, 'email');
       if (email === undefined || email.trim() === '') throw invalidForm();
@@ -151,7 +155,7 @@ export function registerPageRoutes(app: HttpApp, deps: WebDeps): void {
       });
     });
 
-    scope.post<{ Params: { token: string } }>('/confirm/:token', { bodyLimit: PAGE_BODY_LIMIT }, async (request, reply) => {
+    scope.post<{ Params: { token: string } }>('/confirm/:token', posted, async (request, reply) => {
       const token = checkedToken(request.params.token);
       const view = frame(request, deps, stylesheet, true);
       const done = await deps.service.confirm(token);
@@ -217,7 +221,6 @@ function frame(request: FastifyRequest, deps: WebDeps, stylesheet: string, poste
 /** Upload fields from a urlencoded or multipart body; a chosen file wins over the pasted text. */
 async function readUploadForm(request: FastifyRequest): Promise<UploadForm> {
   const fields = request.isMultipart() ? await readMultipart(request) : readUrlencoded(request.body);
-  if (fields.lang !== undefined) formLanguage.set(request, fields.lang);
   const key = fields.file !== undefined && fields.file.length > 0 ? fields.file : (fields.key ?? '');
   if (typeof key === 'string' && key.trim() === '') throw new WebError(400, 'not-a-key', 'Paste your public key or choose a key file.');
   const style = fields.style;
@@ -258,6 +261,8 @@ async function readMultipart(request: FastifyRequest): Promise<RawUploadFields> 
       const value = typeof part.value === 'string' ? part.value : '';
       total += Buffer.byteLength(value);
       if ((UPLOAD_FIELDS as readonly string[]).includes(part.fieldname)) fields[part.fieldname as (typeof UPLOAD_FIELDS)[number]] = value;
+      // Known as soon as read, so that a refusal of what follows is in the form's language.
+      if (part.fieldname === 'lang') formLanguage.set(request, value);
     }
     if (total > PAGE_BODY_LIMIT) throw tooLarge();
   }
