@@ -13,7 +13,7 @@ import fastifyMultipart from '@fastify/multipart';
 import fastifyView from '@fastify/view';
 import { Eta } from 'eta';
 import { HttpError } from '../errors.js';
-import type { HttpApp } from '../http/stack.js';
+import { allowOnly, type HttpApp } from '../http/stack.js';
 import { findPackageRoot } from '../util/package-root.js';
 import { WebError } from './errors.js';
 import type { Translate } from './i18n.js';
@@ -85,7 +85,7 @@ export function registerPageRoutes(app: HttpApp, deps: WebDeps): void {
 
     scope.get('/', async (request, reply) => {
       const view = frame(request, deps, stylesheet);
-      return reply.view('index', { ...view, title: view.t('Publish your OpenPGP key') });
+      return render(reply, 'index', view, { title: view.t('Publish your OpenPGP key') });
     });
 
     scope.post('/upload', posted, async (request, reply) => {
@@ -120,7 +120,7 @@ export function registerPageRoutes(app: HttpApp, deps: WebDeps): void {
         ...(status.created ? [{ label: t('Created'), value: day(status.created) }] : []),
         ...(status.fingerprint ? [{ label: t('Expires'), value: status.expires ? day(status.expires) : t('never') }] : []),
       ];
-      return reply.view('message', { ...view, title: t('Key status'), paragraphs: [paragraphs[status.status]], details, links: [{ href: view.home, text: t('Back to the start page') }] });
+      return render(reply, 'message', view, { title: t('Key status'), paragraphs: [paragraphs[status.status]], details, links: [{ href: view.home, text: t('Back to the start page') }] });
     });
 
     scope.post('/delete', posted, async (request, reply) => {
@@ -141,8 +141,7 @@ export function registerPageRoutes(app: HttpApp, deps: WebDeps): void {
       const view = frame(request, deps, stylesheet, false, offer.lang ?? undefined);
       const { t } = view;
       const publish = offer.action === 'publish';
-      return reply.header('cache-control', 'no-store').view('confirm', {
-        ...view,
+      return render(reply.header('cache-control', 'no-store'), 'confirm', view, {
         title: publish ? t('Publish this key?') : t('Remove this key?'),
         paragraphs: publish
           ? [t('Once published, mail to {email} is encrypted to this key. A key published before for this address is kept, disabled.', { email: offer.email })]
@@ -166,14 +165,19 @@ export function registerPageRoutes(app: HttpApp, deps: WebDeps): void {
       }
       return renderMessage(reply, view, t('Key removed'), [t('The key of {email} is removed; mail to this address is no longer encrypted.', { email: done.email })], done);
     });
+
+    allowOnly(scope, '/', ['GET']);
+    allowOnly(scope, '/status', ['GET']);
+    allowOnly(scope, '/upload', ['POST']);
+    allowOnly(scope, '/delete', ['POST']);
+    allowOnly(scope, '/confirm/:token', ['GET', 'POST']);
   });
 }
 
 function renderMessage(reply: FastifyReply, view: Frame, title: string, paragraphs: string[], key: { email: string; fingerprint: string }): FastifyReply {
   const { t } = view;
   const statusLink = `/status?email=${encodeURIComponent(key.email)}&lang=${encodeURIComponent(view.lang)}`;
-  return reply.view('message', {
-    ...view,
+  return render(reply, 'message', view, {
     title,
     paragraphs,
     details: [
@@ -188,11 +192,13 @@ function renderMessage(reply: FastifyReply, view: Frame, title: string, paragrap
 }
 
 function renderError(reply: FastifyReply, error: WebError, view: Frame): FastifyReply {
-  return reply
-    .code(error.status)
-    .headers(error.headers)
-    .header('cache-control', 'no-store')
-    .view('error', { ...view, title: view.t('That did not work'), message: view.t(error.msgid, error.values) });
+  const answer = reply.code(error.status).headers(error.headers).header('cache-control', 'no-store');
+  return render(answer, 'error', view, { title: view.t('That did not work'), message: view.t(error.msgid, error.values) });
+}
+
+/** One of views/*.eta in the frame's language. */
+function render(reply: FastifyReply, template: string, view: Frame, data: Record<string, unknown>): FastifyReply {
+  return reply.header('content-language', view.lang).view(template, { ...view, ...data });
 }
 
 /**
@@ -287,6 +293,7 @@ function asWebError(error: unknown, request: FastifyRequest, deps: WebDeps): Web
   const status = error instanceof HttpError ? error.status : (error as { statusCode?: number }).statusCode;
   if (status === 413) return tooLarge();
   if (status === 404) return new WebError(404, 'not-found', 'There is no such page.');
+  if (status === 405) return new WebError(405, 'method-not-allowed', 'This page cannot be used that way. Start again from the start page.', {}, error instanceof HttpError ? error.headers : {});
   if (status !== undefined && status >= 400 && status < 500) return invalidForm(status);
   deps.logger.error({ method: request.method, path: pathOf(request.url), err: error }, 'web page request failed');
   return new WebError(503, 'unavailable', 'The key service cannot answer right now. Please try again later.');

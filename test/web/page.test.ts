@@ -179,6 +179,10 @@ for (const backend of await databaseBackends()) {
       assertErrorPage(await get(`${server.base}/status?lang=en`), 400, 'en');
       assertErrorPage(await get(`${server.base}/status?email=not-an-address&lang=en`), 400, 'en');
       assertErrorPage(await post(`${server.base}/delete`, new URLSearchParams({ lang: 'en' })), 400, 'en');
+      const wrongMethod = await get(`${server.base}/upload?lang=es`);
+      assertErrorPage(wrongMethod, 405, 'es');
+      assert.equal(wrongMethod.headers.get('allow'), 'POST');
+      assert.equal(wrongMethod.headers.get('content-language'), 'es');
     });
   });
 }
