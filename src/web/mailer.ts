@@ -21,8 +21,10 @@ export class MailNotSentError extends LacreError {}
 export interface OutgoingMail {
   readonly to: string;
   /**
-   * The armored public key the mail is encrypted to (PGP/MIME), pending or confirmed. null only for a mail that
-   * carries nothing secret and whose key can no longer be encrypted to (the "your key has expired" notice).
+   * The armored public key the mail is encrypted to (PGP/MIME), pending or confirmed. null: the mail goes as
+   * composed, for content that carries its own encryption (WKS's confirmation request: its application/vnd.gnupg.wks
+   * part is encrypted to the key, the draft's layout that gpg-wks-client expects) or nothing secret under a key that
+   * can no longer be encrypted to (the "your key has expired" notice).
    */
   readonly key: string | null;
   readonly subject: string;

@@ -1,0 +1,207 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { ConfigInput } from '../../src/config/schema.js';
+import type { Database } from '../../src/db/types.js';
+import { KeyStore } from '../../src/keys/store.js';
+import { WebError } from '../../src/web/errors.js';
+import { KeyService } from '../../src/web/service.js';
+import { databaseBackends, withDatabase } from '../helpers/databases.js';
+import { createGpgHome, generateKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { RecordingMailer, silentLogger, webConfig } from './fixtures.js';
+
+let home: GpgHome;
+let first: GpgKey;
+let second: GpgKey;
+let third: GpgKey;
+
+before(async () => {
+  home = await createGpgHome();
+  first = await generateKey(home, { email: 'Alice@Example.org' });
+  second = await generateKey(home, { email: 'alice@example.org' });
+  third = await generateKey(home, { email: 'alice@example.org' });
+});
+after(() => home.remove());
+
+interface Fixture {
+  db: Database;
+  service: KeyService;
+  mailer: RecordingMailer;
+  store: KeyStore;
+  /** Moves the service's clock. */
+  advance(ms: number): void;
+}
+
+function withService(backend: Parameters<typeof withDatabase>[0], use: (fixture: Fixture) => Promise<void>, web: NonNullable<ConfigInput['web']> = {}): Promise<void> {
+  return withDatabase(backend, async (db, database) => {
+    const config = webConfig(database, web);
+    const mailer = new RecordingMailer();
+    let offset = 0;
+    const service = new KeyService({ db, config, mailer, logger: silentLogger, clock: () => new Date(Date.now() + offset) });
+    await use({ db, service, mailer, store: new KeyStore(db, config.keys), advance: (ms) => (offset += ms) });
+  });
+}
+
+async function refusal(promise: Promise<unknown>): Promise<WebError> {
+  const error = await promise.then(
+    () => assert.fail('expected a refusal'),
+    (caught: unknown) => caught,
+  );
+  assert.ok(error instanceof WebError, `expected a WebError, got ${String(error)}`);
+  return error;
+}
+
+async function rowCounts(db: Database): Promise<{ identities: number; keys: number; requests: number }> {
+  const rows = await db.query<{ identities: number; keys: number; requests: number }>(
+    `select (select count(*) from lacre_identities)::int as identities, (select count(*) from lacre_keys)::int as keys,
+            (select count(*) from lacre_key_requests)::int as requests`,
+  );
+  return rows[0]!;
+}
+
+const statuses = async (store: KeyStore): Promise<[string, string][]> =>
+  (await store.show('alice@example.org')).map((row) => [row.fingerprint, row.status]);
+
+for (const backend of await databaseBackends()) {
+  describe(`KeyService (${backend.name})`, () => {
+    it('stores an upload as pending, mails a link encrypted to that key, and publishes it at confirmation', () =>
+      withService(backend, async ({ db, service, mailer, store }) => {
+        const uploaded = await service.upload({ key: first.publicArmored, style: 'inline', lang: 'es' });
+        assert.deepEqual(uploaded, { status: 'pending', email: 'Alice@example.org', fingerprint: first.fingerprint });
+        assert.deepEqual(await store.confirmedKeysFor('alice@example.org'), [], 'a pending key is never used for mail');
+        assert.equal((await service.status('ALICE@example.org')).status, 'pending');
+        assert.equal(mailer.sent.length, 1);
+        assert.equal(mailer.sent[0]!.to, 'Alice@example.org');
+        assert.equal(mailer.sent[0]!.key, (await store.show('alice@example.org'))[0]!.armored, 'the mail is encrypted to the uploaded key');
+        assert.equal(mailer.sent[0]!.lang, 'es');
+        const token = mailer.lastToken('Alice@example.org');
+        const stored = await db.query<{ token_hash: string }>('select token_hash from lacre_key_requests');
+        assert.ok(!stored.some((row) => row.token_hash.includes(token)), 'only the hash is stored');
+
+        assert.deepEqual(await service.describeRequest(token), { action: 'publish', email: 'Alice@example.org', fingerprint: first.fingerprint, lang: 'es' });
+        assert.equal((await service.status('alice@example.org')).status, 'pending', 'describing changes nothing');
+
+        assert.deepEqual(await service.confirm(token), { action: 'publish', email: 'Alice@example.org', fingerprint: first.fingerprint });
+        const view = await service.status('alice@example.org');
+        assert.equal(view.status, 'confirmed');
+        assert.equal(view.fingerprint, first.fingerprint);
+        assert.ok(view.created && view.expires && new Date(view.expires) > new Date());
+        assert.deepEqual((await store.confirmedKeysFor('alice@example.org')).map((row) => [row.fingerprint, row.style]), [[first.fingerprint, 'inline']]);
+        const identity = await db.query<{ lang: string }>('select lang from lacre_identities');
+        assert.deepEqual(identity, [{ lang: 'es' }]);
+        assert.equal(mailer.sent.length, 2, 'a "published" mail follows');
+        assert.equal(mailer.sent[1]!.key, mailer.sent[0]!.key);
+
+        assert.equal((await refusal(service.confirm(token))).code, 'token-used');
+        assert.equal((await refusal(service.describeRequest(token))).status, 410);
+        assert.equal((await refusal(service.confirm('A'.repeat(43)))).code, 'token-unknown');
+      }));
+
+    it('changes nothing while a second upload is pending, and disables the old key when it is confirmed', () =>
+      withService(backend, async ({ service, mailer, store }) => {
+        await service.upload({ key: first.publicArmored, lang: 'en' });
+        await service.confirm(mailer.lastToken('Alice@example.org'));
+        const upload = await service.upload({ key: second.publicArmored, email: 'alice@example.org', lang: 'en' });
+        assert.equal(upload.email, 'Alice@example.org', 'the identity keeps its spelling');
+        assert.deepEqual(await statuses(store), [[first.fingerprint, 'confirmed'], [second.fingerprint, 'pending']]);
+        assert.equal((await service.status('alice@example.org')).fingerprint, first.fingerprint);
+        assert.equal(mailer.sent.at(-1)!.key !== null && mailer.sent.at(-1)!.key !== mailer.sent[0]!.key, true, 'mailed to the new key');
+
+        await service.confirm(mailer.lastToken('Alice@example.org'));
+        assert.deepEqual(await statuses(store), [[first.fingerprint, 'disabled'], [second.fingerprint, 'confirmed']]);
+        assert.deepEqual((await store.confirmedKeysFor('alice@example.org')).map((row) => row.fingerprint), [second.fingerprint]);
+      }));
+
+    it('refreshes an already confirmed key without a mail and keeps it confirmed', () =>
+      withService(backend, async ({ service, mailer, store }) => {
+        await service.upload({ key: first.publicArmored, lang: 'en' });
+        await service.confirm(mailer.lastToken('Alice@example.org'));
+        const sent = mailer.sent.length;
+        assert.deepEqual(await service.upload({ key: first.publicArmored, lang: 'en' }), { status: 'confirmed', email: 'Alice@example.org', fingerprint: first.fingerprint });
+        assert.equal(mailer.sent.length, sent);
+        assert.deepEqual(await statuses(store), [[first.fingerprint, 'confirmed']]);
+      }));
+
+    it('refuses an expired link by the clock, and a link whose key was deleted meanwhile', () =>
+      withService(backend, async ({ service, mailer, advance, store }) => {
+        await service.upload({ key: first.publicArmored, lang: 'en' });
+        const token = mailer.lastToken('Alice@example.org');
+        advance(48 * 3_600_000 + 1000);
+        assert.deepEqual([(await refusal(service.confirm(token))).code, (await refusal(service.describeRequest(token))).status], ['token-expired', 410]);
+        advance(-48 * 3_600_000 - 1000);
+        await store.delete('alice@example.org');
+        assert.equal((await refusal(service.confirm(token))).code, 'no-key');
+      }));
+
+    it('limits the mails per address and hour, whoever asks, with Retry-After', () =>
+      withService(
+        backend,
+        async ({ service, mailer, advance }) => {
+          await service.upload({ key: first.publicArmored, lang: 'en' });
+          await service.upload({ key: second.publicArmored, email: 'alice@example.org', lang: 'en' });
+          advance(10 * 60_000);
+          const refused = await refusal(service.upload({ key: third.publicArmored, email: 'alice@example.org', lang: 'en' }));
+          assert.equal(refused.code, 'too-many-requests');
+          assert.equal(refused.status, 429);
+          const retry = Number(refused.headers['Retry-After']);
+          assert.ok(retry > 49 * 60 && retry <= 50 * 60, `Retry-After ${retry}`);
+          assert.equal(mailer.sent.length, 2);
+          advance(retry * 1000);
+          assert.equal((await service.upload({ key: third.publicArmored, email: 'alice@example.org', lang: 'en' })).status, 'pending');
+        },
+        { mails_per_address_per_hour: 2 },
+      ));
+
+    it('undoes exactly what an upload created when its mail cannot be sent', () =>
+      withService(backend, async ({ db, service, mailer }) => {
+        mailer.failing = true;
+        const refused = await refusal(service.upload({ key: first.publicArmored, lang: 'en' }));
+        assert.deepEqual([refused.code, refused.status], ['mail-not-sent', 503]);
+        assert.deepEqual(await rowCounts(db), { identities: 0, keys: 0, requests: 0 });
+
+        mailer.failing = false;
+        await service.upload({ key: first.publicArmored, lang: 'en' });
+        mailer.failing = true;
+        await refusal(service.upload({ key: first.publicArmored, lang: 'en' }));
+        assert.deepEqual(await rowCounts(db), { identities: 1, keys: 1, requests: 1 }, 'the earlier upload stays whole');
+        mailer.failing = false;
+        await service.confirm(mailer.lastToken('Alice@example.org'));
+        assert.equal((await service.status('alice@example.org')).status, 'confirmed');
+      }));
+
+    it('deletes the address with all its keys only when the mailed link is confirmed', () =>
+      withService(backend, async ({ db, service, mailer }) => {
+        assert.equal((await refusal(service.requestDelete('alice@example.org', 'en'))).code, 'no-key');
+        await service.upload({ key: first.publicArmored, lang: 'en' });
+        await service.confirm(mailer.lastToken('Alice@example.org'));
+        await service.upload({ key: second.publicArmored, email: 'alice@example.org', lang: 'en' });
+        assert.deepEqual(await service.requestDelete('ALICE@example.org', 'es'), { status: 'pending', email: 'Alice@example.org', fingerprint: first.fingerprint });
+        const mail = mailer.sent.at(-1)!;
+        assert.equal(mail.key, (await db.query<{ armored: string }>(`select armored from lacre_keys where status = 'confirmed'`))[0]!.armored, 'encrypted to the current key');
+        assert.equal((await service.status('alice@example.org')).status, 'confirmed', 'nothing goes before the link is followed');
+        const token = mailer.lastToken('Alice@example.org');
+        assert.equal((await service.describeRequest(token)).action, 'delete');
+        assert.deepEqual(await service.confirm(token), { action: 'delete', email: 'Alice@example.org', fingerprint: first.fingerprint });
+        assert.equal((await service.status('alice@example.org')).status, 'none');
+        assert.deepEqual(await rowCounts(db), { identities: 0, keys: 0, requests: 3 });
+        assert.equal((await refusal(service.confirm(token))).code, 'token-used');
+      }));
+
+    it('takes a WKS submission as pending with a nonce, without mail, and serves confirmed keys to WKD', () =>
+      withService(backend, async ({ service, mailer }) => {
+        const submitted = await service.submitPending({ key: first.publicArmored, email: 'alice@example.org', lang: 'en', channel: 'wks' });
+        assert.equal(mailer.sent.length, 0);
+        assert.equal(await service.confirmedKey('alice@example.org'), undefined);
+        await service.confirm(submitted.token);
+        const served = await service.confirmedKey('alice@example.org');
+        assert.equal(served?.fingerprint, first.fingerprint);
+        assert.deepEqual((await service.confirmedKeysOfDomain('EXAMPLE.org')).map((row) => row.email), ['Alice@example.org']);
+      }));
+
+    it('refuses addresses it does not serve', () =>
+      withService(backend, async ({ service }) => {
+        assert.equal((await refusal(service.status('bob@elsewhere.org'))).code, 'domain-not-served');
+        assert.equal((await refusal(service.status('nope'))).code, 'invalid-address');
+        assert.deepEqual(await service.status('nobody@example.org'), { email: 'nobody@example.org', status: 'none', fingerprint: null, created: null, expires: null });
+      }));
+  });
+}
