@@ -153,6 +153,12 @@ for (const backend of await databaseBackends()) {
       assert.ok(status.html.includes('<dd>Published</dd>'));
       assert.ok(status.html.includes(alice.fingerprint));
 
+      const mails = sink.messages.length;
+      const again = await post(`${server.base}/upload`, new URLSearchParams({ key: alice.publicArmored, lang: 'es' }));
+      assert.equal(again.status, 200, again.html);
+      assert.ok(again.html.includes(es('This key is already published')));
+      assert.equal(sink.messages.length, mails, 'no mail for a key already published');
+
       assertErrorPage(await post(link, new URLSearchParams({ lang: 'en' })), 410, 'en');
       assertErrorPage(await get(link, { 'accept-language': 'es' }), 410, 'es');
     });
