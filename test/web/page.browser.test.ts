@@ -57,6 +57,25 @@ async function check(page: Page, name: string, problems: string[]): Promise<void
   assert.deepEqual(problems, [], `browser errors on ${name}`);
 }
 
+/** The keyboard reaches the skip link first, then the page's own links and fields, each with a visible outline. */
+async function assertFocusVisible(page: Page, t: Translate): Promise<void> {
+  const focused = async () =>
+    page.evaluate(() => {
+      const element = document.activeElement as HTMLElement;
+      const style = getComputedStyle(element);
+      return { text: element.textContent?.trim() ?? '', outline: style.outlineStyle, width: parseFloat(style.outlineWidth), visible: element.getBoundingClientRect().width > 0 };
+    });
+  await page.keyboard.press('Tab');
+  const skip = await focused();
+  assert.equal(skip.text, t('Skip to content'));
+  const stops = [skip];
+  for (let tab = 0; tab < 4; tab++) {
+    await page.keyboard.press('Tab');
+    stops.push(await focused());
+  }
+  for (const stop of stops) assert.ok(stop.visible && stop.outline !== 'none' && stop.width >= 2, `focus visible on "${stop.text}": ${JSON.stringify(stop)}`);
+}
+
 const unavailable = existsSync(CHROMIUM) ? undefined : `${CHROMIUM} is missing (apt-get install chromium)`;
 
 describe('the web page in a browser', { skip: unavailable }, () => {
@@ -103,6 +122,7 @@ describe('the web page in a browser', { skip: unavailable }, () => {
         assert.equal(await page.locator('h1').textContent(), t('Publish your OpenPGP key'));
         if (lang !== 'en') assert.notEqual(t('Publish your OpenPGP key'), 'Publish your OpenPGP key', `the ${lang} catalog translates the page`);
         await check(page, `${lang}-1-start`, problems);
+        await assertFocusVisible(page, t);
 
         if (paste) await page.getByLabel(t('Public key (ASCII-armored)')).fill(key.publicArmored);
         else await page.getByLabel(t('Key file')).setInputFiles({ name: `${user}.asc`, mimeType: 'application/pgp-keys', buffer: Buffer.from(key.publicArmored) });
