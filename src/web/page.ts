@@ -295,7 +295,8 @@ function asWebError(error: unknown, request: FastifyRequest, deps: WebDeps): Web
   if (status === 404) return new WebError(404, 'not-found', 'There is no such page.');
   if (status === 405) return new WebError(405, 'method-not-allowed', 'This page cannot be used that way. Start again from the start page.', {}, error instanceof HttpError ? error.headers : {});
   if (status !== undefined && status >= 400 && status < 500) return invalidForm(status);
-  deps.logger.error({ method: request.method, path: pathOf(request.url), err: error }, 'web page request failed');
+  // The route's pattern, not its path: a confirmation path holds a token, which no log line may.
+  deps.logger.error({ method: request.method, route: request.routeOptions.url, err: error }, 'web page request failed');
   return new WebError(503, 'unavailable', 'The key service cannot answer right now. Please try again later.');
 }
 

@@ -7,7 +7,7 @@ import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import type { Database } from '../../src/db/types.js';
 import { Relay } from '../../src/delivery/reinject.js';
-import { createLogger } from '../../src/log/logger.js';
+import { createLogger, type Logger } from '../../src/log/logger.js';
 import { createMailer } from '../../src/web/mailer.js';
 import { startWebServer } from '../../src/web/server.js';
 import { decrypt, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
@@ -55,10 +55,9 @@ export interface PageServer {
 }
 
 /** The whole key service listener (startWebServer) on a free loopback port, mailing through `sink`. */
-export async function startPageServer(db: Database, sink: SmtpSink, env: Record<string, string> = {}): Promise<PageServer> {
+export async function startPageServer(db: Database, sink: SmtpSink, env: Record<string, string> = {}, logger: Logger = createLogger('silent')): Promise<PageServer> {
   const base = `http://127.0.0.1:${await freePort()}`;
   const config = pageTestConfig(sink.port, base, env);
-  const logger = createLogger('silent');
   const relay = new Relay(config.relay, undefined, logger);
   const server = await startWebServer({ config, db, mailer: createMailer(config, relay, logger), logger });
   return {

@@ -5,6 +5,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { createLogger } from '../../src/log/logger.js';
 import { catalogs } from '../../src/web/i18n.js';
 import { PAGE_CSP } from '../../src/web/page.js';
 import { databaseBackends, openTestDatabase, type TestDatabase } from '../helpers/databases.js';
@@ -205,6 +207,29 @@ describe('the web page\u2019s per-client limit', () => {
       assertErrorPage(limited, 429, 'es');
       assert.match(limited.headers.get('retry-after') ?? '', /^\d+$/);
       assert.equal((await get(`${server.base}/?lang=en`)).status, 200, 'reading is not limited');
+    } finally {
+      await server.close();
+      await database.cleanup();
+      await sink.stop();
+    }
+  });
+});
+
+describe('the web page without its database', () => {
+  it('answers 503 with an error page, and no log line holds the link\u2019s token', async () => {
+    const [backend] = await databaseBackends();
+    const sink = await SmtpSink.start();
+    const database = await openTestDatabase(backend!);
+    const lines: string[] = [];
+    const logStream = new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString('utf8')), done()) });
+    const server = await startPageServer(database.db, sink, {}, createLogger('debug', logStream));
+    const token = randomBytes(32).toString('base64url');
+    try {
+      await database.db.close();
+      assertErrorPage(await get(`${server.base}/confirm/${token}?lang=es`), 503, 'es');
+      assertErrorPage(await post(`${server.base}/confirm/${token}`, new URLSearchParams({ lang: 'en' })), 503, 'en');
+      assertErrorPage(await get(`${server.base}/status?email=${encodeURIComponent(`bob@${DOMAIN}`)}`), 503, 'en');
+      assert.deepEqual(lines.filter((line) => line.includes(token)), []);
     } finally {
       await server.close();
       await database.cleanup();
