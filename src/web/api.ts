@@ -19,10 +19,12 @@ export const API_ROUTES = [
 ] as const;
 
 const TOKEN = /^[A-Za-z0-9_-]{1,128}$/;
+/** The largest body the key service reads (413 too-large beyond): a key with a few user IDs is a few KiB. */
+export const WEB_BODY_LIMIT = 64 * 1024;
 
 export function registerApiRoutes(app: HttpApp, deps: WebDeps): void {
   void app.register(async (scope) => {
-    acceptJsonBodies(scope, 64 * 1024, () => new WebError(400, 'invalid-request', 'The request body is not valid JSON.'));
+    acceptJsonBodies(scope, WEB_BODY_LIMIT, () => new WebError(400, 'invalid-request', 'The request body is not valid JSON.'));
     const limited = { preHandler: limitPerIp(deps) };
 
     scope.post('/api/keys', limited, async (request, reply) => {

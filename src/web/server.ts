@@ -10,7 +10,7 @@ import type { Database } from '../db/types.js';
 import { HttpError } from '../errors.js';
 import { closeHttpStack, createHttpStack, listenOn, pathOf } from '../http/stack.js';
 import type { Logger } from '../log/logger.js';
-import { registerApiRoutes } from './api.js';
+import { registerApiRoutes, WEB_BODY_LIMIT } from './api.js';
 import { WebError, type WebErrorCode } from './errors.js';
 import { catalogs as loadCatalogs, type Catalogs } from './i18n.js';
 import type { Mailer } from './mailer.js';
@@ -42,7 +42,6 @@ export interface WebServer {
   close(): Promise<void>;
 }
 
-export const WEB_BODY_LIMIT = 64 * 1024;
 const CLOSE_GRACE_MS = 5_000;
 
 export async function startWebServer(options: WebServerOptions): Promise<WebServer> {

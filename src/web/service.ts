@@ -103,7 +103,7 @@ export class KeyService {
   }
 
   async status(address: string): Promise<KeyStatusView> {
-    const email = servedAddress(address, this.deps.config.keys);
+    const email = await this.identityEmail(servedAddress(address, this.deps.config.keys));
     const rows = await this.keyRows(email);
     const shown = rows.find((row) => row.status === 'confirmed') ?? rows.find((row) => row.status === 'pending');
     if (!shown) return { email, status: 'none', fingerprint: null, created: null, expires: null };
@@ -258,7 +258,7 @@ export class KeyService {
   }
 
   private async mailOrUndo(created: CreatedRequest, kind: NoticeKind, armoredKey: string, values: { email: string; fingerprint: string; lang: string }): Promise<void> {
-    const link = `${this.deps.config.web.public_url?.replace(/\/+$/, '') ?? ''}/confirm/${created.token}`;
+    const link = `${this.publicUrl()}/confirm/${created.token}`;
     try {
       await this.sendNotice(kind, armoredKey, { ...values, link });
     } catch (error) {
@@ -267,6 +267,10 @@ export class KeyService {
       this.deps.logger.warn({ err: error, action: kind }, 'confirmation mail not sent; the request was undone');
       throw new WebError(503, 'mail-not-sent', 'The confirmation mail could not be sent. Please try again later.', {}, { 'Retry-After': '60' });
     }
+  }
+
+  private publicUrl(): string {
+    return this.deps.config.web.public_url?.replace(/\/+$/, '') ?? '';
   }
 
   /** Removes what one request created: its row, the key row and identity it inserted (nothing another request uses). */
@@ -292,7 +296,7 @@ export class KeyService {
       const row = (await this.keyRows(request.email)).find((candidate) => candidate.status === 'confirmed');
       if (!row) return;
       const lang = request.lang ?? this.deps.config.web.default_language;
-      await this.sendNotice('published', row.armored, { email: request.email, fingerprint: request.fingerprint, lang });
+      await this.sendNotice('published', row.armored, { email: request.email, fingerprint: request.fingerprint, lang, link: this.publicUrl() });
     } catch (error) {
       this.deps.logger.warn({ err: error }, 'the "key published" mail was not sent');
     }
