@@ -15,13 +15,11 @@ import { Eta } from 'eta';
 import { HttpError } from '../errors.js';
 import { allowOnly, type HttpApp } from '../http/stack.js';
 import { findPackageRoot } from '../util/package-root.js';
+import { WEB_BODY_LIMIT } from './api.js';
 import { WebError } from './errors.js';
 import type { Translate } from './i18n.js';
 import { limitPerIp } from './rate-limit.js';
 import type { WebDeps } from './server.js';
-
-/** Bodies of the page's forms, file upload included (413 beyond). */
-export const PAGE_BODY_LIMIT = 64 * 1024;
 
 export const PAGE_CSP = "default-src 'none'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
@@ -33,7 +31,7 @@ const PAGE_HEADERS: Readonly<Record<string, string>> = {
 };
 
 const TOKEN_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
-const MULTIPART_LIMITS = { fileSize: PAGE_BODY_LIMIT, fieldSize: PAGE_BODY_LIMIT, files: 1, fields: 8, parts: 9 };
+const MULTIPART_LIMITS = { fileSize: WEB_BODY_LIMIT, fieldSize: WEB_BODY_LIMIT, files: 1, fields: 8, parts: 9 };
 
 interface Language {
   readonly code: string;
@@ -66,11 +64,11 @@ export function registerPageRoutes(app: HttpApp, deps: WebDeps): void {
   const stylesheet = `/static/style.css?v=${createHash('sha256').update(css).digest('hex').slice(0, 12)}`;
 
   const perIp = limitPerIp(deps);
-  const posted = { bodyLimit: PAGE_BODY_LIMIT, preHandler: perIp };
+  const posted = { bodyLimit: WEB_BODY_LIMIT, preHandler: perIp };
 
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
-    await scope.register(fastifyFormbody, { bodyLimit: PAGE_BODY_LIMIT });
+    await scope.register(fastifyFormbody, { bodyLimit: WEB_BODY_LIMIT });
     await scope.register(fastifyMultipart, { limits: MULTIPART_LIMITS });
     await scope.register(fastifyView, { engine: { eta: new Eta({ autoEscape: true }) }, root: join(root, 'views') });
 
@@ -270,7 +268,7 @@ async function readMultipart(request: FastifyRequest): Promise<RawUploadFields> 
       // Known as soon as read, so that a refusal of what follows is in the form's language.
       if (part.fieldname === 'lang') formLanguage.set(request, value);
     }
-    if (total > PAGE_BODY_LIMIT) throw tooLarge();
+    if (total > WEB_BODY_LIMIT) throw tooLarge();
   }
   return fields;
 }
