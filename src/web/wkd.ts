@@ -1,0 +1,157 @@
+/**
+ * The Web Key Directory routes: confirmed keys at the advanced (`/.well-known/openpgpkey/{domain}/hu/{hash}`,
+ * served on openpgpkey.{domain}) and direct (`/.well-known/openpgpkey/hu/{hash}`, served on {domain} itself, the
+ * domain taken from Host) paths, the policy file, and the WKS submission address with its key. Only domains of
+ * keys.domains are answered; anything else, and any address without a confirmed key, is a plain 404.
+ */
+import { readFile } from 'node:fs/promises';
+import { readKey, readPrivateKey, type Key } from 'openpgp';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Config } from '../config/schema.js';
+import type { Database } from '../db/types.js';
+import { DatabaseUnavailableError, errorMessage, HttpError } from '../errors.js';
+import type { HttpApp } from '../http/stack.js';
+import { canonicalDomain } from '../keys/address.js';
+import type { Logger } from '../log/logger.js';
+import { isWkdHash, keyForAddress, wkdHash } from './wkd-format.js';
+
+/** What the routes need; the key service's WebDeps has all of it. */
+export interface WkdDeps {
+  readonly config: Config;
+  readonly db: Database;
+  readonly logger: Logger;
+}
+
+const PREFIX = '/.well-known/openpgpkey';
+/** No flags: keys carry a name besides the mailbox, and submissions need no authentication beyond the mail round trip. */
+const POLICY = '# Web Key Directory policy (draft-koch-openpgp-webkey-service)\nprotocol-version: 5\n';
+
+interface DomainParams {
+  domain: string;
+}
+interface HashParams {
+  hash: string;
+}
+
+export function registerWkdRoutes(app: HttpApp, deps: WkdDeps): void {
+  const directory = new WkdDirectory(deps);
+  app.get<{ Params: DomainParams & HashParams }>(`${PREFIX}/:domain/hu/:hash`, async (request, reply) =>
+    sendKeys(reply, await directory.keys(request.params.domain, request.params.hash)),
+  );
+  app.get<{ Params: HashParams }>(`${PREFIX}/hu/:hash`, async (request, reply) =>
+    sendKeys(reply, await directory.keys(hostDomain(request), request.params.hash)),
+  );
+  app.get<{ Params: DomainParams }>(`${PREFIX}/:domain/policy`, async (request, reply) =>
+    sendText(reply, directory.policy(request.params.domain)),
+  );
+  app.get(`${PREFIX}/policy`, async (request, reply) => sendText(reply, directory.policy(hostDomain(request))));
+  app.get<{ Params: DomainParams }>(`${PREFIX}/:domain/submission-address`, async (request, reply) =>
+    sendText(reply, directory.submissionAddress(request.params.domain)),
+  );
+  app.get(`${PREFIX}/submission-address`, async (request, reply) =>
+    sendText(reply, directory.submissionAddress(hostDomain(request))),
+  );
+}
+
+/** The direct method's domain is the host the client asked for (the proxy must pass Host on, or X-Forwarded-Host with web.trust_proxy). */
+function hostDomain(request: FastifyRequest): string {
+  return request.hostname.replace(/:\d+$/, '');
+}
+
+function sendKeys(reply: FastifyReply, keys: Uint8Array): FastifyReply {
+  return reply
+    .header('Access-Control-Allow-Origin', '*')
+    .type('application/octet-stream')
+    .send(Buffer.from(keys.buffer, keys.byteOffset, keys.byteLength));
+}
+
+function sendText(reply: FastifyReply, text: string): FastifyReply {
+  return reply.header('Access-Control-Allow-Origin', '*').type('text/plain; charset=utf-8').send(text);
+}
+
+function notFound(): HttpError {
+  return new HttpError(404, '');
+}
+
+class WkdDirectory {
+  private submissionKey: Key | undefined;
+
+  constructor(private readonly deps: WkdDeps) {}
+
+  /** The served domain `domain` names, or a 404. */
+  private servedDomain(domain: string): string {
+    let canonical: string;
+    try {
+      canonical = canonicalDomain(domain);
+    } catch {
+      throw notFound();
+    }
+    if (!this.deps.config.keys.domains.some((served) => canonicalDomain(served) === canonical)) throw notFound();
+    return canonical;
+  }
+
+  policy(domain: string): string {
+    this.servedDomain(domain);
+    return POLICY;
+  }
+
+  submissionAddress(domain: string): string {
+    this.servedDomain(domain);
+    const address = this.deps.config.web.wks_submission_address;
+    if (address === undefined) throw notFound();
+    return `${address}\n`;
+  }
+
+  /** Every confirmed key of `domain` whose local part hashes to `hash`, each with only that address's user ID. */
+  async keys(domain: string, hash: string): Promise<Uint8Array> {
+    const served = this.servedDomain(domain);
+    if (!isWkdHash(hash)) throw notFound();
+    const parts: Uint8Array[] = [];
+    for (const { email, armored } of await this.confirmedKeys(served)) {
+      if (wkdHash(email.slice(0, email.lastIndexOf('@'))) !== hash) continue;
+      const key = await readKey({ armoredKey: armored }).catch(() => undefined);
+      const binary = key && (await keyForAddress(key, email));
+      if (binary) parts.push(binary);
+    }
+    const submission = await this.submissionKeyFor(served, hash);
+    if (submission) parts.push(submission);
+    if (parts.length === 0) throw notFound();
+    return Buffer.concat(parts);
+  }
+
+  private async confirmedKeys(domain: string): Promise<{ email: string; armored: string }[]> {
+    try {
+      return await this.deps.db.query<{ email: string; armored: string }>(
+        `select email, armored from lacre_keys
+          where status = 'confirmed' and right(lower(email), length($1) + 1) = '@' || $1
+          order by email, id`,
+        [domain],
+      );
+    } catch (error) {
+      if (error instanceof DatabaseUnavailableError) throw new HttpError(503, '');
+      throw error;
+    }
+  }
+
+  /** The WKS submission key's public part, when `hash` is its address's and the key file is there. */
+  private async submissionKeyFor(domain: string, hash: string): Promise<Uint8Array | undefined> {
+    const address = this.deps.config.web.wks_submission_address;
+    if (address === undefined) return undefined;
+    const at = address.lastIndexOf('@');
+    if (canonicalDomain(address.slice(at + 1)) !== domain || wkdHash(address.slice(0, at)) !== hash) return undefined;
+    const key = await this.loadSubmissionKey();
+    return key && (await keyForAddress(key, address));
+  }
+
+  private async loadSubmissionKey(): Promise<Key | undefined> {
+    if (this.submissionKey) return this.submissionKey;
+    const path = this.deps.config.web.wks_key_path;
+    try {
+      const secret = await readPrivateKey({ armoredKey: await readFile(path, 'utf8') });
+      this.submissionKey = secret.toPublic();
+    } catch (error) {
+      this.deps.logger.warn({ path, reason: errorMessage(error) }, 'WKS submission key not readable (lacre wks init creates it)');
+    }
+    return this.submissionKey;
+  }
+}
