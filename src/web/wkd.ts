@@ -4,8 +4,7 @@
  * domain taken from Host) paths, the policy file, and the WKS submission address with its key. Only domains of
  * keys.domains are answered; anything else, and any address without a confirmed key, is a plain 404.
  */
-import { readFile } from 'node:fs/promises';
-import { readKey, readPrivateKey, type Key } from 'openpgp';
+import { readKey, type Key } from 'openpgp';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
@@ -14,6 +13,7 @@ import type { HttpApp } from '../http/stack.js';
 import { canonicalDomain } from '../keys/address.js';
 import type { Logger } from '../log/logger.js';
 import { isWkdHash, keyForAddress, wkdHash } from './wkd-format.js';
+import { loadSubmissionKey } from './wks-key.js';
 
 /** What the routes need; the key service's WebDeps has all of it. */
 export interface WkdDeps {
@@ -147,8 +147,7 @@ class WkdDirectory {
     if (this.submissionKey) return this.submissionKey;
     const path = this.deps.config.web.wks_key_path;
     try {
-      const secret = await readPrivateKey({ armoredKey: await readFile(path, 'utf8') });
-      this.submissionKey = secret.toPublic();
+      this.submissionKey = (await loadSubmissionKey(path)).toPublic();
     } catch (error) {
       this.deps.logger.warn({ path, reason: errorMessage(error) }, 'WKS submission key not readable (lacre wks init creates it)');
     }

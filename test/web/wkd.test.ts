@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { configSchema, type Config } from '../../src/config/schema.js';
@@ -9,6 +10,7 @@ import { KeyStore } from '../../src/keys/store.js';
 import { createLogger } from '../../src/log/logger.js';
 import { wkdHash, zbase32 } from '../../src/web/wkd-format.js';
 import { registerWkdRoutes } from '../../src/web/wkd.js';
+import { createSubmissionKey, writeSubmissionKey } from '../../src/web/wks-key.js';
 import { databaseBackends, withDatabase } from '../helpers/databases.js';
 import { createGpgHome, exportPublicKey, generateKey, gpgOk, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 
@@ -39,20 +41,22 @@ interface Fixture {
   alice: GpgKey;
   aliceArmored: string;
   carol: GpgKey;
+  wksKeyPath: string;
+  wksFingerprint: string;
   dave: GpgKey;
   erin: GpgKey;
 }
 
 const SUBMISSION = 'key-submission@example.org';
 
-function wkdConfig(): Config {
+function wkdConfig(wksKeyPath: string): Config {
   return configSchema.parse({
     keys: { domains: ['example.org'] },
-    web: { wkd: true, wks_submission_address: SUBMISSION, wks_key_path: '/nonexistent/wks.asc' },
+    web: { wkd: true, wks_submission_address: SUBMISSION, wks_key_path: wksKeyPath },
   });
 }
 
-async function wkdApp(db: Database, config = wkdConfig()): Promise<HttpApp> {
+async function wkdApp(db: Database, config: Config): Promise<HttpApp> {
   const logger = createLogger('silent');
   const app = createHttpStack({ logger });
   registerWkdRoutes(app, { config, db, logger });
@@ -83,9 +87,28 @@ describe('WKD routes', () => {
     const carol = await generateKey(home, { email: 'carol@example.org' });
     const dave = await generateKey(home, { email: 'dave@example.org' });
     const erin = await generateKey(home, { email: 'erin@example.net' });
-    fixture = { home, alice, aliceArmored, carol, dave, erin };
+    const wksKeyPath = join(home.dir, 'wks', 'key.asc');
+    const submission = await createSubmissionKey(SUBMISSION);
+    await writeSubmissionKey(wksKeyPath, submission.armored, { force: false });
+    fixture = { home, alice, aliceArmored, carol, dave, erin, wksKeyPath, wksFingerprint: submission.fingerprint };
   });
   after(() => fixture.home.remove());
+
+  test('with no submission address: no submission-address file, and the key file is not needed', async () => {
+    const backend = (await databaseBackends())[0]!;
+    await withDatabase(backend, async (db) => {
+      const config = configSchema.parse({ keys: { domains: ['example.org'] }, web: { wkd: true, wks_key_path: '/nonexistent/wks.asc' } });
+      const app = await wkdApp(db, config);
+      try {
+        assert.equal((await app.inject({ url: '/.well-known/openpgpkey/example.org/submission-address' })).statusCode, 404);
+        assert.equal((await app.inject({ url: '/.well-known/openpgpkey/example.org/policy' })).statusCode, 200);
+        const hash = await gpgWkdHash(SUBMISSION);
+        assert.equal((await app.inject({ url: `/.well-known/openpgpkey/example.org/hu/${hash}` })).statusCode, 404);
+      } finally {
+        await app.close();
+      }
+    });
+  });
 
   test('serves confirmed keys only, one user ID, both forms, on every backend', async (t) => {
     for (const backend of await databaseBackends()) {
@@ -97,7 +120,7 @@ describe('WKD routes', () => {
           await store.importKey(fixture.dave.publicArmored);
           await db.query(`update lacre_keys set status = 'disabled' where email = 'dave@example.org'`);
           await store.importKey(fixture.erin.publicArmored);
-          const app = await wkdApp(db);
+          const app = await wkdApp(db, wkdConfig(fixture.wksKeyPath));
           try {
             await checkServed(app, fixture);
           } finally {
@@ -144,5 +167,21 @@ async function checkServed(app: HttpApp, fixture: Fixture): Promise<void> {
     const response = await app.inject({ url, headers: { host: 'example.org' } });
     assert.equal(response.statusCode, 200, url);
     assert.equal(response.body, `${SUBMISSION}\n`);
+  }
+  // The submission address's own key, public part only, where a client looks it up.
+  const submissionHash = await gpgWkdHash(SUBMISSION);
+  const submission = await app.inject({ url: `/.well-known/openpgpkey/example.org/hu/${submissionHash}` });
+  assert.equal(submission.statusCode, 200);
+  assert.deepEqual(await uidsSeenByGpg(submission.rawPayload), [`<${SUBMISSION}>`]);
+  assert.doesNotMatch(submission.rawPayload.toString('latin1'), /PRIVATE/);
+  const home = await createGpgHome();
+  try {
+    await gpgOk(home, ['--batch', '--import'], submission.rawPayload);
+    const secrets = (await gpgOk(home, ['--with-colons', '--list-secret-keys'])).toString('utf8');
+    assert.equal(secrets.trim(), '', 'no secret key is served');
+    const listing = (await gpgOk(home, ['--with-colons', '--list-keys'])).toString('utf8');
+    assert.match(listing, new RegExp(`fpr:+${fixture.wksFingerprint}:`));
+  } finally {
+    await home.remove();
   }
 }
