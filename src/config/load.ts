@@ -277,6 +277,8 @@ function describeIssue(loading: Loading, issue: z.core.$ZodIssue): string[] {
   }
   const [section, key, item] = path;
   const dotted = path.join('.');
+  // A rule across settings (configSchema's superRefine) says in its own words what is missing.
+  if (issue.code === 'custom' && issue.message.startsWith(`${dotted} `)) return [issue.message];
   const origin = origins.get(dotted) ?? origins.get(`${section}.${key}`) ?? origins.get(section ?? '');
   const where = origin ? ` (from ${origin})` : '';
   const value = section !== undefined && key !== undefined ? raw[section]?.[key] : undefined;

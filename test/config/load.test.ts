@@ -231,6 +231,30 @@ port = 2526
   });
 });
 
+describe('the key service settings', () => {
+  test('are off by default: no web listener, the admin socket in the data folder', () => {
+    const config = loadConfig({ env: {} });
+    assert.equal(config.web.listen, undefined);
+    assert.equal(config.web.token_ttl_hours, 48);
+    assert.equal(config.web.expiry_notice_days, 14);
+    assert.equal(config.admin.socket, './data/admin.sock');
+  });
+
+  test('web.listen without public_url, sender or keys.domains names each missing setting and why', () => {
+    assert.throws(
+      () => loadConfig({ env: { LACRE_WEB_LISTEN: '127.0.0.1:8443' } }),
+      (error: Error) =>
+        error.message.includes('web.public_url is required when web.listen is set') &&
+        error.message.includes('web.sender is required when web.listen is set') &&
+        error.message.includes('keys.domains must name the domains'),
+    );
+    const config = loadConfig({
+      env: { LACRE_WEB_LISTEN: '127.0.0.1:8443', LACRE_WEB_PUBLIC_URL: 'https://keys.example.org', LACRE_WEB_SENDER: 'keys@example.org', LACRE_KEYS_DOMAINS: 'example.org' },
+    });
+    assert.deepEqual(config.keys.domains, ['example.org']);
+  });
+});
+
 describe('maskSecrets', () => {
   test('masks the password in database.url and leaves everything else alone', () => {
     const config = loadConfig({ env: { LACRE_DATABASE_URL: 'postgres://lacre:s3cr%40t@db.example.org:5432/lacre?sslmode=require' } });
