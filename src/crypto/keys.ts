@@ -24,6 +24,9 @@ export class UnusableKeyError extends KeyRejectedError {
   }
 }
 
+/** The input is (or holds) a secret key: never stored, and the uploader should hear exactly that. */
+export class SecretKeyError extends KeyRejectedError {}
+
 export type KeyUsability = { usable: true; expiresAt: Date | null } | { usable: false; reason: string };
 
 /** What one import may bring in; checked before openpgp.js parses anything (its cost grows faster than the input). */
@@ -86,7 +89,7 @@ export async function readPublicKeys(input: string | Uint8Array, limits: KeyLimi
   }
   if (keys.length === 0) throw new KeyRejectedError('no OpenPGP key found in the input');
   if (keys.some((key) => key.isPrivate())) {
-    throw new KeyRejectedError('this is a secret (private) key; only the public key may be uploaded (gpg --export --armor ADDRESS)');
+    throw new SecretKeyError('this is a secret (private) key; only the public key may be uploaded (gpg --export --armor ADDRESS)');
   }
   return keys;
 }
@@ -177,7 +180,7 @@ function unreadable(detail: string, cause?: unknown): KeyRejectedError {
 /** Everything an import checks on one parsed key. Throws KeyRejectedError naming the reason. */
 export async function validateKey(key: Key, now = new Date()): Promise<ValidatedKey> {
   const fingerprint = fingerprintOf(key);
-  if (key.isPrivate()) throw new KeyRejectedError(`key ${fingerprint} is a secret key; only the public key may be uploaded`);
+  if (key.isPrivate()) throw new SecretKeyError(`key ${fingerprint} is a secret key; only the public key may be uploaded`);
   const version = key.keyPacket.version;
   if (version !== 4) {
     throw new KeyRejectedError(

@@ -43,6 +43,10 @@ export interface HttpStackOptions {
   readonly explain?: boolean;
   /** Writes a refusal; by default its body as text/plain. */
   readonly sendError?: (reply: FastifyReply, error: HttpError) => void;
+  /** Proxies whose X-Forwarded-For names the client (request.ip); by default none: the socket's peer is the client. */
+  readonly trustProxy?: readonly string[];
+  /** Largest body a content-type parser reads (413 beyond); fastify's 1 MiB by default. */
+  readonly bodyLimit?: number;
 }
 
 const TEXT = 'text/plain; charset=utf-8';
@@ -67,6 +71,8 @@ export function createHttpStack(options: HttpStackOptions): HttpApp {
     ajv: { customOptions: { coerceTypes: false } },
     schemaErrorFormatter: describeInvalid,
     frameworkErrors: (error, _request, reply) => sendError(reply, frameworkRefusal(error)),
+    ...(options.trustProxy && options.trustProxy.length > 0 ? { trustProxy: [...options.trustProxy] } : {}),
+    ...(options.bodyLimit === undefined ? {} : { bodyLimit: options.bodyLimit }),
   });
   app.server.headersTimeout = timeouts.headersMs;
   // With a listener here, Node leaves "100 Continue" to the route (askForBody).
