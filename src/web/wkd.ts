@@ -7,24 +7,32 @@
 import { readKey, type Key } from 'openpgp';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config/schema.js';
-import type { Database } from '../db/types.js';
-import { DatabaseUnavailableError, errorMessage, HttpError } from '../errors.js';
+import { errorMessage, HttpError } from '../errors.js';
 import type { HttpApp } from '../http/stack.js';
 import { canonicalDomain } from '../keys/address.js';
 import type { Logger } from '../log/logger.js';
+import type { KeyService } from './service.js';
 import { isWkdHash, keyForAddress, wkdHash } from './wkd-format.js';
 import { loadSubmissionKey } from './wks-key.js';
 
-/** What the routes need; the key service's WebDeps has all of it. */
+/** What the routes need of the web listener's WebDeps. */
 export interface WkdDeps {
   readonly config: Config;
-  readonly db: Database;
   readonly logger: Logger;
+  readonly service: Pick<KeyService, 'confirmedKeysOfDomain'>;
 }
 
 const PREFIX = '/.well-known/openpgpkey';
-/** No flags: keys carry a name besides the mailbox, and submissions need no authentication beyond the mail round trip. */
-const POLICY = '# Web Key Directory policy (draft-koch-openpgp-webkey-service)\nprotocol-version: 5\n';
+/**
+ * No flags: keys may carry a name besides the mailbox, and a submission needs no authentication beyond the mail
+ * round trip. Protocol version 3: the WKS messages use application/vnd.gnupg.wks, which is what GnuPG 2.2's client
+ * reads (the draft says clients expect that below 5). Every line ends in LF: gpg refuses an unterminated one.
+ */
+function policyFile(submissionAddress: string | undefined): string {
+  const lines = ['# Web Key Directory policy (draft-koch-openpgp-webkey-service)', 'protocol-version: 3'];
+  if (submissionAddress !== undefined) lines.push(`submission-address: ${submissionAddress}`);
+  return lines.map((line) => `${line}\n`).join('');
+}
 
 interface DomainParams {
   domain: string;
@@ -92,7 +100,7 @@ class WkdDirectory {
 
   policy(domain: string): string {
     this.servedDomain(domain);
-    return POLICY;
+    return policyFile(this.deps.config.web.wks_submission_address);
   }
 
   submissionAddress(domain: string): string {
@@ -107,7 +115,7 @@ class WkdDirectory {
     const served = this.servedDomain(domain);
     if (!isWkdHash(hash)) throw notFound();
     const parts: Uint8Array[] = [];
-    for (const { email, armored } of await this.confirmedKeys(served)) {
+    for (const { email, armored } of await this.deps.service.confirmedKeysOfDomain(served)) {
       if (wkdHash(email.slice(0, email.lastIndexOf('@'))) !== hash) continue;
       const key = await readKey({ armoredKey: armored }).catch(() => undefined);
       const binary = key && (await keyForAddress(key, email));
@@ -117,20 +125,6 @@ class WkdDirectory {
     if (submission) parts.push(submission);
     if (parts.length === 0) throw notFound();
     return Buffer.concat(parts);
-  }
-
-  private async confirmedKeys(domain: string): Promise<{ email: string; armored: string }[]> {
-    try {
-      return await this.deps.db.query<{ email: string; armored: string }>(
-        `select email, armored from lacre_keys
-          where status = 'confirmed' and right(lower(email), length($1) + 1) = '@' || $1
-          order by email, id`,
-        [domain],
-      );
-    } catch (error) {
-      if (error instanceof DatabaseUnavailableError) throw new HttpError(503, '');
-      throw error;
-    }
   }
 
   /** The WKS submission key's public part, when `hash` is its address's and the key file is there. */

@@ -9,6 +9,7 @@ import { createHttpStack, type HttpApp } from '../../src/http/stack.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { createLogger } from '../../src/log/logger.js';
 import { wkdHash, zbase32 } from '../../src/web/wkd-format.js';
+import { KeyService } from '../../src/web/service.js';
 import { registerWkdRoutes } from '../../src/web/wkd.js';
 import { createSubmissionKey, writeSubmissionKey } from '../../src/web/wks-key.js';
 import { databaseBackends, withDatabase } from '../helpers/databases.js';
@@ -59,7 +60,9 @@ function wkdConfig(wksKeyPath: string): Config {
 async function wkdApp(db: Database, config: Config): Promise<HttpApp> {
   const logger = createLogger('silent');
   const app = createHttpStack({ logger });
-  registerWkdRoutes(app, { config, db, logger });
+  // The routes only read; the mailer is never reached.
+  const service = new KeyService({ db, config, logger, mailer: { send: async () => undefined } });
+  registerWkdRoutes(app, { config, logger, service });
   await app.ready();
   return app;
 }
@@ -161,6 +164,8 @@ async function checkServed(app: HttpApp, fixture: Fixture): Promise<void> {
     const policy = await app.inject({ url, headers: { host: 'example.org' } });
     assert.equal(policy.statusCode, 200, url);
     assert.equal(policy.headers['access-control-allow-origin'], '*');
+    assert.match(policy.body, new RegExp(`^submission-address: ${SUBMISSION}\n`, 'm'));
+    assert.ok(policy.body.endsWith('\n'), 'gpg refuses an unterminated last line');
   }
   assert.equal((await app.inject({ url: '/.well-known/openpgpkey/example.net/policy' })).statusCode, 404);
   for (const url of ['/.well-known/openpgpkey/example.org/submission-address', '/.well-known/openpgpkey/submission-address']) {
