@@ -1,0 +1,164 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { readPrivateKey } from 'openpgp';
+import { configSchema, type Config } from '../../src/config/schema.js';
+import type { Database } from '../../src/db/types.js';
+import { Relay } from '../../src/delivery/reinject.js';
+import { LacreError } from '../../src/errors.js';
+import type { Downstream } from '../../src/filter/ports.js';
+import { createLogger } from '../../src/log/logger.js';
+import { catalogs } from '../../src/web/i18n.js';
+import { createMailer } from '../../src/web/mailer.js';
+import { KeyService } from '../../src/web/service.js';
+import { createWksIntake, interceptSubmissions } from '../../src/web/wks-intake.js';
+import { createSubmissionKey, writeSubmissionKey } from '../../src/web/wks-key.js';
+import { databaseBackends, withDatabase } from '../helpers/databases.js';
+import { createGpgHome, generateKey, gpgOk, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { SmtpSink } from '../helpers/smtp-sink.js';
+
+const WKS_CLIENT = '/usr/lib/gnupg/gpg-wks-client';
+const SUBMISSION = 'key-submission@example.org';
+const ALICE = 'alice@example.org';
+
+interface ClientResult {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** GnuPG's own WKS client, offline: --fake-submission-addr makes it find every key in its keyring. */
+function wksClient(home: GpgHome, args: string[], input?: Buffer): Promise<ClientResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(WKS_CLIENT, ['--fake-submission-addr', SUBMISSION, ...args], { env: { ...process.env, GNUPGHOME: home.dir } });
+    const stdout: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(stdout), stderr }));
+    child.stdin.end(input ?? Buffer.alloc(0));
+  });
+}
+
+interface World {
+  home: GpgHome;
+  alice: GpgKey;
+  keyDir: string;
+  wksKeyPath: string;
+  submissionPublic: string;
+}
+
+function wksConfig(world: World, sink: SmtpSink): Config {
+  return configSchema.parse({
+    keys: { domains: ['example.org'] },
+    relay: { host: '127.0.0.1', port: sink.port },
+    web: { sender: 'keys@example.org', wks_submission_address: SUBMISSION, wks_key_path: world.wksKeyPath, public_url: 'https://keys.example.org' },
+  });
+}
+
+interface Running {
+  downstream: Downstream;
+  relay: Relay;
+  db: Database;
+}
+
+function running(world: World, sink: SmtpSink, db: Database): Running {
+  const config = wksConfig(world, sink);
+  const logger = createLogger('silent');
+  const relay = new Relay(config.relay, undefined, logger);
+  const mailer = createMailer(config, relay, logger);
+  const service = new KeyService({ db, config, mailer, logger });
+  const intake = createWksIntake({ config, service, mailer, catalogs: catalogs(), logger })!;
+  return { downstream: interceptSubmissions(relay, intake), relay, db };
+}
+
+async function deliver(downstream: Downstream, to: string[], message: Buffer): Promise<void> {
+  await downstream.send({ from: ALICE, to, use8BitMime: false }, Readable.from([message]));
+}
+
+async function keyStatus(db: Database, email: string): Promise<string[]> {
+  const rows = await db.query<{ status: string }>(`select status from lacre_keys where lower(email) = lower($1) order by id`, [email]);
+  return rows.map((row) => row.status);
+}
+
+async function waitFor<T>(find: () => T | undefined, what: string): Promise<T> {
+  for (let i = 0; i < 100; i++) {
+    const found = find();
+    if (found !== undefined) return found;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('WKS with the real gpg-wks-client', () => {
+  let world: World;
+  let sink: SmtpSink;
+
+  before(async () => {
+    const home = await createGpgHome();
+    const alice = await generateKey(home, { email: ALICE, name: 'Alice' });
+    const keyDir = await mkdtemp(join(tmpdir(), 'lacre-wks-'));
+    const wksKeyPath = join(keyDir, 'wks', 'key.asc');
+    const submission = await createSubmissionKey(SUBMISSION);
+    await writeSubmissionKey(wksKeyPath, submission.armored, { force: false });
+    const submissionPublic = (await readPrivateKey({ armoredKey: submission.armored })).toPublic().armor();
+    // The client encrypts to the submission key and checks the request's signature with it: in its keyring, as
+    // WKD lookup would have put it there.
+    await gpgOk(home, ['--batch', '--import'], submissionPublic);
+    world = { home, alice, keyDir, wksKeyPath, submissionPublic };
+    sink = await SmtpSink.start();
+  });
+  after(async () => {
+    await sink.stop();
+    await world.home.remove();
+    await rm(world.keyDir, { recursive: true, force: true });
+  });
+
+  test('submission by --create → confirmation request → --receive → response → key confirmed, on every backend', async (t) => {
+    for (const backend of await databaseBackends()) {
+      await t.test(backend.name, () =>
+        withDatabase(backend, async (db) => {
+          sink.messages.length = 0;
+          const { downstream, relay } = running(world, sink, db);
+          try {
+            const created = await wksClient(world.home, ['--create', world.alice.fingerprint, ALICE]);
+            assert.equal(created.code, 0, created.stderr);
+            assert.match(created.stdout.toString('latin1'), /^Content-Type: multipart\/encrypted/m);
+
+            await deliver(downstream, [SUBMISSION], created.stdout);
+            assert.deepEqual(await keyStatus(db, ALICE), ['pending']);
+            const request = await waitFor(() => sink.messageFor(ALICE), 'the confirmation request');
+            assert.deepEqual(request.to, [ALICE]);
+            const requestText = request.data.toString('latin1');
+            assert.match(requestText, /^Wks-Draft-Version: 3\r$/m);
+            assert.match(requestText, /^Wks-Phase: confirm\r$/m);
+            assert.match(requestText, /^Content-Type: multipart\/signed;/m);
+            assert.equal(sink.messages.length, 1, 'nothing else was relayed: the submission itself was taken');
+
+            const answered = await wksClient(world.home, ['--status-fd', '2', '--receive'], request.data);
+            assert.equal(answered.code, 0, `gpg-wks-client --receive: ${answered.stderr}`);
+            assert.match(answered.stderr, /\[GNUPG:\] SUCCESS/);
+            const response = answered.stdout;
+            assert.match(response.toString('latin1'), /^To: key-submission@example\.org/m);
+            assert.match(response.toString('latin1'), /^Content-Type: multipart\/encrypted/m, 'encrypted to the submission key');
+
+            await deliver(downstream, [SUBMISSION], response);
+            assert.deepEqual(await keyStatus(db, ALICE), ['confirmed']);
+            // The same response again: the nonce is used up, nothing changes, nothing is retried.
+            await deliver(downstream, [SUBMISSION], response);
+            assert.deepEqual(await keyStatus(db, ALICE), ['confirmed']);
+          } finally {
+            relay.close();
+          }
+        }),
+      );
+    }
+  });
+});
+
+void LacreError;
