@@ -176,10 +176,13 @@ class WksHandler {
     const targetKey = await readKey({ armoredKey: armored });
     const entity = await confirmationRequestEntity({
       request: { sender: this.address, address: pending.email, fingerprint: pending.fingerprint, nonce: pending.token },
-      explanation: t(
-        'This message was sent to confirm your request to publish your key. If you did not ask for it, ignore this message.\n\nYour mail program (or gpg-wks-client --receive) answers it for you; the answer publishes the key {fingerprint} for {email}.',
-        { fingerprint: pending.fingerprint, email: pending.email },
-      ),
+      explanation: [
+        t('This message was sent to confirm your request to publish your OpenPGP key. If you did not ask for it, ignore this message.'),
+        t('Your mail program (or gpg-wks-client --receive) answers it for you; the answer publishes the key {fingerprint} for {email}.', {
+          fingerprint: pending.fingerprint,
+          email: pending.email,
+        }),
+      ].join('\n\n'),
       targetKey,
       signingKey,
     });

@@ -98,7 +98,7 @@ async function readContent(entity: Entity): Promise<WksMessage> {
 }
 
 function confirmationResponse(fields: Map<string, string>): WksMessage {
-  if (fields.get('type') !== 'confirmation-response') throw new WksMessageError(`WKS data of type "${(fields.get('type') ?? '').slice(0, 40)}" is not a confirmation response`);
+  if (fields.get('type') !== 'confirmation-response') throw new WksMessageError('the WKS data is not a confirmation response');
   const address = fields.get('address');
   const nonce = fields.get('nonce');
   if (!address || !address.includes('@')) throw new WksMessageError('the confirmation response names no address');

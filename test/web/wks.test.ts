@@ -53,11 +53,11 @@ interface World {
   submissionPublic: string;
 }
 
-function wksConfig(world: World, sink: SmtpSink): Config {
+function wksConfig(world: World, relayPort: number, wksKeyPath = world.wksKeyPath): Config {
   return configSchema.parse({
     keys: { domains: ['example.org'] },
-    relay: { host: '127.0.0.1', port: sink.port },
-    web: { sender: 'keys@example.org', wks_submission_address: SUBMISSION, wks_key_path: world.wksKeyPath, public_url: 'https://keys.example.org' },
+    relay: { host: '127.0.0.1', port: relayPort, timeout_seconds: 5 },
+    web: { sender: 'keys@example.org', wks_submission_address: SUBMISSION, wks_key_path: wksKeyPath, public_url: 'https://keys.example.org' },
   });
 }
 
@@ -67,18 +67,32 @@ interface Running {
   db: Database;
 }
 
-function running(world: World, sink: SmtpSink, db: Database): Running {
-  const config = wksConfig(world, sink);
+function running(world: World, sink: SmtpSink, db: Database, options: { relayPort?: number; wksKeyPath?: string; maxBytes?: number } = {}): Running {
+  const config = wksConfig(world, options.relayPort ?? sink.port, options.wksKeyPath);
   const logger = createLogger('silent');
   const relay = new Relay(config.relay, undefined, logger);
   const mailer = createMailer(config, relay, logger);
   const service = new KeyService({ db, config, mailer, logger });
   const intake = createWksIntake({ config, service, mailer, catalogs: catalogs(), logger })!;
-  return { downstream: interceptSubmissions(relay, intake), relay, db };
+  return { downstream: interceptSubmissions(relay, { ...intake, ...(options.maxBytes ? { maxBytes: options.maxBytes } : {}) }), relay, db };
 }
 
-async function deliver(downstream: Downstream, to: string[], message: Buffer): Promise<void> {
-  await downstream.send({ from: ALICE, to, use8BitMime: false }, Readable.from([message]));
+async function deliver(downstream: Downstream, to: string[], message: Buffer): Promise<ReadonlyMap<string, LacreError>> {
+  return downstream.send({ from: ALICE, to, use8BitMime: false }, Readable.from([message]));
+}
+
+/** The nonce of a confirmation request, read the way only the key's holder can: gpg decrypts the WKS part. */
+async function nonceOf(home: GpgHome, request: Buffer): Promise<string> {
+  const armored = /-----BEGIN PGP MESSAGE-----[\s\S]*?-----END PGP MESSAGE-----/.exec(request.toString('latin1'))![0];
+  const fields = (await gpgOk(home, ['--batch', '--decrypt'], armored)).toString('utf8');
+  return /^nonce: (\S+)$/m.exec(fields)![1]!;
+}
+
+function clearResponse(address: string, nonce: string): Buffer {
+  return Buffer.from(
+    `From: ${address}\r\nTo: ${SUBMISSION}\r\nSubject: Key publication confirmation\r\nWks-Draft-Version: 3\r\nMIME-Version: 1.0\r\n` +
+      `Content-Type: application/vnd.gnupg.wks\r\n\r\ntype: confirmation-response\r\nsender: ${SUBMISSION}\r\naddress: ${address}\r\nnonce: ${nonce}\r\n`,
+  );
 }
 
 async function keyStatus(db: Database, email: string): Promise<string[]> {
@@ -159,6 +173,94 @@ describe('WKS with the real gpg-wks-client', () => {
       );
     }
   });
-});
 
-void LacreError;
+  test('only the submission address is taken: other recipients are relayed, a mail for it alone relays nothing', async () => {
+    const backend = (await databaseBackends()).at(-1)!;
+    await withDatabase(backend, async (db) => {
+      sink.messages.length = 0;
+      const { downstream, relay } = running(world, sink, db);
+      try {
+        const plain = Buffer.from('From: alice@example.org\r\nTo: bob@example.org, key-submission@example.org\r\nSubject: hi\r\n\r\nnot a submission\r\n');
+        const rejected = await deliver(downstream, ['bob@example.org', 'Key-Submission@Example.org'], plain);
+        assert.equal(rejected.size, 0);
+        assert.equal(sink.messages.length, 1);
+        assert.deepEqual(sink.messages[0]!.to, ['bob@example.org']);
+        assert.deepEqual(sink.messages[0]!.data, plain);
+        await deliver(downstream, [SUBMISSION], plain);
+        assert.equal(sink.messages.length, 1, 'the garbage mail to the submission address alone is dropped, not relayed');
+        assert.deepEqual(await db.query('select * from lacre_key_requests'), []);
+        await deliver(downstream, ['carol@example.org'], plain);
+        assert.deepEqual(sink.messages[1]!.to, ['carol@example.org'], 'mail without the submission address passes untouched');
+      } finally {
+        relay.close();
+      }
+    });
+  });
+
+  test('a mail larger than the bound is dropped unread, and nothing is stored', async () => {
+    const backend = (await databaseBackends()).at(-1)!;
+    await withDatabase(backend, async (db) => {
+      sink.messages.length = 0;
+      const { downstream, relay } = running(world, sink, db, { maxBytes: 1024 });
+      try {
+        const created = await wksClient(world.home, ['--create', world.alice.fingerprint, ALICE]);
+        assert.ok(created.stdout.length > 1024);
+        assert.equal((await deliver(downstream, [SUBMISSION], created.stdout)).size, 0);
+        assert.deepEqual(await keyStatus(db, ALICE), []);
+        assert.equal(sink.messages.length, 0);
+      } finally {
+        relay.close();
+      }
+    });
+  });
+
+  test('temporary failures reject the copy for a retry: relay down, submission key missing', async () => {
+    const backend = (await databaseBackends()).at(-1)!;
+    await withDatabase(backend, async (db) => {
+      const created = await wksClient(world.home, ['--create', world.alice.fingerprint, ALICE]);
+      const closed = await SmtpSink.start();
+      const closedPort = closed.port;
+      await closed.stop();
+      const down = running(world, sink, db, { relayPort: closedPort });
+      try {
+        await assert.rejects(deliver(down.downstream, [SUBMISSION], created.stdout), LacreError);
+      } finally {
+        down.relay.close();
+      }
+      const keyless = running(world, sink, db, { wksKeyPath: join(world.keyDir, 'missing.asc') });
+      try {
+        await assert.rejects(deliver(keyless.downstream, [SUBMISSION], created.stdout), /lacre wks init/);
+        // With other recipients, only the submission address is refused (they were relayed).
+        const rejected = await deliver(keyless.downstream, ['bob@example.org', SUBMISSION], created.stdout);
+        assert.deepEqual([...rejected.keys()], [SUBMISSION]);
+      } finally {
+        keyless.relay.close();
+      }
+    });
+  });
+
+  test("a response in the clear (the client's fallback) confirms; one naming another address does not", async (t) => {
+    for (const backend of await databaseBackends()) {
+      await t.test(backend.name, () =>
+        withDatabase(backend, async (db) => {
+          sink.messages.length = 0;
+          const { downstream, relay } = running(world, sink, db);
+          try {
+            const created = await wksClient(world.home, ['--create', world.alice.fingerprint, ALICE]);
+            await deliver(downstream, [SUBMISSION], created.stdout);
+            const request = await waitFor(() => sink.messageFor(ALICE), 'the confirmation request');
+            const nonce = await nonceOf(world.home, request.data);
+            await deliver(downstream, [SUBMISSION], clearResponse('mallory@example.org', nonce));
+            assert.deepEqual(await keyStatus(db, ALICE), ['pending'], 'the nonce is for alice only');
+            await deliver(downstream, [SUBMISSION], clearResponse('bob@example.org', 'x'.repeat(43)));
+            assert.deepEqual(await keyStatus(db, ALICE), ['pending']);
+            await deliver(downstream, [SUBMISSION], clearResponse('Alice@Example.org', nonce));
+            assert.deepEqual(await keyStatus(db, ALICE), ['confirmed']);
+          } finally {
+            relay.close();
+          }
+        }),
+      );
+    }
+  });
+});
