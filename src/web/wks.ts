@@ -1,6 +1,6 @@
 /**
  * The Web Key Service's messages (draft-koch-openpgp-webkey-service, as GnuPG 2.2's gpg-wks-client and
- * gpg-wks-server speak it; the facts in docs/wkd-wks.md): reading what arrives at the submission address (a key
+ * gpg-wks-server speak it; docs/wkd-wks.md): reading what arrives at the submission address (a key
  * submission, a confirmation response) and writing the confirmation request. No I/O: bytes in, bytes out.
  */
 import { randomBytes } from 'node:crypto';
