@@ -64,7 +64,6 @@ function wksConfig(world: World, relayPort: number, wksKeyPath = world.wksKeyPat
 interface Running {
   downstream: Downstream;
   relay: Relay;
-  db: Database;
 }
 
 function running(world: World, sink: SmtpSink, db: Database, options: { relayPort?: number; wksKeyPath?: string; maxBytes?: number } = {}): Running {
@@ -74,7 +73,7 @@ function running(world: World, sink: SmtpSink, db: Database, options: { relayPor
   const mailer = createMailer(config, relay, logger);
   const service = new KeyService({ db, config, mailer, logger });
   const intake = createWksIntake({ config, service, mailer, catalogs: catalogs(), logger })!;
-  return { downstream: interceptSubmissions(relay, { ...intake, ...(options.maxBytes ? { maxBytes: options.maxBytes } : {}) }), relay, db };
+  return { downstream: interceptSubmissions(relay, { ...intake, ...(options.maxBytes ? { maxBytes: options.maxBytes } : {}) }), relay };
 }
 
 async function deliver(downstream: Downstream, to: string[], message: Buffer): Promise<ReadonlyMap<string, LacreError>> {
@@ -133,13 +132,27 @@ describe('WKS with the real gpg-wks-client', () => {
     await rm(world.keyDir, { recursive: true, force: true });
   });
 
+  /** Lacre's WKS intake in front of the relay to the sink, on one database; the sink starts empty. */
+  async function withWks(db: Database, options: Parameters<typeof running>[3], use: (lacre: Running) => Promise<void>): Promise<void> {
+    sink.messages.length = 0;
+    const lacre = running(world, sink, db, options);
+    try {
+      await use(lacre);
+    } finally {
+      lacre.relay.close();
+    }
+  }
+
+  /** One test body on the last backend (the real PostgreSQL server when there is one: the quicker to open). */
+  async function onOneBackend(use: (db: Database) => Promise<void>): Promise<void> {
+    await withDatabase((await databaseBackends()).at(-1)!, use);
+  }
+
   test('submission by --create → confirmation request → --receive → response → key confirmed, on every backend', async (t) => {
     for (const backend of await databaseBackends()) {
       await t.test(backend.name, () =>
-        withDatabase(backend, async (db) => {
-          sink.messages.length = 0;
-          const { downstream, relay } = running(world, sink, db);
-          try {
+        withDatabase(backend, (db) =>
+          withWks(db, {}, async ({ downstream }) => {
             const created = await wksClient(world.home, ['--create', world.alice.fingerprint, ALICE]);
             assert.equal(created.code, 0, created.stderr);
             assert.match(created.stdout.toString('latin1'), /^Content-Type: multipart\/encrypted/m);
@@ -166,20 +179,15 @@ describe('WKS with the real gpg-wks-client', () => {
             // The same response again: the nonce is used up, nothing changes, nothing is retried.
             await deliver(downstream, [SUBMISSION], response);
             assert.deepEqual(await keyStatus(db, ALICE), ['confirmed']);
-          } finally {
-            relay.close();
-          }
-        }),
+          }),
+        ),
       );
     }
   });
 
-  test('only the submission address is taken: other recipients are relayed, a mail for it alone relays nothing', async () => {
-    const backend = (await databaseBackends()).at(-1)!;
-    await withDatabase(backend, async (db) => {
-      sink.messages.length = 0;
-      const { downstream, relay } = running(world, sink, db);
-      try {
+  test('only the submission address is taken: other recipients are relayed, a mail for it alone relays nothing', () =>
+    onOneBackend((db) =>
+      withWks(db, {}, async ({ downstream }) => {
         const plain = Buffer.from('From: alice@example.org\r\nTo: bob@example.org, key-submission@example.org\r\nSubject: hi\r\n\r\nnot a submission\r\n');
         const rejected = await deliver(downstream, ['bob@example.org', 'Key-Submission@Example.org'], plain);
         assert.equal(rejected.size, 0);
@@ -191,61 +199,43 @@ describe('WKS with the real gpg-wks-client', () => {
         assert.deepEqual(await db.query('select * from lacre_key_requests'), []);
         await deliver(downstream, ['carol@example.org'], plain);
         assert.deepEqual(sink.messages[1]!.to, ['carol@example.org'], 'mail without the submission address passes untouched');
-      } finally {
-        relay.close();
-      }
-    });
-  });
+      }),
+    ));
 
-  test('a mail larger than the bound is dropped unread, and nothing is stored', async () => {
-    const backend = (await databaseBackends()).at(-1)!;
-    await withDatabase(backend, async (db) => {
-      sink.messages.length = 0;
-      const { downstream, relay } = running(world, sink, db, { maxBytes: 1024 });
-      try {
+  test('a mail larger than the bound is dropped unread, and nothing is stored', () =>
+    onOneBackend((db) =>
+      withWks(db, { maxBytes: 1024 }, async ({ downstream }) => {
         const created = await wksClient(world.home, ['--create', world.alice.fingerprint, ALICE]);
         assert.ok(created.stdout.length > 1024);
         assert.equal((await deliver(downstream, [SUBMISSION], created.stdout)).size, 0);
         assert.deepEqual(await keyStatus(db, ALICE), []);
         assert.equal(sink.messages.length, 0);
-      } finally {
-        relay.close();
-      }
-    });
-  });
+      }),
+    ));
 
-  test('temporary failures reject the copy for a retry: relay down, submission key missing', async () => {
-    const backend = (await databaseBackends()).at(-1)!;
-    await withDatabase(backend, async (db) => {
+  test('temporary failures reject the copy for a retry: relay down, submission key missing', () =>
+    onOneBackend(async (db) => {
       const created = await wksClient(world.home, ['--create', world.alice.fingerprint, ALICE]);
       const closed = await SmtpSink.start();
       const closedPort = closed.port;
       await closed.stop();
-      const down = running(world, sink, db, { relayPort: closedPort });
-      try {
-        await assert.rejects(deliver(down.downstream, [SUBMISSION], created.stdout), LacreError);
-      } finally {
-        down.relay.close();
-      }
-      const keyless = running(world, sink, db, { wksKeyPath: join(world.keyDir, 'missing.asc') });
-      try {
-        await assert.rejects(deliver(keyless.downstream, [SUBMISSION], created.stdout), /lacre wks init/);
+      await withWks(db, { relayPort: closedPort }, async ({ downstream }) => {
+        await assert.rejects(deliver(downstream, [SUBMISSION], created.stdout), LacreError);
+      });
+      await withWks(db, { wksKeyPath: join(world.keyDir, 'missing.asc') }, async ({ downstream }) => {
+        await assert.rejects(deliver(downstream, [SUBMISSION], created.stdout), /lacre wks init/);
         // With other recipients, only the submission address is refused (they were relayed).
-        const rejected = await deliver(keyless.downstream, ['bob@example.org', SUBMISSION], created.stdout);
+        const rejected = await deliver(downstream, ['bob@example.org', SUBMISSION], created.stdout);
         assert.deepEqual([...rejected.keys()], [SUBMISSION]);
-      } finally {
-        keyless.relay.close();
-      }
-    });
-  });
+        assert.deepEqual(sink.messages.map((message) => message.to), [['bob@example.org']]);
+      });
+    }));
 
   test("a response in the clear (the client's fallback) confirms; one naming another address does not", async (t) => {
     for (const backend of await databaseBackends()) {
       await t.test(backend.name, () =>
-        withDatabase(backend, async (db) => {
-          sink.messages.length = 0;
-          const { downstream, relay } = running(world, sink, db);
-          try {
+        withDatabase(backend, (db) =>
+          withWks(db, {}, async ({ downstream }) => {
             const created = await wksClient(world.home, ['--create', world.alice.fingerprint, ALICE]);
             await deliver(downstream, [SUBMISSION], created.stdout);
             const request = await waitFor(() => sink.messageFor(ALICE), 'the confirmation request');
@@ -256,10 +246,8 @@ describe('WKS with the real gpg-wks-client', () => {
             assert.deepEqual(await keyStatus(db, ALICE), ['pending']);
             await deliver(downstream, [SUBMISSION], clearResponse('Alice@Example.org', nonce));
             assert.deepEqual(await keyStatus(db, ALICE), ['confirmed']);
-          } finally {
-            relay.close();
-          }
-        }),
+          }),
+        ),
       );
     }
   });
