@@ -147,6 +147,10 @@ async function checkServed(app: HttpApp, fixture: Fixture): Promise<void> {
     assert.deepEqual(await uidsSeenByGpg(response.rawPayload), ['Alice <Alice.Smith@example.org>'], name);
   }
 
+  const head = await app.inject({ method: 'HEAD', url: `/.well-known/openpgpkey/example.org/hu/${aliceHash}` });
+  assert.equal(head.statusCode, 200, 'HEAD is answered (the draft requires it)');
+  assert.equal(head.headers['content-type'], 'application/octet-stream');
+
   for (const address of ['carol@example.org', 'dave@example.org', 'nobody@example.org']) {
     const hash = await gpgWkdHash(address);
     const response = await app.inject({ url: `/.well-known/openpgpkey/example.org/hu/${hash}` });

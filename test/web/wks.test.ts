@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import libmime from 'libmime';
 import { readPrivateKey } from 'openpgp';
 import { configSchema, type Config } from '../../src/config/schema.js';
 import type { Database } from '../../src/db/types.js';
@@ -53,11 +54,11 @@ interface World {
   submissionPublic: string;
 }
 
-function wksConfig(world: World, relayPort: number, wksKeyPath = world.wksKeyPath): Config {
+function wksConfig(world: World, relayPort: number, wksKeyPath = world.wksKeyPath, language = 'en'): Config {
   return configSchema.parse({
     keys: { domains: ['example.org'] },
     relay: { host: '127.0.0.1', port: relayPort, timeout_seconds: 5 },
-    web: { sender: 'keys@example.org', wks_submission_address: SUBMISSION, wks_key_path: wksKeyPath, public_url: 'https://keys.example.org' },
+    web: { sender: 'keys@example.org', wks_submission_address: SUBMISSION, wks_key_path: wksKeyPath, public_url: 'https://keys.example.org', default_language: language },
   });
 }
 
@@ -66,8 +67,8 @@ interface Running {
   relay: Relay;
 }
 
-function running(world: World, sink: SmtpSink, db: Database, options: { relayPort?: number; wksKeyPath?: string; maxBytes?: number } = {}): Running {
-  const config = wksConfig(world, options.relayPort ?? sink.port, options.wksKeyPath);
+function running(world: World, sink: SmtpSink, db: Database, options: { relayPort?: number; wksKeyPath?: string; maxBytes?: number; language?: string } = {}): Running {
+  const config = wksConfig(world, options.relayPort ?? sink.port, options.wksKeyPath, options.language);
   const logger = createLogger('silent');
   const relay = new Relay(config.relay, undefined, logger);
   const mailer = createMailer(config, relay, logger);
@@ -251,4 +252,18 @@ describe('WKS with the real gpg-wks-client', () => {
       );
     }
   });
+
+  test('the request speaks web.default_language (Spanish here), and still gets its answer', () =>
+    onOneBackend((db) =>
+      withWks(db, { language: 'es' }, async ({ downstream }) => {
+        const created = await wksClient(world.home, ['--create', world.alice.fingerprint, ALICE]);
+        await deliver(downstream, [SUBMISSION], created.stdout);
+        const request = await waitFor(() => sink.messageFor(ALICE), 'the confirmation request');
+        const subject = /^Subject: (.*)\r$/m.exec(request.data.toString('latin1'))![1]!;
+        assert.equal(libmime.decodeWords(subject), 'Confirme la publicación de su clave');
+        assert.match(request.data.toString('latin1'), /^Content-Language: es\r$/m);
+        const answered = await wksClient(world.home, ['--receive'], request.data);
+        assert.equal(answered.code, 0, answered.stderr);
+      }),
+    ));
 });
