@@ -10,6 +10,7 @@ import { registerServeCommands } from './serve.js';
 import { registerCheckCommand } from './check.js';
 import { registerInboxCommands } from './inbox.js';
 import { registerInboxFetchCommand } from './inbox-fetch.js';
+import { registerWksCommands } from './wks.js';
 import { openCommandDatabase } from './database.js';
 import type { CliContext } from './context.js';
 import { packageVersion } from '../util/package-version.js';
@@ -39,6 +40,7 @@ registerMessageCommands(program, context);
 registerCheckCommand(program, context);
 registerKeysCommands(program, (command) => openCommandDatabase(context, command, 'stderr'));
 registerInboxFetchCommand(registerInboxCommands(program, context), context);
+registerWksCommands(program, context);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof LacreError) {
