@@ -14,6 +14,7 @@ import type { LacreMetrics } from './metrics/metrics.js';
 import { meteredBox, meteredRelay } from './delivery/metered.js';
 import { cachedKeyCounts } from './metrics/key-counts.js';
 import { HealthMonitor, readinessChecks } from './http/health.js';
+import type { Mailer } from './web/mailer.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -29,6 +30,8 @@ export interface Runtime {
   readonly health: HealthMonitor;
   /** Present when asked for (RuntimeOptions.metrics). */
   readonly metrics: LacreMetrics | undefined;
+  /** The mails Lacre sends itself (key service, WKS, expiry notices): present when web.sender is set. */
+  readonly mailer: Mailer | undefined;
   close(): Promise<void>;
 }
 
@@ -53,6 +56,8 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
   // One core stays with the event loop (SMTP, relay, database): on 2 cores, 1 worker.
   const workers = options.encryptionWorkers ? (config.encryption.workers ?? availableParallelism() - 1) : 0;
   const encryptor = workers > 0 ? new EncryptionPool(workers, { logger }) : undefined;
+  const mailer = config.web.sender === undefined ? undefined : await createMailer(config, relay, logger);
+  const reinjection = mailer ? await answeringWks(config, db, mailer, relay, logger) : relay;
   const filterTo = (downstream: Downstream) =>
     new MessageFilter({
       keys,
@@ -70,9 +75,10 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     relay,
     box,
     filterTo,
-    filter: filterTo(relay),
+    filter: filterTo(reinjection),
     health,
     metrics,
+    mailer,
     async close() {
       relay.close();
       box?.close();
@@ -100,4 +106,25 @@ async function createMetrics(sources: MetricSources, logger: Logger): Promise<La
   metrics.watchReadiness(() => sources.health.recent());
   metrics.watchKeyCounts(cachedKeyCounts(sources.db, logger));
   return metrics;
+}
+
+/** Loaded on demand, as the metrics are: the key service's modules are not for `lacre pipe` without them. */
+async function createMailer(config: Config, relay: Relay, logger: Logger): Promise<Mailer> {
+  const { createMailer } = await import('./web/mailer.js');
+  return createMailer(config, relay, logger);
+}
+
+/**
+ * The relay, or, with web.wks_submission_address, the relay with mail to that address answered by Lacre itself
+ * (the Web Key Service): every front end (SMTP, LMTP, `lacre pipe`) then answers it.
+ */
+async function answeringWks(config: Config, db: Database, mailer: Mailer, relay: Relay, logger: Logger): Promise<Downstream> {
+  if (config.web.wks_submission_address === undefined) return relay;
+  const [{ createWksIntake, interceptSubmissions }, { KeyService }, { catalogs }] = await Promise.all([
+    import('./web/wks-intake.js'),
+    import('./web/service.js'),
+    import('./web/i18n.js'),
+  ]);
+  const intake = createWksIntake({ config, service: new KeyService({ db, config, mailer, logger }), mailer, catalogs: catalogs(), logger });
+  return intake ? interceptSubmissions(relay, intake) : relay;
 }

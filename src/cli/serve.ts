@@ -1,3 +1,4 @@
+import type { AddressInfo } from 'node:net';
 import type { Command } from 'commander';
 import { openDatabase } from '../db/open.js';
 import { migrate, pendingMigrations } from '../db/migrate.js';
@@ -31,6 +32,12 @@ export function registerServeCommands(program: Command, context: CliContext): vo
         await runtime.close();
         throw error;
       });
+      const web = await startKeyService(runtime, logger).catch(async (error: unknown) => {
+        await http?.close();
+        await box?.close();
+        await runtime.close();
+        throw error;
+      });
       const listener = createSmtpListener(config, runtime.filter, logger);
       runtime.metrics?.watchSessions(() => listener.sessions());
       const address = await listener.listen();
@@ -43,6 +50,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
           database: runtime.db.kind,
           databaseLocation: describeDatabase(config.database),
           http: http ? `${http.address.address}:${http.address.port}` : undefined,
+          web: web ? `${web.address.address}:${web.address.port}` : undefined,
         },
         'lacre is ready',
       );
@@ -50,6 +58,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       logger.info('shutting down: no new connections, finishing messages in flight');
       stopToggling();
       await listener.close();
+      await web?.close();
       await http?.close();
       await box?.close();
       await runtime.close();
@@ -84,6 +93,27 @@ async function startOperatorHttp(runtime: Runtime, logLevel: LogLevelControl, lo
   if (!http.enabled) return undefined;
   const { startHttpListener } = await import('../http/server.js');
   return startHttpListener({ listen: http.listen, logger, health: runtime.health, logLevel, metrics: runtime.metrics });
+}
+
+interface KeyServiceListener {
+  readonly address: AddressInfo;
+  close(): Promise<void>;
+}
+
+/** The key service for users and its expiry notices, when web.listen is set. */
+async function startKeyService(runtime: Runtime, logger: Logger): Promise<KeyServiceListener | undefined> {
+  const { config, db, mailer } = runtime;
+  if (config.web.listen === undefined || mailer === undefined) return undefined;
+  const [{ startWebServer }, { startExpiryNotices }] = await Promise.all([import('../web/server.js'), import('../web/expiry.js')]);
+  const server = await startWebServer({ config, db, mailer, logger });
+  const notices = startExpiryNotices({ db, config, mailer, logger });
+  return {
+    address: server.address,
+    async close() {
+      await notices.stop();
+      await server.close();
+    },
+  };
 }
 
 /**

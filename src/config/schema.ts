@@ -178,13 +178,14 @@ export const configSchema = z.strictObject({
   admin: admin.prefault({}),
   log: log.prefault({}),
 }).superRefine((config, ctx) => {
-  if (config.web.listen === undefined) return;
-  for (const key of ['public_url', 'sender'] as const) {
-    if (config.web[key] === undefined) ctx.addIssue({ code: 'custom', path: ['web', key], message: `web.${key} is required when web.listen is set` });
-  }
-  if (config.keys.domains.length === 0) {
-    ctx.addIssue({ code: 'custom', path: ['keys', 'domains'], message: 'keys.domains must name the domains whose users may publish keys when web.listen is set' });
-  }
+  const { web } = config;
+  const need = (path: [string, string], message: string) => ctx.addIssue({ code: 'custom', path, message });
+  // The key service and WKS both mail users and publish keys of keys.domains.
+  const feature = web.listen !== undefined ? 'web.listen' : web.wks_submission_address !== undefined ? 'web.wks_submission_address' : undefined;
+  if (feature === undefined) return;
+  if (web.listen !== undefined && web.public_url === undefined) need(['web', 'public_url'], 'web.public_url is required when web.listen is set');
+  if (web.sender === undefined) need(['web', 'sender'], `web.sender is required when ${feature} is set`);
+  if (config.keys.domains.length === 0) need(['keys', 'domains'], `keys.domains must name the domains whose users may publish keys when ${feature} is set`);
 });
 
 export type Config = z.output<typeof configSchema>;
