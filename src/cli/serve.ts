@@ -20,6 +20,12 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       const logger = context.createConfiguredLogger(config.log, 'stdout');
       const runtime = await openRuntime(config, logger, { metrics: config.http.enabled, encryptionWorkers: true });
       await prepareSpool(config.encryption.spool_dir, logger);
+      // Key changes while serving (`lacre keys`, scripts) come in here: the embedded database opens in one process only.
+      const { startAdminSocket } = await import('../admin/server.js');
+      const admin = await startAdminSocket(config, runtime.db, logger).catch(async (error: unknown) => {
+        await runtime.close();
+        throw error;
+      });
       // The box shares the filter's database; it starts first so that copies for it find it listening.
       // The listeners (and fastify under them) load here, not at the top: other lacre commands, `lacre pipe` first, start without them.
       const { startIncomingBoxServer } = await import('../box/server.js');
@@ -28,6 +34,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       const stopToggling = logLevel.toggleOnSignal('SIGUSR2');
       const http = await startOperatorHttp(runtime, logLevel, logger).catch(async (error: unknown) => {
         await box?.close();
+        await admin?.close();
         await runtime.close();
         throw error;
       });
@@ -43,6 +50,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
           database: runtime.db.kind,
           databaseLocation: describeDatabase(config.database),
           http: http ? `${http.address.address}:${http.address.port}` : undefined,
+          admin: admin?.path,
         },
         'lacre is ready',
       );
@@ -52,6 +60,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       await listener.close();
       await http?.close();
       await box?.close();
+      await admin?.close();
       await runtime.close();
     });
 

@@ -12,6 +12,7 @@
  * - Schemas validate values as sent, without coercion.
  * - Timeouts are explicit, defaulting to Node's own.
  */
+import { chmod } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { fastify, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema } from 'fastify';
 import { HttpError, LacreError } from '../errors.js';
@@ -93,6 +94,23 @@ export async function listenOn(app: HttpApp, listen: string, setting: string): P
     throw new LacreError(`${setting} ${listen}: ${(error as Error).message}`, { cause: error });
   }
   return app.server.address() as AddressInfo;
+}
+
+/**
+ * Binds a Unix socket at `path`, mode 0600 whatever the umask: the socket is created under umask 0177 (so no
+ * moment exists when others may connect) and chmod-ed after, for filesystems that ignore the umask on sockets.
+ * `setting` names the configuration key in the error when that fails.
+ */
+export async function listenOnPath(app: HttpApp, path: string, setting: string): Promise<void> {
+  const previous = process.umask(0o177);
+  try {
+    await app.listen({ path });
+  } catch (error) {
+    throw new LacreError(`${setting} ${path}: ${(error as Error).message}`, { cause: error });
+  } finally {
+    process.umask(previous);
+  }
+  await chmod(path, 0o600);
 }
 
 /** Stops accepting, lets requests in flight finish for up to `graceMs`, then drops what is left. */

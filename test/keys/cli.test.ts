@@ -44,17 +44,20 @@ after(async () => {
   await rm(files, { recursive: true, force: true });
 });
 
-/** Runs `lacre keys ...` in-process against the database described by `database`, capturing its output. */
-async function runKeys(database: DatabaseConfig, args: string[], stdin: string | Readable = ''): Promise<RunResult> {
+/**
+ * Runs `lacre keys ...` in-process against the database described by `database`, capturing its output; through
+ * the admin socket at `socket` when a service answers there.
+ */
+async function runKeys(database: DatabaseConfig, args: string[], stdin: string | Readable = '', socket = ''): Promise<RunResult> {
   const out: string[] = [];
   const err: string[] = [];
   let exitCode = 0;
   const sink = (into: string[]) => new Writable({ write: (chunk, _encoding, done) => (into.push(String(chunk)), done()) });
   const input = typeof stdin === 'string' ? Readable.from([Buffer.from(stdin)]) : stdin;
   const io: CliIo = { stdin: input, stdout: sink(out), stderr: sink(err), setExitCode: (code) => (exitCode = code) };
-  const config = configSchema.parse({ database });
+  const config = configSchema.parse({ database, admin: { socket } });
   const program = new Command('lacre').exitOverride().configureOutput({ writeOut: (s) => out.push(s), writeErr: (s) => err.push(s) });
-  registerKeysCommands(program, async () => ({ config, db: await openDatabase(config.database), logger: createLogger('silent') }), io);
+  registerKeysCommands(program, { configFrom: () => config, openDatabase: async () => ({ config, db: await openDatabase(config.database), logger: createLogger('silent') }) }, io);
   await program.parseAsync(['keys', ...args], { from: 'user' });
   return { stdout: out.join(''), stderr: err.join(''), exitCode };
 }
