@@ -105,7 +105,7 @@ class AdminHttpError extends HttpError {
 
 /** The routes, on the one HTTP stack; exported for tests that serve it on a path of their own. */
 export function buildAdminApp(admin: KeyAdmin, logger: Logger): HttpApp {
-  const app = createHttpStack({ logger, headRoutes: false, explain: true, sendError: sendJsonError });
+  const app = createHttpStack({ logger, headRoutes: false, explain: true, refuseUnknownProperties: true, sendError: sendJsonError });
   // Base64 makes the bytes a third larger; the rest of the body is small.
   const bodyLimit = Math.ceil((admin.maxKeyBytes * 4) / 3) + 64 * 1024;
   void app.register(async (scope) => {

@@ -42,6 +42,8 @@ export interface HttpStackOptions {
   readonly headRoutes?: boolean;
   /** Whether the stack's own 404 and 405 say what was wrong in their body, or send it empty. */
   readonly explain?: boolean;
+  /** Refuse properties a body schema does not name (`additionalProperties: false`), instead of dropping them unseen. */
+  readonly refuseUnknownProperties?: boolean;
   /** Writes a refusal; by default its body as text/plain. */
   readonly sendError?: (reply: FastifyReply, error: HttpError) => void;
 }
@@ -65,7 +67,7 @@ export function createHttpStack(options: HttpStackOptions): HttpApp {
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // Values are validated as sent: a query parameter or header is a string (a schema gives its pattern), and
     // a JSON body is not bent to fit ("x" is not ["x"], "1" is not 1).
-    ajv: { customOptions: { coerceTypes: false } },
+    ajv: { customOptions: { coerceTypes: false, ...(options.refuseUnknownProperties ? { removeAdditional: false } : {}) } },
     schemaErrorFormatter: describeInvalid,
     frameworkErrors: (error, _request, reply) => sendError(reply, frameworkRefusal(error)),
   });
