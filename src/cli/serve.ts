@@ -20,16 +20,17 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       const logger = context.createConfiguredLogger(config.log, 'stdout');
       const runtime = await openRuntime(config, logger, { metrics: config.http.enabled, encryptionWorkers: true });
       await prepareSpool(config.encryption.spool_dir, logger);
-      // Key changes while serving (`lacre keys`, scripts) come in here: the embedded database opens in one process only.
-      const { startAdminSocket } = await import('../admin/server.js');
-      const admin = await startAdminSocket(config, runtime.db, logger).catch(async (error: unknown) => {
-        await runtime.close();
-        throw error;
-      });
       // The box shares the filter's database; it starts first so that copies for it find it listening.
       // The listeners (and fastify under them) load here, not at the top: other lacre commands, `lacre pipe` first, start without them.
       const { startIncomingBoxServer } = await import('../box/server.js');
       const box = config.incoming_box.serve ? await startIncomingBoxServer(config, runtime.db, logger) : undefined;
+      // Key changes while serving (`lacre keys`, scripts) come in here: the embedded database opens in one process only.
+      const { startAdminSocket } = await import('../admin/server.js');
+      const admin = await startAdminSocket(config, runtime.db, logger).catch(async (error: unknown) => {
+        await box?.close();
+        await runtime.close();
+        throw error;
+      });
       const logLevel = new LogLevelControl(logger, config.log.level);
       const stopToggling = logLevel.toggleOnSignal('SIGUSR2');
       const http = await startOperatorHttp(runtime, logLevel, logger).catch(async (error: unknown) => {
