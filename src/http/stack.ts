@@ -49,6 +49,8 @@ export interface HttpStackOptions {
 }
 
 const TEXT = 'text/plain; charset=utf-8';
+/** sun_path holds 108 bytes on Linux, the terminating NUL included. */
+const MAX_SOCKET_PATH_BYTES = 107;
 /** The router's cap on one path parameter (414 beyond): as long as Node lets a request line be, so that schemas decide. */
 const MAX_PARAM_LENGTH = 16 * 1024;
 
@@ -104,6 +106,10 @@ export async function listenOn(app: HttpApp, listen: string, setting: string): P
  * `setting` names the configuration key in the error when that fails.
  */
 export async function listenOnPath(app: HttpApp, path: string, setting: string): Promise<void> {
+  // Node 20 silently cuts a longer path to fit sockaddr_un, binding a socket elsewhere.
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
+    throw new LacreError(`${setting} ${path}: a Unix socket path may be at most ${MAX_SOCKET_PATH_BYTES} bytes long; choose a shorter one`);
+  }
   const previous = process.umask(0o177);
   try {
     await app.listen({ path });

@@ -158,7 +158,7 @@ export class KeyStore {
                            where email in (select email from target) and status = 'confirmed' returning 1),
             restored as (update lacre_keys set status = 'confirmed', updated_at = now()
                           where id in (select id from target) returning email)
-       select email, (select count(*) from displaced)::int as disabled from restored order by email`,
+       select email, (select count(*) from displaced)::int as disabled from restored order by lower(email) collate "C", email collate "C"`,
       params,
     );
     return { fingerprint: wanted, emails: rows.map((row) => row.email), disabled: Number(rows[0]?.disabled ?? 0) };

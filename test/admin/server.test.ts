@@ -111,6 +111,7 @@ describe('admin socket file', () => {
       await assert.rejects(start(db, plainFile), /exists and is not a socket/);
       assert.equal((await stat(plainFile)).size, 4);
       assert.equal(await start(db, ''), undefined, '"" is off');
+      await assert.rejects(start(db, join(dir, 'x'.repeat(120))), /a Unix socket path may be at most 107 bytes long/);
     }));
 });
 
@@ -159,6 +160,15 @@ for (const backend of await databaseBackends()) {
           ]);
           assert.deepEqual(statuses(await call(socket, 'GET', '/pending')), []);
 
+          // By fingerprint, without an address: every address the key is stored for.
+          await call(socket, 'POST', '/keys', { armored: bob.publicArmored });
+          assert.deepEqual((await call(socket, 'POST', `/keys/${bob.fingerprint}/disable`, {})).body, { disabled: 2 });
+          assert.deepEqual((await call(socket, 'POST', `/keys/${bob.fingerprint}/restore`, {})).body, {
+            fingerprint: bob.fingerprint,
+            emails: ['bob@example.org', 'Robert@example.org'],
+            disabled: 0,
+          });
+          assert.deepEqual((await call(socket, 'DELETE', `/keys/${encodeURIComponent('bob@example.org')}`)).body, { removed: 1 });
           assert.deepEqual((await call(socket, 'DELETE', `/keys/${encodeURIComponent('robert@example.org')}`)).body, { removed: 1 });
           assert.deepEqual((await call(socket, 'DELETE', `/keys/${aliceNew.fingerprint}`)).body, { removed: 1 });
           assert.deepEqual(statuses(await call(socket, 'GET', '/keys')), [`alice@example.org ${alice.fingerprint.slice(0, 8)} confirmed`]);
