@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { AdminClient } from '../../src/admin/client.js';
 import { startAdminSocket, type AdminSocket } from '../../src/admin/server.js';
+import { loadConfig } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
 import type { Database } from '../../src/db/types.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -111,6 +112,8 @@ describe('admin socket file', () => {
       await assert.rejects(start(db, plainFile), /exists and is not a socket/);
       assert.equal((await stat(plainFile)).size, 4);
       assert.equal(await start(db, ''), undefined, '"" is off');
+      assert.equal(await start(db, 'off'), undefined, '"off" is off');
+      assert.equal(loadConfig({ env: { LACRE_ADMIN_SOCKET: 'off' } }).admin.socket, '', 'the environment can turn it off');
       await assert.rejects(start(db, join(dir, 'x'.repeat(120))), /a Unix socket path may be at most 107 bytes long/);
     }));
 });
