@@ -1,16 +1,26 @@
-/** `lacre keys import|list|show|delete`: key administration from the command line. */
+/**
+ * `lacre keys import|list|show|delete|remove|disable|restore|pending`: key administration from the command line.
+ * While `lacre serve` runs, the commands go through its admin socket (admin.socket), else to the database itself:
+ * both ways give the same data (src/admin/operations.ts), printed here by the same code.
+ */
 import { createReadStream } from 'node:fs';
+import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
-import { errorMessage, KeyRejectedError } from '../errors.js';
-import { readStoredKey } from '../crypto/keys.js';
+import { errorMessage } from '../errors.js';
 import { formatByteSize } from '../util/byte-size.js';
-import { InvalidAddressError } from '../keys/address.js';
-import { KeyStore, type ImportOutcome, type KeyRow } from '../keys/store.js';
+import { AdminClient } from '../admin/client.js';
+import { AdminRefusal, LocalKeyAdmin, type ImportReport, type KeyAdmin, type KeyView, type RestoreReport } from '../admin/operations.js';
+import type { Config } from '../config/schema.js';
+import { KeyStore } from '../keys/store.js';
 import type { EncryptionStyle, KeyStatus } from '../keys/types.js';
 import type { CommandDatabase } from './database.js';
 
-/** Opens the database for the running subcommand (the command gives access to global options, e.g. --config). */
-export type OpenContext = (command: Command) => Promise<CommandDatabase>;
+/** What the keys commands need of the main program (the command gives access to global options, e.g. --config). */
+export interface KeysContext {
+  configFrom(command: Command): Config;
+  /** Opens the database, when no service answers on admin.socket. */
+  openDatabase(command: Command): Promise<CommandDatabase>;
+}
 
 export interface CliIo {
   stdin: NodeJS.ReadableStream;
@@ -34,9 +44,13 @@ interface ImportFlags {
   status: KeyStatus;
 }
 
-export function registerKeysCommands(program: Command, openContext: OpenContext, io: CliIo = processIo): Command {
-  const keys = program.command('keys').description('manage recipients\u2019 OpenPGP public keys');
-  const run = runner(openContext, io);
+interface JsonFlag {
+  json?: boolean;
+}
+
+export function registerKeysCommands(program: Command, context: KeysContext, io: CliIo = processIo): Command {
+  const keys = program.command('keys').description('manage recipients\u2019 OpenPGP public keys (through the running service when one answers on admin.socket)');
+  const run = runner(context, io);
 
   keys
     .command('import')
@@ -45,61 +59,98 @@ export function registerKeysCommands(program: Command, openContext: OpenContext,
     .option('--email <address>', 'store the key for this address instead of its user IDs (repeatable)', collect, [])
     .addOption(new Option('--style <style>', 'message style for these addresses').choices(['mime', 'inline']))
     .addOption(new Option('--status <status>', 'key status').choices(['pending', 'confirmed', 'disabled']).default('confirmed'))
-    .action((files: string[], flags: ImportFlags, command: Command) => run(command, (store) => importFiles(store, files, flags, io)));
+    .action((files: string[], flags: ImportFlags, command: Command) => run(command, (admin) => importFiles(admin, files, flags, io)));
 
   keys
     .command('list')
     .description('list stored keys, and whether each can encrypt now')
     .option('--json', 'machine-readable output')
-    .action((flags: { json?: boolean }, command: Command) => run(command, async (store) => printRows(await store.list(), flags.json === true, io)));
+    .action((flags: JsonFlag, command: Command) => run(command, async (admin) => printKeys(await admin.list(), flags.json === true, 'no keys stored', io)));
+
+  keys
+    .command('pending')
+    .description('list the keys waiting for their owner\u2019s confirmation (never used for mail)')
+    .option('--json', 'machine-readable output')
+    .action((flags: JsonFlag, command: Command) => run(command, async (admin) => printKeys(await admin.pending(), flags.json === true, 'no pending keys', io)));
 
   keys
     .command('show')
     .description('show the keys of one address (any status), and whether each can encrypt now')
     .argument('<address>')
     .option('--json', 'machine-readable output')
-    .action((address: string, flags: { json?: boolean }, command: Command) => run(command, (store) => showAddress(store, address, flags.json === true, io)));
+    .action((address: string, flags: JsonFlag, command: Command) => run(command, async (admin) => printDetails(await admin.show(address), flags.json === true, io)));
 
   keys
     .command('delete')
+    .alias('remove')
     .description('delete an address (with all its keys) or one key by fingerprint (from every address)')
     .argument('<address-or-fingerprint>')
     .action((target: string, _flags: unknown, command: Command) =>
-      run(command, async (store) => {
-        const deleted = await store.delete(target);
-        if (deleted === 0) return fail(io, `no key matches ${target}`);
-        io.stdout.write(`deleted ${deleted} key${deleted === 1 ? '' : 's'}\n`);
+      run(command, async (admin) => {
+        io.stdout.write(`deleted ${count(await admin.remove(target), 'key')}\n`);
       }),
+    );
+
+  keys
+    .command('disable')
+    .description('stop encrypting to an address\u2019s keys, or to one key by fingerprint; they are kept for restore')
+    .argument('<address-or-fingerprint>')
+    .action((target: string, _flags: unknown, command: Command) =>
+      run(command, async (admin) => {
+        io.stdout.write(`disabled ${count(await admin.disable(target), 'key')}\n`);
+      }),
+    );
+
+  keys
+    .command('restore')
+    .description('make a disabled key the key of its addresses again (their other confirmed keys become disabled)')
+    .argument('<fingerprint>')
+    .option('--email <address>', 'restore it for this address only')
+    .action((fingerprint: string, flags: { email?: string }, command: Command) =>
+      run(command, async (admin) => printRestored(await admin.restore(fingerprint, flags.email), io)),
     );
 
   return keys;
 }
 
-function runner(openContext: OpenContext, io: CliIo) {
-  return async (command: Command, body: (store: KeyStore) => Promise<void>): Promise<void> => {
-    const context = await openContext(command);
+function runner(context: KeysContext, io: CliIo) {
+  return async (command: Command, body: (admin: KeyAdmin) => Promise<void>): Promise<void> => {
+    const admin = await openAdmin(context, command, io);
     try {
-      await body(new KeyStore(context.db, context.config.keys));
+      await body(admin);
     } catch (error) {
-      if (!(error instanceof KeyRejectedError || error instanceof InvalidAddressError)) throw error;
+      if (!(error instanceof AdminRefusal)) throw error;
       fail(io, error.message);
     } finally {
-      await context.db.close();
+      await admin.close();
     }
   };
 }
 
-async function importFiles(store: KeyStore, files: string[], flags: ImportFlags, io: CliIo): Promise<void> {
+/** The running service's admin socket when one answers there, else the database. Says which on stderr. */
+async function openAdmin(context: KeysContext, command: Command, io: CliIo): Promise<KeyAdmin> {
+  const socket = context.configFrom(command).admin.socket;
+  const client = socket === '' ? undefined : await AdminClient.connect(resolve(socket));
+  if (client !== undefined) {
+    io.stderr.write(`using the running lacre serve (admin socket ${client.path})\n`);
+    return client;
+  }
+  const opened = await context.openDatabase(command);
+  return new LocalKeyAdmin(new KeyStore(opened.db, opened.config.keys), () => opened.db.close());
+}
+
+async function importFiles(admin: KeyAdmin, files: string[], flags: ImportFlags, io: CliIo): Promise<void> {
   let refusals = 0;
   for (const file of files) {
     const source = file === '-' ? 'stdin' : file;
-    const input = await readKeyInput(file, store.limits.maxKeyBytes, io);
+    const input = await readKeyInput(file, admin.maxKeyBytes, io);
     if (typeof input === 'string') {
       refusals += 1;
       io.stderr.write(`refused ${source}: ${input}\n`);
       continue;
     }
-    const outcomes = await store.importKeys(input, {
+    const outcomes = await admin.importKeys({
+      key: input,
       ...(flags.email.length > 0 ? { emails: flags.email } : {}),
       ...(flags.style ? { style: flags.style } : {}),
       status: flags.status,
@@ -143,11 +194,11 @@ async function readAtMost(stream: NodeJS.ReadableStream, maxBytes: number): Prom
   return { bytes: Buffer.concat(chunks), overLimit: false };
 }
 
-function reportImport(source: string, outcome: ImportOutcome, io: CliIo): void {
+function reportImport(source: string, outcome: ImportReport, io: CliIo): void {
   switch (outcome.kind) {
     case 'imported': {
       const verb = outcome.inserted.length > 0 ? 'imported' : 'updated';
-      const expiry = outcome.expiresAt ? ` (expires ${outcome.expiresAt.toISOString()})` : '';
+      const expiry = outcome.expiresAt ? ` (expires ${outcome.expiresAt})` : '';
       io.stdout.write(`${verb} ${outcome.fingerprint} for ${outcome.emails.join(', ')}${expiry}\n`);
       return;
     }
@@ -159,32 +210,28 @@ function reportImport(source: string, outcome: ImportOutcome, io: CliIo): void {
   }
 }
 
-async function printRows(rows: KeyRow[], json: boolean, io: CliIo): Promise<void> {
-  const described = await describeRows(rows);
+function printKeys(keys: KeyView[], json: boolean, none: string, io: CliIo): void {
   if (json) {
-    io.stdout.write(`${JSON.stringify(described.map(({ userIds: _userIds, ...listed }) => listed), null, 2)}\n`);
+    io.stdout.write(`${JSON.stringify(keys.map(({ userIds: _userIds, ...listed }) => listed), null, 2)}\n`);
     return;
   }
-  if (rows.length === 0) {
-    io.stdout.write('no keys stored\n');
+  if (keys.length === 0) {
+    io.stdout.write(`${none}\n`);
     return;
   }
   const header = ['ADDRESS', 'STYLE', 'STATUS', 'FINGERPRINT', 'EXPIRES', 'USABLE'];
-  const lines = described.map((key) => [key.email, key.style, key.status, key.fingerprint, key.expiresAt?.slice(0, 10) ?? 'never', usableText(key)]);
+  const lines = keys.map((key) => [key.email, key.style, key.status, key.fingerprint, key.expiresAt?.slice(0, 10) ?? 'never', usableText(key)]);
   const table = [header, ...lines];
   const widths = header.map((_, column) => Math.max(...table.map((line) => line[column]!.length)));
   for (const line of table) io.stdout.write(`${line.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd()}\n`);
 }
 
-async function showAddress(store: KeyStore, address: string, json: boolean, io: CliIo): Promise<void> {
-  const rows = await store.show(address);
-  if (rows.length === 0) return fail(io, `no keys for ${address}`);
-  const described = await describeRows(rows);
+function printDetails(keys: KeyView[], json: boolean, io: CliIo): void {
   if (json) {
-    io.stdout.write(`${JSON.stringify(described, null, 2)}\n`);
+    io.stdout.write(`${JSON.stringify(keys, null, 2)}\n`);
     return;
   }
-  for (const key of described) {
+  for (const key of keys) {
     io.stdout.write(
       [
         `${key.email}  ${key.fingerprint}`,
@@ -200,45 +247,17 @@ async function showAddress(store: KeyStore, address: string, json: boolean, io: 
   }
 }
 
-interface KeyDescription {
-  /** Whether the key can encrypt now, judged as the key directory judges it at send time (status aside). */
-  usable: boolean;
-  unusableReason: string | null;
-  userIds: string[];
+function printRestored(restored: RestoreReport, io: CliIo): void {
+  const displaced = restored.disabled > 0 ? `; disabled ${count(restored.disabled, 'other key')}` : '';
+  io.stdout.write(`restored ${restored.fingerprint} for ${restored.emails.join(', ')}${displaced}\n`);
 }
 
-/** Each row with its key judged; a key stored for several addresses is parsed once. */
-async function describeRows(rows: KeyRow[]): Promise<(ReturnType<typeof publicFields> & KeyDescription)[]> {
-  const now = new Date();
-  const judged = new Map<string, Promise<KeyDescription>>();
-  return Promise.all(
-    rows.map(async (row) => {
-      let description = judged.get(row.armored);
-      if (description === undefined) judged.set(row.armored, (description = describeKey(row.armored, now)));
-      return { ...publicFields(row), ...(await description) };
-    }),
-  );
-}
-
-async function describeKey(armored: string, now: Date): Promise<KeyDescription> {
-  const { key, usability } = await readStoredKey(armored, now);
-  return { usable: usability.usable, unusableReason: usability.usable ? null : usability.reason, userIds: key?.getUserIDs() ?? [] };
-}
-
-function usableText(key: KeyDescription): string {
+function usableText(key: KeyView): string {
   return key.usable ? 'yes' : `no (${key.unusableReason})`;
 }
 
-function publicFields(row: KeyRow) {
-  return {
-    email: row.email,
-    style: row.style,
-    status: row.status,
-    fingerprint: row.fingerprint,
-    expiresAt: row.expiresAt?.toISOString() ?? null,
-    createdAt: row.createdAt.toISOString(),
-    updatedAt: row.updatedAt.toISOString(),
-  };
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
 
 function fail(io: CliIo, message: string): void {

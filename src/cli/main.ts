@@ -38,7 +38,7 @@ const context: CliContext = { configFrom, createLogger, createConfiguredLogger }
 registerServeCommands(program, context);
 registerMessageCommands(program, context);
 registerCheckCommand(program, context);
-registerKeysCommands(program, (command) => openCommandDatabase(context, command, 'stderr'));
+registerKeysCommands(program, { configFrom, openDatabase: (command) => openCommandDatabase(context, command, 'stderr') });
 registerInboxFetchCommand(registerInboxCommands(program, context), context);
 registerWksCommands(program, context);
 

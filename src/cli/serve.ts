@@ -24,20 +24,15 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       // The box shares the filter's database; it starts first so that copies for it find it listening.
       // The listeners (and fastify under them) load here, not at the top: other lacre commands, `lacre pipe` first, start without them.
       const { startIncomingBoxServer } = await import('../box/server.js');
-      const box = config.incoming_box.serve ? await startIncomingBoxServer(config, runtime.db, logger) : undefined;
+      const { startAdminSocket } = await import('../admin/server.js');
+      const services = new StartedServices(runtime);
+      const box = await services.start(config.incoming_box.serve ? startIncomingBoxServer(config, runtime.db, logger) : undefined);
+      // Key changes while serving (`lacre keys`, scripts) come in here: the embedded database opens in one process only.
+      const admin = await services.start(startAdminSocket(config, runtime.db, logger));
       const logLevel = new LogLevelControl(logger, config.log.level);
       const stopToggling = logLevel.toggleOnSignal('SIGUSR2');
-      const http = await startOperatorHttp(runtime, logLevel, logger).catch(async (error: unknown) => {
-        await box?.close();
-        await runtime.close();
-        throw error;
-      });
-      const web = await startKeyService(runtime, logger).catch(async (error: unknown) => {
-        await http?.close();
-        await box?.close();
-        await runtime.close();
-        throw error;
-      });
+      const http = await services.start(startOperatorHttp(runtime, logLevel, logger));
+      const web = await services.start(startKeyService(runtime, logger));
       const listener = createSmtpListener(config, runtime.filter, logger);
       runtime.metrics?.watchSessions(() => listener.sessions());
       const address = await listener.listen();
@@ -51,6 +46,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
           databaseLocation: describeDatabase(config.database),
           http: http ? `${http.address.address}:${http.address.port}` : undefined,
           web: web ? `${web.address.address}:${web.address.port}` : undefined,
+          admin: admin?.path,
         },
         'lacre is ready',
       );
@@ -58,10 +54,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       logger.info('shutting down: no new connections, finishing messages in flight');
       stopToggling();
       await listener.close();
-      await web?.close();
-      await http?.close();
-      await box?.close();
-      await runtime.close();
+      await services.closeAll();
     });
 
   program
@@ -93,6 +86,33 @@ async function startOperatorHttp(runtime: Runtime, logLevel: LogLevelControl, lo
   if (!http.enabled) return undefined;
   const { startHttpListener } = await import('../http/server.js');
   return startHttpListener({ listen: http.listen, logger, health: runtime.health, logLevel, metrics: runtime.metrics });
+}
+
+interface Closable {
+  close(): Promise<void>;
+}
+
+/** What serve started, closed in reverse order (the runtime last), also when a later one fails to start. */
+class StartedServices {
+  private readonly started: Closable[] = [];
+
+  constructor(private readonly runtime: Runtime) {}
+
+  async start<Service extends Closable>(starting: Promise<Service | undefined> | undefined): Promise<Service | undefined> {
+    try {
+      const service = await starting;
+      if (service) this.started.push(service);
+      return service;
+    } catch (error) {
+      await this.closeAll();
+      throw error;
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    for (const service of this.started.splice(0).reverse()) await service.close();
+    await this.runtime.close();
+  }
 }
 
 interface KeyServiceListener {

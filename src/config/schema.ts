@@ -156,8 +156,14 @@ const web = z.strictObject({
 });
 
 const admin = z.strictObject({
-  /** Unix socket (0600) on which `lacre serve` takes key administration; `lacre keys` uses it when it answers. "" = none. */
-  socket: z.string().default('./data/admin.sock'),
+  /**
+   * Unix socket (0600) on which `lacre serve` takes key administration; `lacre keys` uses it when it answers.
+   * "" = none; "off" too, which the environment can say (LACRE_ADMIN_SOCKET=off: an empty variable counts as unset).
+   */
+  socket: z
+    .string()
+    .default('./data/admin.sock')
+    .transform((socket) => (socket === 'off' ? '' : socket)),
 });
 
 const log = z.strictObject({

@@ -12,6 +12,7 @@
  * - Schemas validate values as sent, without coercion.
  * - Timeouts are explicit, defaulting to Node's own.
  */
+import { chmod } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { fastify, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema } from 'fastify';
 import { HttpError, LacreError } from '../errors.js';
@@ -41,6 +42,8 @@ export interface HttpStackOptions {
   readonly headRoutes?: boolean;
   /** Whether the stack's own 404 and 405 say what was wrong in their body, or send it empty. */
   readonly explain?: boolean;
+  /** Refuse properties a body schema does not name (`additionalProperties: false`), instead of dropping them unseen. */
+  readonly refuseUnknownProperties?: boolean;
   /** Writes a refusal; by default its body as text/plain. */
   readonly sendError?: (reply: FastifyReply, error: HttpError) => void;
   /** Proxies whose X-Forwarded-For names the client (request.ip); by default none: the socket's peer is the client. */
@@ -50,6 +53,8 @@ export interface HttpStackOptions {
 }
 
 const TEXT = 'text/plain; charset=utf-8';
+/** sun_path holds 108 bytes on Linux, the terminating NUL included. */
+const MAX_SOCKET_PATH_BYTES = 107;
 /** The router's cap on one path parameter (414 beyond): as long as Node lets a request line be, so that schemas decide. */
 const MAX_PARAM_LENGTH = 16 * 1024;
 
@@ -68,7 +73,7 @@ export function createHttpStack(options: HttpStackOptions): HttpApp {
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // Values are validated as sent: a query parameter or header is a string (a schema gives its pattern), and
     // a JSON body is not bent to fit ("x" is not ["x"], "1" is not 1).
-    ajv: { customOptions: { coerceTypes: false } },
+    ajv: { customOptions: { coerceTypes: false, ...(options.refuseUnknownProperties ? { removeAdditional: false } : {}) } },
     schemaErrorFormatter: describeInvalid,
     frameworkErrors: (error, _request, reply) => sendError(reply, frameworkRefusal(error)),
     ...(options.trustProxy && options.trustProxy.length > 0 ? { trustProxy: [...options.trustProxy] } : {}),
@@ -99,6 +104,27 @@ export async function listenOn(app: HttpApp, listen: string, setting: string): P
     throw new LacreError(`${setting} ${listen}: ${(error as Error).message}`, { cause: error });
   }
   return app.server.address() as AddressInfo;
+}
+
+/**
+ * Binds a Unix socket at `path`, mode 0600 whatever the umask: the socket is created under umask 0177 (so no
+ * moment exists when others may connect) and chmod-ed after, for filesystems that ignore the umask on sockets.
+ * `setting` names the configuration key in the error when that fails.
+ */
+export async function listenOnPath(app: HttpApp, path: string, setting: string): Promise<void> {
+  // Node 20 silently cuts a longer path to fit sockaddr_un, binding a socket elsewhere.
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
+    throw new LacreError(`${setting} ${path}: a Unix socket path may be at most ${MAX_SOCKET_PATH_BYTES} bytes long; choose a shorter one`);
+  }
+  const previous = process.umask(0o177);
+  try {
+    await app.listen({ path });
+  } catch (error) {
+    throw new LacreError(`${setting} ${path}: ${(error as Error).message}`, { cause: error });
+  } finally {
+    process.umask(previous);
+  }
+  await chmod(path, 0o600);
 }
 
 /** Stops accepting, lets requests in flight finish for up to `graceMs`, then drops what is left. */

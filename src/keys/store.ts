@@ -123,6 +123,55 @@ export class KeyStore {
     return Number(rows[0]?.keys ?? 0);
   }
 
+  // ---- Administration (the admin socket and `lacre keys`): disable, restore, the pending list ----
+
+  /**
+   * Disables by fingerprint (that key, for every address) or by address (all its keys): confirmed and pending
+   * rows become 'disabled', kept for restore(). Resolves to the number of key rows changed.
+   */
+  async disable(addressOrFingerprint: string): Promise<number> {
+    const fingerprint = asFingerprint(addressOrFingerprint);
+    const [where, params] =
+      fingerprint === undefined ? [this.emailMatch('email'), this.storedForms(addressOrFingerprint)] : ['fingerprint = $1', [fingerprint]];
+    const rows = await this.db.query<{ email: string }>(
+      `update lacre_keys set status = 'disabled', updated_at = now()
+        where ${where} and status in ('confirmed', 'pending') returning email`,
+      params,
+    );
+    return rows.length;
+  }
+
+  /**
+   * Makes a disabled key confirmed again, for `address` only or for every address it is stored for. It becomes
+   * the address's key, as a confirmed upload does: the address's other confirmed keys become 'disabled' (one
+   * statement, so mail never sees both or neither). Resolves to the fingerprint as stored, the addresses restored
+   * and the number of keys so disabled.
+   */
+  async restore(fingerprint: string, address?: string): Promise<{ fingerprint: string; emails: string[]; disabled: number }> {
+    const wanted = asFingerprint(fingerprint);
+    if (wanted === undefined) throw new KeyRejectedError(`not a fingerprint: ${fingerprint}`);
+    const [byAddress, params] = address === undefined ? ['', [wanted]] : [` and ${this.emailMatch('email')}`, [...this.storedForms(address), wanted]];
+    const fingerprintParam = `$${params.length}`;
+    const rows = await this.db.query<{ email: string; disabled: number | string }>(
+      `with target as (select id, email from lacre_keys where fingerprint = ${fingerprintParam} and status = 'disabled'${byAddress}),
+            displaced as (update lacre_keys set status = 'disabled', updated_at = now()
+                           where email in (select email from target) and status = 'confirmed' returning 1),
+            restored as (update lacre_keys set status = 'confirmed', updated_at = now()
+                          where id in (select id from target) returning email)
+       select email, (select count(*) from displaced)::int as disabled from restored order by lower(email) collate "C", email collate "C"`,
+      params,
+    );
+    return { fingerprint: wanted, emails: rows.map((row) => row.email), disabled: Number(rows[0]?.disabled ?? 0) };
+  }
+
+  /** Keys waiting for their owner's confirmation (never used for mail), oldest first. */
+  async pendingList(): Promise<KeyRow[]> {
+    const rows = await this.db.query<RawKeyRow>(`${SELECT_ROWS} where k.status = 'pending' order by k.created_at, k.id`);
+    return rows.map(toKeyRow);
+  }
+
+  // ---- end of administration ----
+
   /** The form an address is compared in (throws InvalidAddressError). */
   lookupKey(address: string): string {
     return normaliseAddress(address, { localPartCaseSensitive: this.config.local_part_case_sensitive });
@@ -261,6 +310,12 @@ export class KeyStore {
   private emailMatch(column: string): string {
     return this.config.local_part_case_sensitive ? `${column} in ($1, $2)` : `lower(${column}) in (lower($1), lower($2))`;
   }
+}
+
+/** The fingerprint `text` names (spaces and 0x allowed), upper case; undefined when it is not one. */
+function asFingerprint(text: string): string | undefined {
+  const compact = text.replace(/\s+/g, '');
+  return FINGERPRINT.test(compact) ? compact.replace(/^0x/i, '').toUpperCase() : undefined;
 }
 
 function refused(fingerprint: string | null, reason: string): ImportOutcome {

@@ -4,6 +4,13 @@ import { fileURLToPath } from 'node:url';
 /** The built CLI, as `npx lacre` runs it. */
 export const LACRE_BIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
+/**
+ * Children run without an admin socket unless a test names one: the default (./data/admin.sock) is relative
+ * to the working directory, which services started side by side would share (the second refuses to start),
+ * and where a `lacre keys` child would find another test's service.
+ */
+const NO_ADMIN_SOCKET = { LACRE_ADMIN_SOCKET: 'off' };
+
 export interface RunResult {
   code: number;
   stdout: Buffer;
@@ -13,7 +20,7 @@ export interface RunResult {
 /** Runs one lacre command to completion. */
 export function runLacre(args: string[], env: NodeJS.ProcessEnv, input?: Buffer | string, cwd?: string): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LACRE_BIN, ...args], { cwd, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [LACRE_BIN, ...args], { cwd, env: { ...process.env, ...NO_ADMIN_SOCKET, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     child.stdout.on('data', (c: Buffer) => stdout.push(c));
@@ -50,7 +57,7 @@ export class LacreServer {
     const timeoutMs = options.timeoutMs ?? 60_000;
     const child = spawn(process.execPath, [LACRE_BIN, ...(options.command ?? ['serve'])], {
       cwd: options.cwd,
-      env: { ...process.env, LACRE_SMTP_LISTEN: '127.0.0.1:0', LACRE_HTTP_LISTEN: '127.0.0.1:0', ...env },
+      env: { ...process.env, LACRE_SMTP_LISTEN: '127.0.0.1:0', LACRE_HTTP_LISTEN: '127.0.0.1:0', ...NO_ADMIN_SOCKET, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const server = new LacreServer(child);

@@ -10,6 +10,8 @@ import { configSchema } from '../../src/config/schema.js';
 import { openDatabase, type DatabaseConfig } from '../../src/db/open.js';
 import { createLogger } from '../../src/log/logger.js';
 import { databaseBackends, withDatabase } from '../helpers/databases.js';
+import { leaveStaleSocket } from '../helpers/stale-socket.js';
+import { startAdminSocket } from '../../src/admin/server.js';
 import { createGpgHome, generateKey, gpgOk, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 
 interface RunResult {
@@ -44,17 +46,20 @@ after(async () => {
   await rm(files, { recursive: true, force: true });
 });
 
-/** Runs `lacre keys ...` in-process against the database described by `database`, capturing its output. */
-async function runKeys(database: DatabaseConfig, args: string[], stdin: string | Readable = ''): Promise<RunResult> {
+/**
+ * Runs `lacre keys ...` in-process against the database described by `database`, capturing its output; through
+ * the admin socket at `socket` when a service answers there.
+ */
+async function runKeys(database: DatabaseConfig, args: string[], stdin: string | Readable = '', socket = ''): Promise<RunResult> {
   const out: string[] = [];
   const err: string[] = [];
   let exitCode = 0;
   const sink = (into: string[]) => new Writable({ write: (chunk, _encoding, done) => (into.push(String(chunk)), done()) });
   const input = typeof stdin === 'string' ? Readable.from([Buffer.from(stdin)]) : stdin;
   const io: CliIo = { stdin: input, stdout: sink(out), stderr: sink(err), setExitCode: (code) => (exitCode = code) };
-  const config = configSchema.parse({ database });
+  const config = configSchema.parse({ database, admin: { socket } });
   const program = new Command('lacre').exitOverride().configureOutput({ writeOut: (s) => out.push(s), writeErr: (s) => err.push(s) });
-  registerKeysCommands(program, async () => ({ config, db: await openDatabase(config.database), logger: createLogger('silent') }), io);
+  registerKeysCommands(program, { configFrom: () => config, openDatabase: async () => ({ config, db: await openDatabase(config.database), logger: createLogger('silent') }) }, io);
   await program.parseAsync(['keys', ...args], { from: 'user' });
   return { stdout: out.join(''), stderr: err.join(''), exitCode };
 }
@@ -113,6 +118,70 @@ for (const backend of await databaseBackends()) {
         assert.equal((await runKeys(database, ['list'])).stdout, 'no keys stored\n');
       }));
 
+    it('prints the same, with the same exit codes, through the admin socket as on the database', () =>
+      withDatabase(backend, async (directDb, direct) => {
+        await directDb.close();
+        await withDatabase(backend, async (servedDb, served) => {
+          const socket = join(files, `admin-${backend.name}.sock`);
+          const config = configSchema.parse({ database: served, admin: { socket } });
+          const admin = (await startAdminSocket(config, servedDb, createLogger('silent')))!;
+          try {
+            const script: [string[], string?][] = [
+              [['import', join(files, 'alice.asc'), join(files, 'mixed.asc')]],
+              [['import', '-', '--email', 'Team@Example.org', '--style', 'inline', '--status', 'pending'], alice.publicArmored],
+              [['import', join(files, 'alice.gpg'), join(files, 'empty.asc')]],
+              [['import', '-'], 'not a key'],
+              [['list']],
+              [['list', '--json']],
+              [['pending']],
+              [['pending', '--json']],
+              [['show', 'ALICE@EXAMPLE.ORG']],
+              [['show', 'alice@example.org', '--json']],
+              [['show', 'nobody@example.org']],
+              [['show', 'not-an-address']],
+              [['disable', 'alice@example.org']],
+              [['disable', 'alice@example.org']],
+              [['restore', alice.fingerprint, '--email', 'Alice@example.org']],
+              [['restore', alice.fingerprint]],
+              [['restore', 'not-a-fingerprint']],
+              [['disable', bob.fingerprint]],
+              [['list']],
+              [['remove', 'bob@example.org']],
+              [['delete', alice.fingerprint]],
+              [['delete', alice.fingerprint]],
+              [['pending']],
+            ];
+            for (const [args, stdin] of script) {
+              const onDatabase = await runKeys(direct, args, stdin);
+              const onSocket = await runKeys(served, args, stdin, socket);
+              assert.match(onSocket.stderr, /^using the running lacre serve \(admin socket .*\)$/m, args.join(' '));
+              const same = (result: RunResult) => ({
+                exitCode: result.exitCode,
+                stdout: withoutTimes(result.stdout),
+                stderr: result.stderr.replace(/^using the running lacre serve .*\n/m, ''),
+              });
+              assert.deepEqual(same(onSocket), same(onDatabase), args.join(' '));
+            }
+          } finally {
+            await admin.close();
+          }
+        });
+      }));
+
+    it('falls back to the database when no service answers on admin.socket (no file, or a stale one)', () =>
+      withDatabase(backend, async (db, database) => {
+        await db.close();
+        const missing = await runKeys(database, ['import', join(files, 'alice.asc')], '', join(files, 'nobody-here.sock'));
+        assert.equal(missing.exitCode, 0, missing.stderr);
+        assert.doesNotMatch(missing.stderr, /admin socket/);
+        const stale = join(files, `stale-${backend.name}.sock`);
+        await leaveStaleSocket(stale);
+        const listed = await runKeys(database, ['list', '--json'], '', stale);
+        assert.equal(listed.exitCode, 0, listed.stderr);
+        assert.doesNotMatch(listed.stderr, /admin socket/);
+        assert.deepEqual((JSON.parse(listed.stdout) as { email: string }[]).map((row) => row.email), ['Alice@example.org']);
+      }));
+
     it('lists whether each key can encrypt now and why not, in text and JSON (list and show)', () =>
       withDatabase(backend, async (db, database) => {
         await db.close();
@@ -164,4 +233,9 @@ for (const backend of await databaseBackends()) {
         assert.ok(pulled < 4 * 1024 * 1024, `read ${pulled} bytes of 50 MiB`);
       }));
   });
+}
+
+/** Import and update times differ between two databases; everything else must not. */
+function withoutTimes(text: string): string {
+  return text.replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/g, '<time>');
 }

@@ -53,7 +53,6 @@ describe('the key service inside lacre serve', async () => {
           LACRE_WEB_PUBLIC_URL: base,
           LACRE_WEB_SENDER: 'keys@example.org',
           LACRE_KEYS_DOMAINS: 'example.org',
-          LACRE_ADMIN_SOCKET: '',
         });
       });
       after(async () => {
@@ -131,7 +130,6 @@ describe('WKS inside lacre serve, with GnuPG\u2019s own client', () => {
         LACRE_WEB_WKS_SUBMISSION_ADDRESS: SUBMISSION,
         LACRE_WEB_WKS_KEY_PATH: join(keyDir, 'wks.asc'),
         LACRE_KEYS_DOMAINS: 'example.org',
-        LACRE_ADMIN_SOCKET: '',
       };
       const init = await runLacre(['wks', 'init'], env);
       assert.equal(init.code, 0, init.stderr);
