@@ -91,6 +91,9 @@ export function registerPageRoutes(app: HttpApp, deps: WebDeps): void {
       const view = frame(request, deps, stylesheet, true);
       const result = await deps.service.upload({ ...form, lang: view.lang });
       const { t } = view;
+      if (result.status === 'revoked') {
+        return renderMessage(reply, view, t('The revocation was taken'), [t('Mail to {email} is no longer encrypted to this revoked key. Upload a new key to go on receiving encrypted mail.', { email: result.email })], result);
+      }
       if (result.status === 'confirmed') {
         return renderMessage(reply, view, t('This key is already published'), [t('This key is already the published key for {email}. There is nothing more to do.', { email: result.email })], result);
       }

@@ -5,6 +5,7 @@
  * request never leaves half of one; a mail that cannot be sent undoes exactly what its request created.
  */
 import { readKey, type PublicKey } from 'openpgp';
+import { DEFAULT_KEY_LIMITS, fingerprintOf, readPublicKeys } from '../crypto/keys.js';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
 import { DatabaseUnavailableError } from '../errors.js';
@@ -77,9 +78,19 @@ export class KeyService {
     this.clock = deps.clock ?? (() => new Date());
   }
 
-  /** Stores the key as pending and mails a confirmation link encrypted to it; an already confirmed key is refreshed instead. */
-  async upload(input: UploadInput): Promise<{ status: 'pending' | 'confirmed'; email: string; fingerprint: string }> {
-    const accepted = await checkUpload(input.key, input.email, this.policy(), this.clock());
+  /**
+   * Stores the key as pending and mails a confirmation link encrypted to it; an already confirmed key is refreshed
+   * instead, and the revocation of a stored key is taken at once.
+   */
+  async upload(input: UploadInput): Promise<{ status: 'pending' | 'confirmed' | 'revoked'; email: string; fingerprint: string }> {
+    let accepted: AcceptedUpload;
+    try {
+      accepted = await checkUpload(input.key, input.email, this.policy(), this.clock());
+    } catch (error) {
+      const revoked = error instanceof WebError && error.code === 'revoked' ? await this.recordRevocation(input.key) : undefined;
+      if (revoked) return revoked;
+      throw error;
+    }
     const email = await this.identityEmail(accepted.email);
     if (await this.refreshConfirmed(email, accepted)) return { status: 'confirmed', email, fingerprint: accepted.fingerprint };
     const created = await this.storePending(email, accepted, { action: 'publish', channel: 'web', email, fingerprint: accepted.fingerprint, style: input.style ?? null, lang: input.lang });
@@ -175,6 +186,26 @@ export class KeyService {
 
   private emailMatch(column: string): string {
     return this.deps.config.keys.local_part_case_sensitive ? `${column} = $1` : `lower(${column}) = lower($1)`;
+  }
+
+  /**
+   * A revoked key whose fingerprint is stored (any status, any address): the revocation is merged into every stored
+   * copy, without confirmation, since only the key's owner can make one and mail must stop going to that key now.
+   * undefined when the key is not stored (the upload is then refused as revoked).
+   */
+  private async recordRevocation(input: string | Uint8Array): Promise<{ status: 'revoked'; email: string; fingerprint: string } | undefined> {
+    const keys = await readPublicKeys(input, { ...DEFAULT_KEY_LIMITS, maxKeyBytes: this.deps.config.keys.max_key_bytes });
+    if (keys.length !== 1) return undefined;
+    const fingerprint = fingerprintOf(keys[0]!);
+    const rows = await this.query<{ id: string; email: string; armored: string }>('select id::text as id, email, armored from lacre_keys where fingerprint = $1 order by id', [fingerprint]);
+    const revokedCopies: [string, string][] = [];
+    for (const row of rows) {
+      const merged = await ((await readKey({ armoredKey: row.armored })) as PublicKey).update(keys[0] as PublicKey, this.clock());
+      if (!(await merged.isRevoked(undefined, undefined, this.clock()))) return undefined;
+      revokedCopies.push([row.id, merged.armor()]);
+    }
+    for (const [id, armored] of revokedCopies) await this.query('update lacre_keys set armored = $2, updated_at = now() where id = $1::bigint', [id, armored]);
+    return rows[0] && { status: 'revoked', email: rows[0].email, fingerprint };
   }
 
   /** Re-upload of the confirmed key: its new signatures are merged in, it stays confirmed, and no mail goes out. */

@@ -5,7 +5,8 @@ import type { Database } from '../../src/db/types.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { KeyService } from '../../src/web/service.js';
 import { databaseBackends, withDatabase } from '../helpers/databases.js';
-import { createGpgHome, generateKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { createGpgHome, generateKey, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { createKeyDirectory } from '../../src/keys/directory.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 import { refusal, silentLogger, SinkMailbox, webConfig } from './fixtures.js';
 
@@ -122,6 +123,27 @@ for (const backend of await databaseBackends()) {
         assert.deepEqual(await service.upload({ key: first.publicArmored, lang: 'en' }), { status: 'confirmed', email: 'Alice@example.org', fingerprint: first.fingerprint });
         assert.equal(mailer.count, sent);
         assert.deepEqual(await statuses(store), [[first.fingerprint, 'confirmed']]);
+      }));
+
+    it('takes the revocation of a stored key at once, without a mail; refuses a revoked key it does not hold', () =>
+      withService(backend, async ({ db, service, mailer, store }) => {
+        const retiring = await generateKey(home, { email: 'alice@example.org' });
+        const stranger = await generateKey(home, { email: 'alice@example.org' });
+        await service.upload({ key: retiring.publicArmored, lang: 'en' });
+        await service.confirm(await mailer.lastToken('alice@example.org'));
+        const directory = await createKeyDirectory(db, { local_part_case_sensitive: false, recipient_delimiter: '+', cache_ttl_seconds: 300 }, silentLogger);
+        try {
+          assert.equal((await directory.lookup('alice@example.org')).kind, 'usable');
+          const sent = mailer.count;
+          assert.deepEqual(await service.upload({ key: await revokeKey(home, retiring), lang: 'en' }), { status: 'revoked', email: 'alice@example.org', fingerprint: retiring.fingerprint });
+          assert.equal(mailer.count, sent, 'no confirmation needed: only the owner can revoke');
+          directory.invalidate();
+          assert.equal((await directory.lookup('alice@example.org')).kind, 'unusable', 'mail is no longer encrypted to it');
+          assert.deepEqual(await statuses(store), [[retiring.fingerprint, 'confirmed']]);
+          assert.equal((await refusal(service.upload({ key: await revokeKey(home, stranger), lang: 'en' }))).code, 'revoked');
+        } finally {
+          await directory.close();
+        }
       }));
 
     it('refuses an expired link by the clock, and a link whose key was deleted meanwhile', () =>

@@ -53,7 +53,7 @@ const SUBMISSION = 'key-submission@example.org';
 function wkdConfig(wksKeyPath: string): Config {
   return configSchema.parse({
     keys: { domains: ['example.org'] },
-    web: { wkd: true, wks_submission_address: SUBMISSION, wks_key_path: wksKeyPath },
+    web: { wkd: true, sender: 'keys@example.org', wks_submission_address: SUBMISSION, wks_key_path: wksKeyPath },
   });
 }
 

@@ -19,7 +19,7 @@ describe('WKS submission key', () => {
 
   test('lacre wks init writes a 0600 key in a new 0700 directory, prints its fingerprint, refuses to overwrite without --force', async () => {
     const path = join(dir, 'cli', 'nested', 'wks.asc');
-    const env = { LACRE_WEB_WKS_SUBMISSION_ADDRESS: ADDRESS, LACRE_WEB_WKS_KEY_PATH: path, LACRE_CONFIG: '' };
+    const env = { LACRE_WEB_WKS_SUBMISSION_ADDRESS: ADDRESS, LACRE_WEB_WKS_KEY_PATH: path, LACRE_WEB_SENDER: 'keys@example.org', LACRE_KEYS_DOMAINS: 'example.org', LACRE_CONFIG: '' };
     const first = await runLacre(['wks', 'init'], env);
     assert.equal(first.code, 0, first.stderr);
     const fingerprint = first.stdout.toString('utf8').trim();
