@@ -42,6 +42,8 @@ export interface HttpStackOptions {
   readonly headRoutes?: boolean;
   /** Whether the stack's own 404 and 405 say what was wrong in their body, or send it empty. */
   readonly explain?: boolean;
+  /** Paths may hold a secret (the key service's confirmation tokens): log lines name the route's pattern instead. */
+  readonly pathsHoldSecrets?: boolean;
   /** Refuse properties a body schema does not name (`additionalProperties: false`), instead of dropping them unseen. */
   readonly refuseUnknownProperties?: boolean;
   /** Writes a refusal; by default its body as text/plain. */
@@ -85,7 +87,7 @@ export function createHttpStack(options: HttpStackOptions): HttpApp {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
   app.setErrorHandler((error: FastifyError | Error, request, reply) => {
-    const refusal = asRefusal(error, request, options.logger);
+    const refusal = asRefusal(error, request, options.logger, options.pathsHoldSecrets === true);
     if (reply.raw.headersSent) reply.raw.destroy();
     else sendError(reply, refusal);
   });
@@ -188,11 +190,11 @@ export function sendTextError(reply: FastifyReply, error: HttpError): void {
   void reply.code(error.status).headers(error.headers).type(TEXT).send(error.body);
 }
 
-function asRefusal(error: FastifyError | Error, request: FastifyRequest, logger: Logger): HttpError {
+function asRefusal(error: FastifyError | Error, request: FastifyRequest, logger: Logger, pathsHoldSecrets: boolean): HttpError {
   if (error instanceof HttpError) return error;
   const status = (error as FastifyError).statusCode;
   if ('validation' in error || (status !== undefined && status >= 400 && status < 500)) return new HttpError(status ?? 400, error.message);
-  const where = { method: request.method, path: pathOf(request), err: error };
+  const where = { method: request.method, ...(pathsHoldSecrets ? { route: request.routeOptions.url } : { path: pathOf(request) }), err: error };
   if (request.raw.destroyed && !request.raw.complete) logger.info(where, 'request aborted by the client');
   else logger.error(where, 'HTTP request failed');
   return new HttpError(500, 'Internal Server Error');

@@ -51,6 +51,7 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
   const app = createHttpStack({
     logger,
     trustProxy: config.web.trust_proxy,
+    pathsHoldSecrets: true,
     bodyLimit: WEB_BODY_LIMIT,
     sendError: (reply, error) => sendWebError(reply, error, catalogs, config.web.default_language),
   });

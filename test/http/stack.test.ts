@@ -89,6 +89,23 @@ describe('the HTTP stack', () => {
     assert.doesNotMatch(JSON.stringify(line), /sesame|c2VjcmV0|authorization/i);
   });
 
+  it('logs the route pattern, not the path, on a listener whose paths hold secrets (the key service\u2019s tokens)', async () => {
+    const secretLogs: Record<string, unknown>[] = [];
+    const secretive = createHttpStack({ logger: capturingLogger(secretLogs), pathsHoldSecrets: true });
+    secretive.post('/confirm/:token', async () => {
+      throw new Error('database said no');
+    });
+    const port = (await listenOn(secretive, '127.0.0.1:0', 'test.listen')).port;
+    try {
+      assert.equal((await fetch(`http://127.0.0.1:${port}/confirm/sesame-token`, { method: 'POST' })).status, 500);
+      assert.equal(secretLogs.length, 1);
+      assert.equal(secretLogs[0]!.route, '/confirm/:token');
+      assert.doesNotMatch(JSON.stringify(secretLogs), /sesame/);
+    } finally {
+      await closeHttpStack(secretive, 0);
+    }
+  });
+
   it('refuses what the schema does not allow with 400 naming the field, before the handler', async () => {
     assert.equal((await fetch(`${base}/typed?n=12&colour=red`)).status, 200);
     const bad = await fetch(`${base}/typed?n=1x`);
