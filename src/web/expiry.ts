@@ -7,6 +7,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
+import { readStoredKey } from '../crypto/keys.js';
 import { errorMessage } from '../errors.js';
 import { catalogs } from './i18n.js';
 import type { Mailer } from './mailer.js';
@@ -46,6 +47,9 @@ export async function runExpiryNotices(deps: ExpiryNoticeDeps, now = new Date())
   if (days > 0) {
     for (const key of await dueKeys(deps.db, now, days)) {
       const kind = new Date(key.expires_at) <= now ? 'expired' : 'expiring';
+      // A key revoked (or otherwise unusable) before its date cannot be encrypted to: no "expiring" notice, and no
+      // retry every hour.
+      if (kind === 'expiring' && !(await readStoredKey(key.armored, now)).usability.usable) continue;
       if (!(await claim(deps.db, key, kind))) continue;
       try {
         await sendNotice(deps, key, kind);

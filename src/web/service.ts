@@ -5,7 +5,7 @@
  * request never leaves half of one; a mail that cannot be sent undoes exactly what its request created.
  */
 import { readKey, type PublicKey } from 'openpgp';
-import { DEFAULT_KEY_LIMITS, fingerprintOf, readPublicKeys } from '../crypto/keys.js';
+import { DEFAULT_KEY_LIMITS, fingerprintOf, readPublicKeys, usableEncryptionKey } from '../crypto/keys.js';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
 import { DatabaseUnavailableError } from '../errors.js';
@@ -70,6 +70,13 @@ interface KeyRowView {
 }
 
 const HOUR_MS = 3_600_000;
+
+export interface PendingSubmission {
+  readonly email: string;
+  readonly fingerprint: string;
+  /** The raw token: WKS's nonce. */
+  readonly token: string;
+}
 
 export class KeyService {
   private readonly clock: () => Date;
@@ -137,12 +144,23 @@ export class KeyService {
     return { status: 'pending', email, fingerprint: current.fingerprint };
   }
 
-  /** For WKS: stores the key as pending with a request whose token is the nonce; sends no mail (WKS does). */
-  async submitPending(input: { key: string | Uint8Array; email: string; lang: string; channel: 'wks' }): Promise<{ email: string; fingerprint: string; token: string }> {
+  /**
+   * For WKS: stores the key as pending with a request whose token is the nonce, then `send`s the confirmation request
+   * (WKS has its own layout). When it is not sent, what this submission created is undone and the MailNotSentError
+   * goes on (the mail to the submission address is retried by Postfix): never a half-created state.
+   */
+  async submitPending(input: { key: string | Uint8Array; email: string; lang: string; channel: 'wks' }, send: (pending: PendingSubmission) => Promise<void>): Promise<PendingSubmission> {
     const accepted = await checkUpload(input.key, input.email, this.policy(), this.clock());
     const email = await this.identityEmail(accepted.email);
     const created = await this.storePending(email, accepted, { action: 'publish', channel: input.channel, email, fingerprint: accepted.fingerprint, style: null, lang: input.lang });
-    return { email, fingerprint: accepted.fingerprint, token: created.token };
+    const pending = { email, fingerprint: accepted.fingerprint, token: created.token };
+    try {
+      await send(pending);
+    } catch (error) {
+      await this.undo(created);
+      throw error;
+    }
+    return pending;
   }
 
   /** For WKD: the address's confirmed key, armored. */
@@ -217,11 +235,14 @@ export class KeyService {
     if (rows.length === 0) return false;
     const stored = (await readKey({ armoredKey: rows[0]!.armored })) as PublicKey;
     const merged = await stored.update(accepted.key, this.clock());
+    // The merged copy's expiry: an older copy uploaded again must not bring an earlier date back.
+    const usability = await usableEncryptionKey(merged, this.clock());
+    const expiresAt = usability.usable ? usability.expiresAt : accepted.expiresAt;
     await this.query(`update lacre_keys set armored = $3, expires_at = $4, updated_at = now() where email = $1 and fingerprint = $2 and status = 'confirmed'`, [
       email,
       accepted.fingerprint,
       merged.armor(),
-      accepted.expiresAt?.toISOString() ?? null,
+      expiresAt?.toISOString() ?? null,
     ]);
     return true;
   }
@@ -383,11 +404,15 @@ export class KeyService {
     return rows[0]!.claimed;
   }
 
-  /** One statement: the request is claimed and the address goes with every key it has (any status). */
+  /**
+   * One statement: the request is claimed, while the key its link was mailed to is still the address's confirmed key
+   * (an old link does not remove a newer key), and the address goes with every key it has (any status).
+   */
   private async deleteAddress(token: string): Promise<boolean> {
     const rows = await this.query<{ claimed: boolean }>(
       `with claimed as (update lacre_key_requests r set used_at = $2::timestamptz
                          where r.token_hash = $1 and r.action = 'delete' and r.used_at is null and r.expires_at > $2::timestamptz
+                           and exists (select 1 from lacre_keys k where k.email = r.email and k.fingerprint = r.fingerprint and k.status = 'confirmed')
                         returning r.email),
             gone as (delete from lacre_identities i using claimed c where i.email = c.email returning 1)
        select exists (select 1 from claimed) as claimed`,

@@ -171,28 +171,29 @@ class WksHandler {
 
   private async requestConfirmation(armored: string, email: string, signingKey: PrivateKey): Promise<void> {
     const lang = this.deps.config.web.default_language;
-    const pending = await this.deps.service.submitPending({ key: armored, email, lang, channel: 'wks' });
     const t = this.deps.catalogs.translator(lang);
     const targetKey = await readKey({ armoredKey: armored });
-    const entity = await confirmationRequestEntity({
-      request: { sender: this.address, address: pending.email, fingerprint: pending.fingerprint, nonce: pending.token },
-      explanation: [
-        t('This message was sent to confirm your request to publish your OpenPGP key. If you did not ask for it, ignore this message.'),
-        t('Your mail program (or gpg-wks-client --receive) answers it for you; the answer publishes the key {fingerprint} for {email}.', {
-          fingerprint: pending.fingerprint,
-          email: pending.email,
-        }),
-      ].join('\n\n'),
-      targetKey,
-      signingKey,
-    });
-    await this.deps.mailer.send({
-      to: pending.email,
-      key: null,
-      subject: t('Confirm your key publication'),
-      lang,
-      body: { entity },
-      headers: { 'Wks-Draft-Version': WKS_DRAFT_VERSION, 'Wks-Phase': 'confirm' },
+    const pending = await this.deps.service.submitPending({ key: armored, email, lang, channel: 'wks' }, async (submission) => {
+      const entity = await confirmationRequestEntity({
+        request: { sender: this.address, address: submission.email, fingerprint: submission.fingerprint, nonce: submission.token },
+        explanation: [
+          t('This message was sent to confirm your request to publish your OpenPGP key. If you did not ask for it, ignore this message.'),
+          t('Your mail program (or gpg-wks-client --receive) answers it for you; the answer publishes the key {fingerprint} for {email}.', {
+            fingerprint: submission.fingerprint,
+            email: submission.email,
+          }),
+        ].join('\n\n'),
+        targetKey,
+        signingKey,
+      });
+      await this.deps.mailer.send({
+        to: submission.email,
+        key: null,
+        subject: t('Confirm your key publication'),
+        lang,
+        body: { entity },
+        headers: { 'Wks-Draft-Version': WKS_DRAFT_VERSION, 'Wks-Phase': 'confirm' },
+      });
     });
     this.deps.logger.info({ wks: 'confirmation-request', fingerprint: pending.fingerprint }, 'WKS submission: confirmation request sent');
   }

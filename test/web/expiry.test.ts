@@ -7,7 +7,7 @@ import { KeyStore } from '../../src/keys/store.js';
 import { createLogger } from '../../src/log/logger.js';
 import { runExpiryNotices } from '../../src/web/expiry.js';
 import { createMailer } from '../../src/web/mailer.js';
-import { createGpgHome, decrypt, generateKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { createGpgHome, decrypt, generateKey, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { databaseBackends, withDatabase } from '../helpers/databases.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 
@@ -69,6 +69,23 @@ describe('expiry notices', async () => {
           assert.deepEqual(sink.messages.at(-1)!.to, ['later@example.org']);
         } finally {
           relay.close();
+        }
+      });
+    });
+
+    it(`${backend.name}: a key revoked before its date gets no "expiring" notice (it cannot be encrypted to), and is not retried`, async () => {
+      await withDatabase(backend, async (db) => {
+        const config = loadConfig({ env: { LACRE_WEB_SENDER: 'keys@example.org', LACRE_RELAY_PORT: String(sink.port) } });
+        const revokedHome = await createGpgHome();
+        try {
+          const key = await generateKey(revokedHome, { email: 'gone@example.org', expire: '7d' });
+          const store = new KeyStore(db, config.keys);
+          await store.importKey(key.publicArmored);
+          await store.importKey(await revokeKey(revokedHome, key));
+          const deps = { db, config, mailer: { send: async () => assert.fail('no mail') }, logger: createLogger('silent') };
+          assert.deepEqual(await runExpiryNotices(deps), { sent: 0, failed: 0, purgedPending: 0 });
+        } finally {
+          await revokedHome.remove();
         }
       });
     });

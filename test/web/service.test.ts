@@ -5,7 +5,7 @@ import type { Database } from '../../src/db/types.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { KeyService } from '../../src/web/service.js';
 import { databaseBackends, withDatabase } from '../helpers/databases.js';
-import { createGpgHome, generateKey, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
+import { createGpgHome, generateKey, gpgOk, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { createKeyDirectory } from '../../src/keys/directory.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 import { refusal, silentLogger, SinkMailbox, webConfig } from './fixtures.js';
@@ -146,6 +146,30 @@ for (const backend of await databaseBackends()) {
         }
       }));
 
+    it('an old removal link does not remove a newer key; a re-upload of an older copy does not bring its earlier expiry back', () =>
+      withService(backend, async ({ service, mailer, store }) => {
+        const old = await generateKey(home, { email: 'alice@example.org', expire: '30d' });
+        await service.upload({ key: old.publicArmored, lang: 'en' });
+        await service.confirm(await mailer.lastToken('alice@example.org'));
+        await service.requestDelete('alice@example.org', 'en');
+        const removal = await mailer.lastToken('alice@example.org');
+
+        const unattended = ['--batch', '--pinentry-mode', 'loopback', '--passphrase', ''];
+        await gpgOk(home, [...unattended, '--quick-set-expire', old.fingerprint, '90d']);
+        await gpgOk(home, [...unattended, '--quick-set-expire', old.fingerprint, '90d', '*']);
+        const extended = (await gpgOk(home, ['--armor', '--export', old.fingerprint])).toString('utf8');
+        assert.equal((await service.upload({ key: extended, lang: 'en' })).status, 'confirmed');
+        const later = (await service.status('alice@example.org')).expires!;
+        assert.ok(new Date(later).getTime() > Date.now() + 80 * 86_400_000);
+        await service.upload({ key: old.publicArmored, lang: 'en' });
+        assert.equal((await service.status('alice@example.org')).expires, later, 'the merged copy keeps the later date');
+
+        await service.upload({ key: second.publicArmored, lang: 'en' });
+        await service.confirm(await mailer.lastToken('alice@example.org'));
+        assert.equal((await refusal(service.confirm(removal))).code, 'no-key');
+        assert.deepEqual((await store.confirmedKeysFor('alice@example.org')).map((row) => row.fingerprint), [second.fingerprint]);
+      }));
+
     it('refuses an expired link by the clock, and a link whose key was deleted meanwhile', () =>
       withService(backend, async ({ service, mailer, advance, store }) => {
         await service.upload({ key: first.publicArmored, lang: 'en' });
@@ -212,7 +236,11 @@ for (const backend of await databaseBackends()) {
 
     it('takes a WKS submission as pending with a nonce, without mail, and serves confirmed keys to WKD', () =>
       withService(backend, async ({ service, mailer }) => {
-        const submitted = await service.submitPending({ key: first.publicArmored, email: 'alice@example.org', lang: 'en', channel: 'wks' });
+        const sent: string[] = [];
+        const submitted = await service.submitPending({ key: first.publicArmored, email: 'alice@example.org', lang: 'en', channel: 'wks' }, async (pending) => {
+          sent.push(pending.token);
+        });
+        assert.deepEqual(sent, [submitted.token], 'WKS sends its own request, with the nonce');
         assert.equal(mailer.count, 0);
         assert.equal(await service.confirmedKey('alice@example.org'), undefined);
         await service.confirm(submitted.token);

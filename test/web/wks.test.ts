@@ -222,6 +222,10 @@ describe('WKS with the real gpg-wks-client', () => {
       await closed.stop();
       await withWks(db, { relayPort: closedPort }, async ({ downstream }) => {
         await assert.rejects(deliver(downstream, [SUBMISSION], created.stdout), LacreError);
+        await assert.rejects(deliver(downstream, [SUBMISSION], created.stdout), LacreError);
+        // Postfix retries: each try leaves nothing behind, so none uses up the address's mails of the hour.
+        assert.deepEqual(await db.query('select 1 from lacre_key_requests'), []);
+        assert.deepEqual(await keyStatus(db, ALICE), []);
       });
       await withWks(db, { wksKeyPath: join(world.keyDir, 'missing.asc') }, async ({ downstream }) => {
         await assert.rejects(deliver(downstream, [SUBMISSION], created.stdout), /lacre wks init/);
