@@ -133,9 +133,16 @@ export class KeyStore {
     const fingerprint = asFingerprint(addressOrFingerprint);
     const [where, params] =
       fingerprint === undefined ? [this.emailMatch('email'), this.storedForms(addressOrFingerprint)] : ['fingerprint = $1', [fingerprint]];
+    // The open confirmation links of a key the admin disables die with it: an earlier upload's link must not
+    // bring it back (lacre_key_requests, the key service's).
     const rows = await this.db.query<{ email: string }>(
-      `update lacre_keys set status = 'disabled', updated_at = now()
-        where ${where} and status in ('confirmed', 'pending') returning email`,
+      `with disabled as (update lacre_keys set status = 'disabled', updated_at = now()
+                          where ${where} and status in ('confirmed', 'pending') returning email, fingerprint),
+            closed as (update lacre_key_requests r set expires_at = least(r.expires_at, now())
+                        from disabled d
+                        where r.email = d.email and r.fingerprint = d.fingerprint and r.action = 'publish' and r.used_at is null
+                       returning 1)
+       select email from disabled`,
       params,
     );
     return rows.length;

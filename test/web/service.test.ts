@@ -170,6 +170,15 @@ for (const backend of await databaseBackends()) {
         assert.deepEqual((await store.confirmedKeysFor('alice@example.org')).map((row) => row.fingerprint), [second.fingerprint]);
       }));
 
+    it('a pending upload the admin disabled is not brought back by its link', () =>
+      withService(backend, async ({ service, mailer, store }) => {
+        await service.upload({ key: third.publicArmored, lang: 'en' });
+        const token = await mailer.lastToken('alice@example.org');
+        assert.equal(await store.disable(third.fingerprint), 1);
+        assert.equal((await refusal(service.confirm(token))).code, 'token-expired');
+        assert.deepEqual(await statuses(store), [[third.fingerprint, 'disabled']]);
+      }));
+
     it('refuses an expired link by the clock, and a link whose key was deleted meanwhile', () =>
       withService(backend, async ({ service, mailer, advance, store }) => {
         await service.upload({ key: first.publicArmored, lang: 'en' });
