@@ -170,6 +170,16 @@ export class KeyService {
     return row && { email: await this.identityEmail(email), fingerprint: row.fingerprint, armored: row.armored };
   }
 
+  /** For WKD: every confirmed key of one address (compared as keys.local_part_case_sensitive says). */
+  async confirmedKeysOfAddress(address: string): Promise<{ email: string; fingerprint: string; armored: string }[]> {
+    const email = servedAddress(address, this.deps.config.keys);
+    const rows = await this.query<{ email: string; fingerprint: string; armored: string }>(
+      `select email, fingerprint, armored from lacre_keys where ${this.emailMatch('email')} and status = 'confirmed' order by email, created_at desc`,
+      [email],
+    );
+    return rows;
+  }
+
   /** For WKD: every confirmed key of one domain (the caller hashes the local parts). */
   async confirmedKeysOfDomain(domain: string): Promise<{ email: string; fingerprint: string; armored: string }[]> {
     return this.query<{ email: string; fingerprint: string; armored: string }>(

@@ -12,6 +12,7 @@ import type { HttpApp } from '../http/stack.js';
 import { canonicalDomain } from '../keys/address.js';
 import type { Logger } from '../log/logger.js';
 import type { KeyService } from './service.js';
+import { WebError } from './errors.js';
 import { isWkdHash, keyForAddress, wkdHash } from './wkd-format.js';
 import { loadSubmissionKey } from './wks-key.js';
 
@@ -19,7 +20,7 @@ import { loadSubmissionKey } from './wks-key.js';
 export interface WkdDeps {
   readonly config: Config;
   readonly logger: Logger;
-  readonly service: Pick<KeyService, 'confirmedKeysOfDomain'>;
+  readonly service: Pick<KeyService, 'confirmedKeysOfDomain' | 'confirmedKeysOfAddress'>;
 }
 
 const PREFIX = '/.well-known/openpgpkey';
@@ -40,14 +41,18 @@ interface DomainParams {
 interface HashParams {
   hash: string;
 }
+/** `?l=`: the local part as the client typed it (GnuPG always sends it). */
+interface LocalQuery {
+  l?: string;
+}
 
 export function registerWkdRoutes(app: HttpApp, deps: WkdDeps): void {
   const directory = new WkdDirectory(deps);
-  app.get<{ Params: DomainParams & HashParams }>(`${PREFIX}/:domain/hu/:hash`, async (request, reply) =>
-    sendKeys(reply, await directory.keys(request.params.domain, request.params.hash)),
+  app.get<{ Params: DomainParams & HashParams; Querystring: LocalQuery }>(`${PREFIX}/:domain/hu/:hash`, async (request, reply) =>
+    sendKeys(reply, await directory.keys(request.params.domain, request.params.hash, localPart(request.query))),
   );
-  app.get<{ Params: HashParams }>(`${PREFIX}/hu/:hash`, async (request, reply) =>
-    sendKeys(reply, await directory.keys(hostDomain(request), request.params.hash)),
+  app.get<{ Params: HashParams; Querystring: LocalQuery }>(`${PREFIX}/hu/:hash`, async (request, reply) =>
+    sendKeys(reply, await directory.keys(hostDomain(request), request.params.hash, localPart(request.query))),
   );
   app.get<{ Params: DomainParams }>(`${PREFIX}/:domain/policy`, async (request, reply) =>
     sendText(reply, directory.policy(request.params.domain)),
@@ -59,6 +64,10 @@ export function registerWkdRoutes(app: HttpApp, deps: WkdDeps): void {
   app.get(`${PREFIX}/submission-address`, async (request, reply) =>
     sendText(reply, directory.submissionAddress(hostDomain(request))),
   );
+}
+
+function localPart(query: LocalQuery): string | undefined {
+  return typeof query.l === 'string' && query.l !== '' ? query.l : undefined;
 }
 
 /** The direct method's domain is the host the client asked for (the proxy must pass Host on, or X-Forwarded-Host with web.trust_proxy). */
@@ -110,12 +119,17 @@ class WkdDirectory {
     return `${address}\n`;
   }
 
-  /** Every confirmed key of `domain` whose local part hashes to `hash`, each with only that address's user ID. */
-  async keys(domain: string, hash: string): Promise<Uint8Array> {
+  /**
+   * Every confirmed key of `domain` whose local part hashes to `hash`, each with only that address's user ID. With
+   * `?l=` (GnuPG sends it) only that address's keys are read; without it, the domain's (older clients).
+   */
+  async keys(domain: string, hash: string, local: string | undefined): Promise<Uint8Array> {
     const served = this.servedDomain(domain);
     if (!isWkdHash(hash)) throw notFound();
+    if (local !== undefined && wkdHash(local) !== hash) throw notFound();
+    const candidates = local === undefined ? this.deps.service.confirmedKeysOfDomain(served) : this.confirmedKeysOf(`${local}@${served}`);
     const parts: Uint8Array[] = [];
-    for (const { email, armored } of await this.deps.service.confirmedKeysOfDomain(served)) {
+    for (const { email, armored } of await candidates) {
       if (wkdHash(email.slice(0, email.lastIndexOf('@'))) !== hash) continue;
       const key = await readKey({ armoredKey: armored }).catch(() => undefined);
       const binary = key && (await keyForAddress(key, email));
@@ -125,6 +139,15 @@ class WkdDirectory {
     if (submission) parts.push(submission);
     if (parts.length === 0) throw notFound();
     return Buffer.concat(parts);
+  }
+
+  private async confirmedKeysOf(address: string): Promise<{ email: string; armored: string }[]> {
+    try {
+      return await this.deps.service.confirmedKeysOfAddress(address);
+    } catch (error) {
+      if (error instanceof WebError && (error.code === 'invalid-address' || error.code === 'domain-not-served')) return [];
+      throw error;
+    }
   }
 
   /** The WKS submission key's public part, when `hash` is its address's and the key file is there. */

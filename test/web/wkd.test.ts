@@ -150,6 +150,9 @@ async function checkServed(app: HttpApp, fixture: Fixture): Promise<void> {
   const head = await app.inject({ method: 'HEAD', url: `/.well-known/openpgpkey/example.org/hu/${aliceHash}` });
   assert.equal(head.statusCode, 200, 'HEAD is answered (the draft requires it)');
   assert.equal(head.headers['content-type'], 'application/octet-stream');
+  // With ?l= only that address is read (any case, as the hash lower-cases it); an l that is not the hash's is a 404.
+  assert.equal((await app.inject({ url: `/.well-known/openpgpkey/example.org/hu/${aliceHash}?l=alice.smith` })).statusCode, 200);
+  assert.equal((await app.inject({ url: `/.well-known/openpgpkey/example.org/hu/${aliceHash}?l=carol` })).statusCode, 404);
 
   for (const address of ['carol@example.org', 'dave@example.org', 'nobody@example.org']) {
     const hash = await gpgWkdHash(address);
