@@ -21,21 +21,22 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       const logger = context.createConfiguredLogger(config.log, 'stdout');
       const runtime = await openRuntime(config, logger, { metrics: config.http.enabled, encryptionWorkers: true });
       await prepareSpool(config.encryption.spool_dir, logger);
-      // The box shares the filter's database; it starts first so that copies for it find it listening.
       // The listeners (and fastify under them) load here, not at the top: other lacre commands, `lacre pipe` first, start without them.
       const { startIncomingBoxServer } = await import('../box/server.js');
       const { startAdminSocket } = await import('../admin/server.js');
       const services = new StartedServices(runtime);
-      const box = await services.start(config.incoming_box.serve ? startIncomingBoxServer(config, runtime.db, logger) : undefined);
       // Key changes while serving (`lacre keys`, scripts) come in here: the embedded database opens in one process only.
+      // First, while nothing else runs: binding sets the process's umask for a moment (the socket is born 0600).
       const admin = await services.start(startAdminSocket(config, runtime.db, logger));
+      // The box shares the filter's database; it starts before the SMTP listener so that copies for it find it listening.
+      const box = await services.start(config.incoming_box.serve ? startIncomingBoxServer(config, runtime.db, logger) : undefined);
       const logLevel = new LogLevelControl(logger, config.log.level);
-      const stopToggling = logLevel.toggleOnSignal('SIGUSR2');
       const http = await services.start(startOperatorHttp(runtime, logLevel, logger));
       const web = await services.start(startKeyService(runtime, logger));
       const listener = createSmtpListener(config, runtime.filter, logger);
       runtime.metrics?.watchSessions(() => listener.sessions());
-      const address = await listener.listen();
+      const address = await services.attempt(listener.listen());
+      const stopToggling = logLevel.toggleOnSignal('SIGUSR2');
       await warnIfUnready(runtime, logger);
       logger.info(
         {
@@ -99,10 +100,15 @@ class StartedServices {
   constructor(private readonly runtime: Runtime) {}
 
   async start<Service extends Closable>(starting: Promise<Service | undefined> | undefined): Promise<Service | undefined> {
+    const service = await this.attempt(Promise.resolve(starting));
+    if (service) this.started.push(service);
+    return service;
+  }
+
+  /** A step that must succeed for serve to run (the SMTP listener binding): when it fails, all closes. */
+  async attempt<T>(step: Promise<T>): Promise<T> {
     try {
-      const service = await starting;
-      if (service) this.started.push(service);
-      return service;
+      return await step;
     } catch (error) {
       await this.closeAll();
       throw error;

@@ -2,6 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { LacreServer, runLacre } from '../helpers/lacre.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
@@ -54,6 +55,30 @@ describe('start-up', () => {
       assert.match(again.stdout.toString(), /up to date/);
     } finally {
       await database.cleanup();
+    }
+  });
+
+  it('when the SMTP port is taken, closes what it had started (web listener, admin socket) and exits 1', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    const socket = join(dir, 'taken', 'admin.sock');
+    try {
+      const result = await runLacre(['serve'], {
+        LACRE_DATABASE_DATA_DIR: join(dir, 'taken'),
+        LACRE_SMTP_LISTEN: `127.0.0.1:${port}`,
+        LACRE_HTTP_LISTEN: '127.0.0.1:0',
+        LACRE_ADMIN_SOCKET: socket,
+        LACRE_WEB_LISTEN: '127.0.0.1:0',
+        LACRE_WEB_PUBLIC_URL: 'https://keys.example.org',
+        LACRE_WEB_SENDER: 'keys@example.org',
+        LACRE_KEYS_DOMAINS: 'example.org',
+      });
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, /EADDRINUSE|in use/);
+      await assert.rejects(stat(socket), { code: 'ENOENT' }, 'the admin socket is removed');
+    } finally {
+      taken.close();
     }
   });
 
