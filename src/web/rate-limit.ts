@@ -51,5 +51,20 @@ export function limitPerIp(owner: { readonly config: { readonly web: { readonly 
     limits.set(owner, limit);
   }
   const shared = limit;
-  return async (request) => shared.hit(request.ip);
+  return async (request) => shared.hit(clientKey(request.ip));
+}
+
+/**
+ * Who is counted: an IPv4 address, or the /64 an IPv6 address is in (one subscriber's whole network: counting its
+ * single addresses would let it rotate through 2^64 of them). An IPv4-mapped IPv6 address counts as its IPv4.
+ */
+export function clientKey(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1]!;
+  if (!ip.includes(':')) return ip;
+  const [head = '', tail = ''] = ip.split('%')[0]!.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === '' ? [] : tail.split(':');
+  const groups = ip.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((group) => parseInt(group, 16).toString(16)).join(':')}::/64`;
 }
