@@ -3,7 +3,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { DatabaseUnavailableError, LacreError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { parseInt8, quoteIdentifier } from './postgres.js';
-import type { Database } from './types.js';
+import type { Database, Statement } from './types.js';
 import { tryPidLock, type PidLock } from '../util/pid-lock.js';
 import { ensurePrivateDirectory, restrictToOwner, UnsafeDirectoryError } from '../util/private-dir.js';
 
@@ -79,6 +79,19 @@ export class EmbeddedDatabase implements Database {
     this.#assertOpen();
     try {
       return (await this.pglite.query<Row>(sql, params)).rows;
+    } catch (error) {
+      throw toEmbeddedError(error);
+    }
+  }
+
+  async queryInTransaction<Row = Record<string, unknown>>(statements: readonly Statement[]): Promise<Row[]> {
+    this.#assertOpen();
+    try {
+      return await this.pglite.transaction(async (tx) => {
+        let rows: Row[] = [];
+        for (const statement of statements) rows = (await tx.query<Row>(statement.sql, statement.params)).rows;
+        return rows;
+      });
     } catch (error) {
       throw toEmbeddedError(error);
     }

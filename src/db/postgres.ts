@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { DatabaseUnavailableError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import type { Database } from './types.js';
+import type { Database, Statement } from './types.js';
 
 export interface PostgresOptions {
   url: string;
@@ -170,6 +170,22 @@ export class PostgresDatabase implements Database {
     } catch (error) {
       throw toDatabaseError(error);
     }
+  }
+
+  async queryInTransaction<Row = Record<string, unknown>>(statements: readonly Statement[]): Promise<Row[]> {
+    this.#assertOpen();
+    return this.#withConnection(async (client) => {
+      await client.query('BEGIN');
+      try {
+        let rows: Row[] = [];
+        for (const statement of statements) rows = (await client.query(statement.sql, statement.params)).rows as Row[];
+        await client.query('COMMIT');
+        return rows;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw error;
+      }
+    });
   }
 
   async execTransaction(sql: string): Promise<void> {

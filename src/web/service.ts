@@ -71,6 +71,9 @@ interface KeyRowView {
 
 const HOUR_MS = 3_600_000;
 
+/** The per-address lock: Lacre's class ("lacr"), then the address as compared case-insensitively. */
+const ADDRESS_LOCK = 'select pg_advisory_xact_lock(1818321778, hashtext(lower($1)))';
+
 export interface PendingSubmission {
   readonly email: string;
   readonly fingerprint: string;
@@ -114,7 +117,7 @@ export class KeyService {
   /** Carries out a request: publish (the pending key becomes the address's key) or delete (the address goes). */
   async confirm(token: string): Promise<{ action: RequestAction; email: string; fingerprint: string }> {
     const request = await this.liveRequest(token);
-    const done = request.action === 'publish' ? await this.publish(token) : await this.deleteAddress(token);
+    const done = request.action === 'publish' ? await this.publish(token, request.email) : await this.deleteAddress(token, request.email);
     if (!done) throw await this.whyNot(token);
     if (request.action === 'publish') await this.mailPublished(request);
     return { action: request.action, email: request.email, fingerprint: request.fingerprint };
@@ -212,6 +215,11 @@ export class KeyService {
     );
   }
 
+  /** Two columns naming one address, as keys.local_part_case_sensitive compares them (two spellings may be stored). */
+  private sameAddress(left: string, right: string): string {
+    return this.deps.config.keys.local_part_case_sensitive ? `${left} = ${right}` : `lower(${left}) = lower(${right})`;
+  }
+
   private emailMatch(column: string): string {
     return this.deps.config.keys.local_part_case_sensitive ? `${column} = $1` : `lower(${column}) = lower($1)`;
   }
@@ -289,7 +297,8 @@ export class KeyService {
     const now = this.clock();
     const issued = issueToken();
     const web = this.deps.config.web;
-    const rows = await this.query<{ id: string | null; oldest: Date | string | null; inserted_key: boolean; inserted_identity: boolean }>(
+    const rows = await this.lockedQuery<{ id: string | null; oldest: Date | string | null; inserted_key: boolean; inserted_identity: boolean }>(
+      request.email,
       `with recent as (select created_at from lacre_key_requests
                         where lower(email) = lower($3) and created_at > $2::timestamptz - interval '1 hour'),
             allowed as (select count(*) < $1 as ok, min(created_at) as oldest from recent),
@@ -396,14 +405,15 @@ export class KeyService {
    * One statement: the request is claimed (unused, unexpired, its key row still there), the address's other
    * confirmed keys become disabled, this key confirmed, and the identity takes the style and language asked for.
    */
-  private async publish(token: string): Promise<boolean> {
-    const rows = await this.query<{ claimed: boolean }>(
+  private async publish(token: string, email: string): Promise<boolean> {
+    const rows = await this.lockedQuery<{ claimed: boolean }>(
+      email,
       `with claimed as (update lacre_key_requests r set used_at = $2::timestamptz
                          where r.token_hash = $1 and r.action = 'publish' and r.used_at is null and r.expires_at > $2::timestamptz
                            and exists (select 1 from lacre_keys k where k.email = r.email and k.fingerprint = r.fingerprint)
                         returning r.email, r.fingerprint, r.style, r.lang),
             disabled as (update lacre_keys k set status = 'disabled', updated_at = now() from claimed c
-                          where k.email = c.email and k.fingerprint <> c.fingerprint and k.status = 'confirmed' returning 1),
+                          where ${this.sameAddress('k.email', 'c.email')} and k.fingerprint <> c.fingerprint and k.status = 'confirmed' returning 1),
             confirmed as (update lacre_keys k set status = 'confirmed', updated_at = now() from claimed c
                            where k.email = c.email and k.fingerprint = c.fingerprint returning 1),
             identity as (update lacre_identities i set style = coalesce(c.style, i.style), lang = coalesce(c.lang, i.lang), updated_at = now()
@@ -418,8 +428,9 @@ export class KeyService {
    * One statement: the request is claimed, while the key its link was mailed to is still the address's confirmed key
    * (an old link does not remove a newer key), and the address goes with every key it has (any status).
    */
-  private async deleteAddress(token: string): Promise<boolean> {
-    const rows = await this.query<{ claimed: boolean }>(
+  private async deleteAddress(token: string, email: string): Promise<boolean> {
+    const rows = await this.lockedQuery<{ claimed: boolean }>(
+      email,
       `with claimed as (update lacre_key_requests r set used_at = $2::timestamptz
                          where r.token_hash = $1 and r.action = 'delete' and r.used_at is null and r.expires_at > $2::timestamptz
                            and exists (select 1 from lacre_keys k where k.email = r.email and k.fingerprint = r.fingerprint and k.status = 'confirmed')
@@ -432,9 +443,22 @@ export class KeyService {
   }
 
   /** A database that cannot answer is a 503 the client may retry, never a 500. */
-  private async query<Row>(sql: string, params: unknown[]): Promise<Row[]> {
+  private query<Row>(sql: string, params: unknown[]): Promise<Row[]> {
+    return this.answering(() => this.deps.db.query<Row>(sql, params));
+  }
+
+  /**
+   * `sql` in a transaction that first takes the address's lock: the statement's snapshot then comes after any other
+   * confirmation or request for that address has committed (PostgreSQL reads each statement as of its start), so
+   * two confirmations cannot both stay confirmed and parallel uploads cannot overrun the mails of the hour.
+   */
+  private lockedQuery<Row>(email: string, sql: string, params: unknown[]): Promise<Row[]> {
+    return this.answering(() => this.deps.db.queryInTransaction<Row>([{ sql: ADDRESS_LOCK, params: [email] }, { sql, params }]));
+  }
+
+  private async answering<Row>(run: () => Promise<Row[]>): Promise<Row[]> {
     try {
-      return await this.deps.db.query<Row>(sql, params);
+      return await run();
     } catch (error) {
       if (error instanceof DatabaseUnavailableError) {
         throw new WebError(503, 'unavailable', 'The key service is unavailable right now. Please try again later.', {}, { 'Retry-After': '60' });

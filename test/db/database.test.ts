@@ -75,6 +75,23 @@ for (const backend of backends) {
         assert.deepEqual(await db.query('SELECT 7 AS seven'), [{ seven: 7 }]);
       }, noMigrations));
 
+    test('queryInTransaction runs statements with parameters in order, all or none, and answers the last one\u2019s rows', () =>
+      withDatabase(backend, async (db) => {
+        await db.query('CREATE TABLE q (v int)');
+        const rows = await db.queryInTransaction<{ n: number }>([
+          { sql: 'SELECT pg_advisory_xact_lock($1)', params: [42] },
+          { sql: 'INSERT INTO q VALUES ($1), ($2)', params: [1, 2] },
+          { sql: 'SELECT count(*)::int AS n FROM q' },
+        ]);
+        assert.deepEqual(rows, [{ n: 2 }]);
+        await assert.rejects(
+          db.queryInTransaction([{ sql: 'INSERT INTO q VALUES ($1)', params: [3] }, { sql: 'SELECT 1/0' }]),
+          (error: Error & { code?: string }) => error.code === '22012',
+        );
+        assert.deepEqual(await db.query('SELECT v FROM q ORDER BY v'), [{ v: 1 }, { v: 2 }]);
+        assert.deepEqual(await db.query('SELECT 7 AS seven'), [{ seven: 7 }]);
+      }, noMigrations));
+
     test('listen receives NOTIFY payloads, per channel and case-sensitively, until unlistened', () =>
       withDatabase(backend, async (db) => {
         const lower = await nextNotification(db, 'lacre_keys');

@@ -57,6 +57,12 @@ export class SinkMailbox implements Mailer {
     return lastMailTo(this.sink, this.home, to);
   }
 
+  /** The tokens of every link mailed to `to`, oldest first. */
+  async tokens(to: string): Promise<string[]> {
+    const mails = this.sink.messages.filter((candidate) => candidate.to.includes(to));
+    return Promise.all(mails.map(async (mail) => tokenIn((await simpleParser(await decrypt(this.home, mail.data))).text ?? '')));
+  }
+
   /** The token of the newest link mailed to `to`. */
   async lastToken(to: string): Promise<string> {
     return tokenIn((await this.last(to)).text);

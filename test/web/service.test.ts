@@ -209,6 +209,25 @@ for (const backend of await databaseBackends()) {
         { mails_per_address_per_hour: 2 },
       ));
 
+    it('keeps its word under parallel requests: the mails of the hour are not overrun, two confirmations leave one key', () =>
+      withService(
+        backend,
+        async ({ service, mailer, store }) => {
+          const keys = [first, second, third];
+          const outcomes = await Promise.allSettled(
+            [...keys, ...keys].map((key) => service.upload({ key: key.publicArmored, email: 'alice@example.org', lang: 'en' })),
+          );
+          const accepted = outcomes.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value] : []));
+          assert.equal(accepted.length, 2, 'exactly the two mails of the hour');
+          // Keys that spell the address differently may each create its spelling's identity when they race.
+          const tokens = [...(await mailer.tokens('alice@example.org')), ...(await mailer.tokens('Alice@example.org'))];
+          assert.equal(tokens.length, 2);
+          await Promise.all(tokens.map((token) => service.confirm(token)));
+          assert.equal((await store.confirmedKeysFor('alice@example.org')).length, 1, 'the later confirmation disabled the earlier');
+        },
+        { mails_per_address_per_hour: 2 },
+      ));
+
     it('undoes exactly what an upload created when its mail cannot be sent', () =>
       withService(backend, async ({ db, service, mailer }) => {
         mailer.failing = true;
