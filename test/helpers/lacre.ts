@@ -49,6 +49,11 @@ export class LacreServer {
 
   private constructor(private readonly child: ChildProcess) {}
 
+  /** The child's process id (for /proc readings such as its RSS). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
   /** Starts `lacre serve` (or `command`) and waits for its ready line (`readyMessage`). */
   static async start(
     env: NodeJS.ProcessEnv,

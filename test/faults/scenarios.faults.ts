@@ -1,0 +1,205 @@
+/**
+ * The fault suite (`npm run test:faults`, issue 15): each scenario sends a bounded load of distinct messages through
+ * a private Postfix → `lacre serve` → a counting sink while a fault plays, waits for Postfix's queue to drain, and
+ * accounts for every copy. Lost copies and plaintext to a keyed recipient fail the run; the table of figures is
+ * printed and written to test-output/faults.md. Not part of `npm test` (the files end in .faults.js).
+ *
+ * FAULTS_COUNT scales the messages per scenario (default 200 or 300), FAULTS_ONLY picks scenarios by
+ * a substring of their names.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { databaseBackends } from '../helpers/databases.js';
+import { createGpgHome, generateKey } from '../helpers/gpg.js';
+import { MaxprocListener } from '../helpers/maxproc-listener.js';
+import { postfixUnavailableReason } from '../helpers/postfix.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { formatTable, runScenario, writeTable, type Keys, type Row, type Scenario } from './harness.js';
+import { KEYED, sleep } from './load.js';
+
+const scale = Number(process.env.FAULTS_COUNT ?? 0);
+const count = (fallback: number): number => (scale > 0 ? scale : fallback);
+const only = process.env.FAULTS_ONLY;
+const unavailable = postfixUnavailableReason() ?? (process.getuid?.() === 0 ? undefined : 'a private Postfix needs root');
+const postgres = (await databaseBackends()).find((backend) => backend.name === 'postgres');
+
+/** A uniformly random whole number of milliseconds in [low, high). */
+const between = (low: number, high: number): number => Math.floor(low + Math.random() * (high - low));
+
+function killLacreAtRandomMoments(times: number): Scenario {
+  return {
+    name: `kill -9 of lacre serve ×${times}, restarted (embedded database restarts with it)`,
+    count: count(300),
+    perSecond: 15,
+    fault: async ({ lacre, note }) => {
+      const moments: string[] = [];
+      for (let kill = 0; kill < times; kill += 1) {
+        const wait = between(1500, 6000);
+        const down = between(200, 2000);
+        await sleep(wait);
+        await lacre.killAndRestart(down);
+        moments.push(`+${(wait / 1000).toFixed(1)} s, down ${(down / 1000).toFixed(1)} s`);
+      }
+      note(`kills at ${moments.join(' / ')}`);
+    },
+  };
+}
+
+const relayDown: Scenario = {
+  name: 'reinjection listener stopped 30 s mid-load',
+  count: count(200),
+  perSecond: 10,
+  fault: async ({ sink }) => {
+    await sleep(4000);
+    await sink.stop();
+    await sleep(30_000);
+    await sink.start();
+  },
+};
+
+function postgresCut(): Scenario {
+  const proxy = new TcpProxy('127.0.0.1', Number(new URL(postgres!.adminUrl!).port || 5432));
+  return {
+    name: 'PostgreSQL cut 15 s mid-load (TCP proxy; the shared server keeps running)',
+    count: count(200),
+    perSecond: 10,
+    backend: postgres!,
+    // Every recipient looked up in the database, not in the key cache: the cut reaches each message.
+    env: { LACRE_KEYS_CACHE_TTL_SECONDS: '0', LACRE_DATABASE_QUERY_TIMEOUT_SECONDS: '3' },
+    databaseEnv: async (database) => {
+      await proxy.start();
+      const url = new URL(database.config.url!);
+      url.port = String(proxy.port);
+      return { LACRE_DATABASE_URL: url.toString() };
+    },
+    fault: async () => {
+      await sleep(4000);
+      await proxy.stop();
+      await sleep(15_000);
+      await proxy.start();
+    },
+    cleanup: () => proxy.stop(),
+  };
+}
+
+const slowDownstream: Scenario = {
+  name: 'a downstream that reads slowly (30 ms pause per chunk read)',
+  count: count(200),
+  perSecond: 20,
+  sink: { readDelayMs: 30 },
+  fault: async () => undefined,
+};
+
+function spoolDiskFull(mountPoint: string, filler: string): Scenario {
+  return {
+    name: 'spool disk (8 MiB tmpfs) full for 15 s mid-load',
+    count: count(200),
+    perSecond: 10,
+    env: { LACRE_ENCRYPTION_SPOOL_DIR: mountPoint, LACRE_ENCRYPTION_SPOOL_MEMORY: '64KiB' },
+    fault: async ({ note }) => {
+      await sleep(3000);
+      fillDisk(filler);
+      await sleep(15_000);
+      await rm(filler, { force: true });
+      note('spool_memory 64 KiB so that most copies spill');
+    },
+    cleanup: async () => {
+      execFileSync('umount', [mountPoint]);
+      await rm(mountPoint, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Writes to `path` until the file system is full. */
+function fillDisk(path: string): void {
+  try {
+    execFileSync('dd', ['if=/dev/zero', `of=${path}`, 'bs=64k'], { stdio: 'ignore' });
+  } catch {
+    // dd exits 1 on "No space left on device": that is the point.
+  }
+}
+
+/** A tmpfs of `size` at a fresh temp dir, or why one cannot be mounted here. */
+async function mountTmpfs(size: string): Promise<{ mountPoint: string } | { reason: string }> {
+  const mountPoint = await mkdtemp(join(tmpdir(), 'lacre-faults-spool-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', mountPoint], { stdio: 'pipe' });
+    return { mountPoint };
+  } catch (error) {
+    await rm(mountPoint, { recursive: true, force: true });
+    return { reason: `cannot mount a tmpfs: ${String((error as { stderr?: Buffer }).stderr ?? error).trim()}` };
+  }
+}
+
+function fewerReinjectionProcesses(): Scenario {
+  let listener: MaxprocListener | undefined;
+  return {
+    name: 'reinjection listener with maxproc 10 < relay.max_connections 20',
+    count: count(200),
+    perSecond: 40,
+    relayPort: async (sinkPort) => {
+      listener = await MaxprocListener.start(sinkPort, 10);
+      return listener.port;
+    },
+    fault: async ({ note }) => {
+      note('no deferral allowed');
+    },
+    verify: async (postfix) => {
+      const deferred = (await postfix.log()).split('\n').filter((line) => /postfix\/lacre\/smtp\[\d+\]: .*status=deferred/.test(line));
+      return deferred.length === 0 ? [] : [`${deferred.length} deferral(s) by Lacre, e.g. ${deferred[0]}`];
+    },
+    cleanup: async () => listener?.stop(),
+  };
+}
+
+describe('fault suite: Postfix → lacre serve → counting sink', { skip: unavailable }, () => {
+  const rows: Row[] = [];
+  let keys: Keys;
+
+  before(async () => {
+    const home = await createGpgHome();
+    const byRecipient = new Map();
+    for (const address of KEYED) byRecipient.set(address, await generateKey(home, { email: address }));
+    keys = { home, byRecipient };
+  });
+
+  after(async () => {
+    await keys?.home.remove();
+    if (rows.length === 0) return;
+    const table = formatTable(rows);
+    const path = await writeTable(table);
+    console.log(`\n${table}\n\n(written to ${path})`);
+  });
+
+  const run = async (scenario: Scenario): Promise<void> => {
+    const { row, problems } = await runScenario(scenario, keys);
+    rows.push(row);
+    console.log(`${row.scenario}: ${JSON.stringify(row)}`);
+    assert.equal(row.lost, 0, `lost copies\n${problems.join('\n')}`);
+    assert.equal(row.plaintextToKeyed, 0, `plaintext to a keyed recipient\n${problems.join('\n')}`);
+    assert.deepEqual(problems, []);
+  };
+  const wanted = (name: string) => only === undefined || name.includes(only);
+  /** `make` answers a string when the scenario cannot run on this machine: the reason it is skipped. */
+  const scenarioTest = (name: string, options: { skip?: string | false }, make: () => Scenario | string | Promise<Scenario | string>) =>
+    it(name, { timeout: 420_000, skip: options.skip || (!wanted(name) && 'not in FAULTS_ONLY') }, async (t) => {
+      const scenario = await make();
+      if (typeof scenario === 'string') return t.skip(scenario);
+      await run(scenario);
+    });
+
+  scenarioTest('kill9', {}, () => killLacreAtRandomMoments(3));
+  scenarioTest('relay-down', {}, () => relayDown);
+  scenarioTest('postgres-cut', { skip: !postgres && 'no PostgreSQL server (TEST_DATABASE_URL)' }, postgresCut);
+  scenarioTest('slow-downstream', {}, () => slowDownstream);
+  scenarioTest('spool-full', {}, async () => {
+    const mounted = await mountTmpfs('8m');
+    if ('reason' in mounted) return mounted.reason;
+    return spoolDiskFull(mounted.mountPoint, join(mounted.mountPoint, 'filler'));
+  });
+  scenarioTest('maxproc', {}, fewerReinjectionProcesses);
+});
