@@ -50,8 +50,10 @@ export interface Scenario {
   /** Where Lacre relays to, when something stands between it and the sink (e.g. a maxproc listener). */
   relayPort?: (sinkPort: number) => Promise<number>;
   fault: (context: FaultContext) => Promise<void>;
-  /** Extra checks after the drain; returns problems. */
-  verify?: (postfix: PostfixInstance) => Promise<string[]>;
+  /** Run once the database holds the keys; answers extra environment for `lacre serve`. */
+  prepare?: (databaseEnv: NodeJS.ProcessEnv) => Promise<NodeJS.ProcessEnv>;
+  /** Extra checks after the drain (copies found elsewhere than the sink go to the tally here); returns problems. */
+  verify?: (postfix: PostfixInstance, tally: Tally) => Promise<string[]>;
   cleanup?: () => Promise<void>;
 }
 
@@ -81,8 +83,10 @@ export async function runScenario(scenario: Scenario, keys: Keys): Promise<Outco
     });
     const relayPort = scenario.relayPort ? await scenario.relayPort(sink.port) : sink.port;
     const dbEnv = scenario.databaseEnv ? await scenario.databaseEnv(database) : databaseEnv(database.config);
+    const prepared = (await scenario.prepare?.(databaseEnv(database.config))) ?? {};
     lacre = await Supervisor.start({
       ...dbEnv,
+      ...prepared,
       LACRE_SMTP_LISTEN: `127.0.0.1:${filterPort}`,
       LACRE_RELAY_PORT: String(relayPort),
       LACRE_LOG_LEVEL: 'info',
@@ -105,7 +109,7 @@ export async function runScenario(scenario: Scenario, keys: Keys): Promise<Outco
     await drain(postfix, tally);
     const drainSeconds = (Date.now() - started) / 1000;
     await sleep(SETTLE_MS);
-    const problems = [...tally.problems, ...(await checkSamples(tally, keys)), ...((await scenario.verify?.(postfix)) ?? [])];
+    const problems = [...tally.problems, ...(await checkSamples(tally, keys)), ...((await scenario.verify?.(postfix, tally)) ?? [])];
     const figures = tally.figures();
     if (figures.lost > 0) problems.push(`lost, e.g.: ${tally.missing().join(', ')}\n--- queue ---\n${JSON.stringify(await postfix.queue())}`);
     return { row: { scenario: scenario.name, ...figures, peakRssMiB: lacre.peakRssMiB, drainSeconds, note: notes.join('; ') }, problems };

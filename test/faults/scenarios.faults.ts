@@ -19,7 +19,15 @@ import { MaxprocListener } from '../helpers/maxproc-listener.js';
 import { postfixUnavailableReason } from '../helpers/postfix.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { formatTable, runScenario, writeTable, type Keys, type Row, type Scenario } from './harness.js';
+import { IncomingBoxClient } from '../../src/box-client/client.js';
+import { decrypt } from '../helpers/gpg.js';
+import { runLacre } from '../helpers/lacre.js';
+import { freePort } from '../helpers/postfix.js';
+import { BoxFaultProxy, type BoxFault } from './box-fault-proxy.js';
 import { KEYED, sleep } from './load.js';
+
+/** Keyed, and an Incoming Box user in the box scenario. */
+const BOX_RECIPIENT = KEYED[0];
 
 const scale = Number(process.env.FAULTS_COUNT ?? 0);
 const count = (fallback: number): number => (scale > 0 ? scale : fallback);
@@ -135,6 +143,66 @@ async function mountTmpfs(size: string): Promise<{ mountPoint: string } | { reas
   }
 }
 
+/** Alice's copies go to her Incoming Box (inside lacre serve) through a proxy that fails in turn, as the issue lists. */
+function boxFaults(keys: Keys): Scenario {
+  const dir = { path: '' };
+  const boxUser = { id: '', token: '' };
+  let proxy: BoxFaultProxy | undefined;
+  let boxPort = 0;
+  const trusted = 'lacre-mx:faults-box-secret';
+  return {
+    name: 'Incoming Box answering 500, then hanging, then 507 for one user, then healthy',
+    count: count(200),
+    perSecond: 10,
+    prepare: async (env) => {
+      dir.path = await mkdtemp(join(tmpdir(), 'lacre-faults-box-'));
+      const added = await runLacre(['inbox', 'user', 'add', BOX_RECIPIENT], env);
+      if (added.code !== 0) throw new Error(`lacre inbox user add: ${added.stderr}`);
+      boxUser.id = added.stdout.toString().trim();
+      boxUser.token = (await runLacre(['inbox', 'token', 'create', boxUser.id], env)).stdout.toString().trim();
+      boxPort = await freePort();
+      proxy = new BoxFaultProxy(boxPort);
+      await proxy.start();
+      return {
+        LACRE_INCOMING_BOX_SERVE: 'true',
+        LACRE_INCOMING_BOX_LISTEN: `127.0.0.1:${boxPort}`,
+        LACRE_INCOMING_BOX_BLOBS_PATH: join(dir.path, 'blobs'),
+        LACRE_INCOMING_BOX_TRUSTED_TOKENS: trusted,
+        LACRE_INCOMING_BOX_URL: `http://127.0.0.1:${proxy.port}`,
+        LACRE_INCOMING_BOX_TOKEN: trusted,
+        LACRE_INCOMING_BOX_TIMEOUT_SECONDS: '3',
+      };
+    },
+    fault: async () => {
+      const phases: BoxFault[] = [{ kind: 'error500' }, { kind: 'hang' }, { kind: 'full', user: boxUser.id }, { kind: 'healthy' }];
+      await sleep(3000);
+      for (const phase of phases) {
+        proxy!.fault = phase;
+        if (phase.kind !== 'healthy') await sleep(7000);
+      }
+    },
+    verify: async (_postfix, tally) => {
+      const client = new IncomingBoxClient({ url: `http://127.0.0.1:${boxPort}`, user: boxUser.id, token: boxUser.token });
+      const ids = (await client.list({ includeProcessing: true })) as string[];
+      for (const id of ids) {
+        const blob = await readAll((await client.fetch(id)).stream);
+        tally.arrivedInBox(BOX_RECIPIENT, blob, await decrypt(keys.home, blob));
+      }
+      return [];
+    },
+    cleanup: async () => {
+      await proxy?.stop();
+      if (dir.path) await rm(dir.path, { recursive: true, force: true });
+    },
+  };
+}
+
+async function readAll(stream: AsyncIterable<Buffer>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
 function fewerReinjectionProcesses(): Scenario {
   let listener: MaxprocListener | undefined;
   return {
@@ -195,6 +263,7 @@ describe('fault suite: Postfix → lacre serve → counting sink', { skip: unava
   scenarioTest('kill9', {}, () => killLacreAtRandomMoments(3));
   scenarioTest('relay-down', {}, () => relayDown);
   scenarioTest('postgres-cut', { skip: !postgres && 'no PostgreSQL server (TEST_DATABASE_URL)' }, postgresCut);
+  scenarioTest('incoming-box', {}, () => boxFaults(keys));
   scenarioTest('slow-downstream', {}, () => slowDownstream);
   scenarioTest('spool-full', {}, async () => {
     const mounted = await mountTmpfs('8m');

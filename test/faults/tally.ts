@@ -66,6 +66,22 @@ export class Tally {
     }
   }
 
+  /**
+   * One blob found in a recipient's Incoming Box: `blob` as stored (must not hold the plaintext marker) and what
+   * it decrypts to (the message as Lacre received it).
+   */
+  arrivedInBox(recipient: string, blob: Buffer, plaintext: Buffer): void {
+    const id = faultId(plaintext);
+    const expected = id === undefined ? undefined : this.expected.get(id);
+    if (id === undefined || expected === undefined) return this.problem(`a box blob of an unknown message (${id ?? 'no X-Fault-Id'})`);
+    const pair = `${id} ${recipient}`;
+    this.arrivals.set(pair, (this.arrivals.get(pair) ?? 0) + 1);
+    if (blob.includes(expected.marker)) {
+      this.plaintextToKeyed += 1;
+      this.problem(`${pair}: plaintext in the box`);
+    } else if (sha256(withoutReceived(plaintext)) !== expected.digest) this.problem(`${pair}: the box copy does not decrypt to the message`);
+  }
+
   figures(): Figures {
     let sentPairs = 0;
     let delivered = 0;
@@ -171,6 +187,8 @@ export class CountingSink {
       server.once('error', reject);
       server.listen(options.port ?? this.port, '127.0.0.1', () => resolve());
     });
+    // A client killed mid-transaction (kill -9 of Lacre) resets its connection: expected here, not a failure.
+    server.on('error', () => undefined);
     this.server = server;
     this.port = (server.server.address() as AddressInfo).port;
   }
