@@ -99,7 +99,7 @@ export async function runScenario(scenario: Scenario, keys: Keys): Promise<Outco
     })(), {
       perSecond: scenario.perSecond,
       parallel: 4,
-      onSent: (() => {
+      onSending: (() => {
         let sentIndex = 0;
         return (message) => tally.sent(message, sentIndex++);
       })(),
@@ -111,6 +111,8 @@ export async function runScenario(scenario: Scenario, keys: Keys): Promise<Outco
     await sleep(SETTLE_MS);
     const problems = [...tally.problems, ...(await checkSamples(tally, keys)), ...((await scenario.verify?.(postfix, tally)) ?? [])];
     const figures = tally.figures();
+    // Proof that the fault bit: how often Postfix had to retry a delivery to Lacre.
+    notes.push(`${countDeferrals(await postfix.log())} deferrals by Postfix`);
     if (figures.lost > 0) problems.push(`lost, e.g.: ${tally.missing().join(', ')}\n--- queue ---\n${JSON.stringify(await postfix.queue())}`);
     return { row: { scenario: scenario.name, ...figures, peakRssMiB: lacre.peakRssMiB, drainSeconds, note: notes.join('; ') }, problems };
   } finally {
@@ -133,6 +135,10 @@ async function drain(postfix: PostfixInstance, tally: Tally): Promise<void> {
     if (emptyInARow >= 10) return;
     await sleep(500);
   }
+}
+
+export function countDeferrals(maillog: string): number {
+  return maillog.split('\n').filter((line) => /postfix\/lacre\/smtp\[\d+\]: .*status=deferred/.test(line)).length;
 }
 
 /** Decrypts the sampled keyed copies with gpg: each names only its recipient's key and gives the exact content entity. */

@@ -69,11 +69,11 @@ export function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-/** Sends `count` messages to Postfix at about `perSecond`, at most `parallel` at once; resolves with what Postfix accepted. */
+/** Sends the messages to Postfix at about `perSecond`, at most `parallel` at once; rejects if Postfix keeps refusing one. */
 export async function sendLoad(
   smtpPort: number,
   messages: Iterable<FaultMessage>,
-  options: { perSecond: number; parallel: number; onSent: (message: FaultMessage) => void },
+  options: { perSecond: number; parallel: number; onSending: (message: FaultMessage) => void },
 ): Promise<number> {
   const transport = nodemailer.createTransport({ host: '127.0.0.1', port: smtpPort, secure: false, ignoreTLS: true, pool: true, maxConnections: options.parallel });
   const started = Date.now();
@@ -86,9 +86,10 @@ export async function sendLoad(
       index += 1;
       if (due > Date.now()) await sleep(due - Date.now());
       while (inFlight.size >= options.parallel) await Promise.race(inFlight);
+      // Expected before it is sent: its copies can reach the sink before Postfix's 250 reaches us.
+      options.onSending(message);
       const sending = sendOne(transport, message).then(() => {
         sent += 1;
-        options.onSent(message);
       });
       const tracked = sending.finally(() => inFlight.delete(tracked));
       inFlight.add(tracked);

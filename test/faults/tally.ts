@@ -3,7 +3,7 @@
  * accepted, classified the moment it arrives so that only figures (and a few samples) stay in memory.
  */
 import { SMTPServer } from 'smtp-server';
-import type { AddressInfo } from 'node:net';
+import { closeDroppingConnections, listenOnLoopback } from '../helpers/smtp-sink.js';
 import { KEYED, sha256, type FaultMessage } from './load.js';
 
 interface Expected {
@@ -183,22 +183,16 @@ export class CountingSink {
         });
       },
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port ?? this.port, '127.0.0.1', () => resolve());
-    });
+    this.port = await listenOnLoopback(server, options.port ?? this.port);
     // A client killed mid-transaction (kill -9 of Lacre) resets its connection: expected here, not a failure.
     server.on('error', () => undefined);
     this.server = server;
-    this.port = (server.server.address() as AddressInfo).port;
   }
 
   /** Goes away as a stopped listener does: open connections (mid-DATA ones included) are dropped. */
   async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
-    if (!server) return;
-    for (const connection of (server as unknown as { connections: Set<{ close(): void }> }).connections ?? []) connection.close();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (server) await closeDroppingConnections(server);
   }
 }

@@ -58,21 +58,14 @@ export class SmtpSink {
       },
     });
     server.server.prependListener('connection', (socket: Socket) => this.recordEnvelopeLines(socket));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port ?? this.port, '127.0.0.1', () => resolve());
-    });
+    this.port = await listenOnLoopback(server, options.port ?? this.port);
     this.server = server;
-    this.port = (server.server.address() as AddressInfo).port;
   }
 
   async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
-    if (!server) return;
-    // Drop open (pooled) connections too, as a relay that went away would.
-    for (const connection of (server as unknown as { connections: Set<{ close(): void }> }).connections ?? []) connection.close();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (server) await closeDroppingConnections(server);
   }
 
   /** smtp-server rewrites addresses (Unicode domains): keep the client's own MAIL and RCPT lines beside them. */
@@ -97,4 +90,19 @@ export class SmtpSink {
   messageFor(address: string): SunkMessage | undefined {
     return this.messages.find((m) => m.to.includes(address));
   }
+}
+
+/** Listens on 127.0.0.1:`port` (0 = any free one); resolves with the port. */
+export async function listenOnLoopback(server: SMTPServer, port: number): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  return (server.server.address() as AddressInfo).port;
+}
+
+/** Closes the server and drops its open (pooled, even mid-DATA) connections, as a relay that went away would. */
+export async function closeDroppingConnections(server: SMTPServer): Promise<void> {
+  for (const connection of (server as unknown as { connections: Set<{ close(): void }> }).connections ?? []) connection.close();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
 }
