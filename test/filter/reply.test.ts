@@ -57,7 +57,7 @@ const copy = (kind: Copy['kind'], ...recipients: string[]): Copy => ({ kind, rec
 
 function resultOf(...results: CopyResult[]): MessageResult {
   const actions = new Map(results.flatMap((r) => r.copy.recipients.map((rcpt) => [rcpt, 'plain-no-key'] as const)));
-  return { plan: { copies: results.map((r) => r.copy), actions }, results, messageId: undefined, queueId: undefined, alreadyEncrypted: undefined };
+  return { plan: { copies: results.map((r) => r.copy), actions }, results, messageId: undefined, queueId: undefined, alreadyEncrypted: undefined, ledgerErrors: [] };
 }
 
 const relayDown = new RelayError('relay: ECONNREFUSED', false);
