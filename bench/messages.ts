@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 
 export const SENDER = 'bench@sender.example';
@@ -7,10 +8,14 @@ const COUNTER = '0000000000';
 
 /**
  * Makes `size`-byte messages (headers included, CRLF, no line starting with a dot) that differ only in their
- * Message-ID and Subject counter, so building one costs a buffer copy.
+ * queue id, Message-ID and Subject counter, so building one costs a buffer copy.
  */
 export function messageFactory(to: readonly string[], size: number): (index: number) => Buffer {
+  // Postfix's Received field with a queue id, as every message a content filter gets: the delivery ledger works on
+  // it. Unique per factory too: each load numbers its messages from 0, and a repeated message would be skipped.
+  const factory = randomBytes(4).toString('hex').toUpperCase();
   const header =
+    `Received: from client.bench.example (localhost [127.0.0.1])\r\n\tby mx.bench.example (Postfix) with ESMTP id B${factory}${COUNTER}\r\n\tfor <${to[0] ?? ''}>; ${new Date().toUTCString().replace('GMT', '+0000')}\r\n` +
     `From: Bench <${SENDER}>\r\n` +
     `To: ${to.map((address) => `<${address}>`).join(',\r\n ')}\r\n` +
     `Subject: bench message ${COUNTER}\r\n` +
@@ -22,7 +27,8 @@ export function messageFactory(to: readonly string[], size: number): (index: num
     '\r\n';
   const template = Buffer.from(header + textBody(size - header.length), 'latin1');
   if (template.length !== size) throw new Error(`message template is ${template.length} bytes, wanted ${size}`);
-  const offsets = [template.indexOf(COUNTER), template.indexOf(COUNTER, template.indexOf(COUNTER) + 1)];
+  const offsets: number[] = [];
+  for (let at = template.indexOf(COUNTER); at >= 0; at = template.indexOf(COUNTER, at + 1)) offsets.push(at);
   return (index) => {
     const message = Buffer.from(template);
     const digits = String(index).padStart(COUNTER.length, '0');

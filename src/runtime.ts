@@ -9,6 +9,7 @@ import { EncryptionPool } from './crypto/pool.js';
 import type { Downstream } from './filter/ports.js';
 import { Relay } from './delivery/reinject.js';
 import { HttpBoxDownstream } from './delivery/incoming-box.js';
+import { DeliveredCopies } from './delivery/ledger.js';
 import { createBoxUserDirectory } from './box/users.js';
 import type { LacreMetrics } from './metrics/metrics.js';
 import { meteredBox, meteredRelay } from './delivery/metered.js';
@@ -24,6 +25,8 @@ export interface Runtime {
   readonly relay: Relay;
   /** Present when incoming_box.url is set. */
   readonly box: HttpBoxDownstream | undefined;
+  /** The copies already delivered; absent when relay.delivered_retention_hours is 0. */
+  readonly ledger: DeliveredCopies | undefined;
   filterTo(downstream: Downstream): MessageFilter;
   readonly filter: MessageFilter;
   /** Readiness checks of this runtime's database, relay and box (GET /readyz, lacre_ready*). */
@@ -51,6 +54,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
   const relay = new Relay(config.relay, config.smtp.hostname, logger);
   const box = config.incoming_box.url ? new HttpBoxDownstream(config.incoming_box) : undefined;
   const boxUsers = box ? createBoxUserDirectory(db, config.keys) : undefined;
+  const ledger = config.relay.delivered_retention_hours > 0 ? new DeliveredCopies(db) : undefined;
   const health = new HealthMonitor(readinessChecks({ config, db, relay, box }));
   const metrics = options.metrics ? await createMetrics({ config, db, keys, relay, health }, logger) : undefined;
   // One core stays with the event loop (SMTP, relay, database): on 2 cores, 1 worker.
@@ -61,7 +65,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
   const filterTo = (downstream: Downstream) =>
     new MessageFilter({
       keys,
-      downstreams: metrics ? { relay: meteredRelay(downstream, metrics), box: box && meteredBox(box, metrics) } : { relay: downstream, box },
+      downstreams: metrics ? { relay: meteredRelay(downstream, metrics), box: box && meteredBox(box, metrics), ledger } : { relay: downstream, box, ledger },
       config,
       boxUsers,
       observer: metrics,
@@ -74,6 +78,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     keys,
     relay,
     box,
+    ledger,
     filterTo,
     filter: filterTo(reinjection),
     health,

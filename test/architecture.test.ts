@@ -19,7 +19,7 @@ const MAY_IMPORT: Record<string, readonly string[] | 'anything'> = {
   runtime: ['filter', 'keys', 'db', 'delivery', 'box', 'metrics', 'crypto', 'http', 'web', 'admin'],
   smtp: ['filter'],
   filter: ['keys', 'mime', 'crypto'],
-  delivery: ['filter', 'metrics', 'mime'],
+  delivery: ['filter', 'metrics', 'mime', 'db'],
   keys: ['crypto', 'db'],
   db: [],
   mime: [],

@@ -5,6 +5,7 @@ import { migrate, pendingMigrations } from '../db/migrate.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { createSmtpListener } from '../smtp/listener.js';
 import { prepareSpool } from '../filter/spool.js';
+import { startLedgerPurge } from '../delivery/ledger.js';
 import type { HttpListener } from '../http/server.js';
 import { LogLevelControl } from '../http/log-level.js';
 import type { Logger } from '../log/logger.js';
@@ -33,6 +34,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       const logLevel = new LogLevelControl(logger, config.log.level);
       const http = await services.start(startOperatorHttp(runtime, logLevel, logger));
       const web = await services.start(startKeyService(runtime, logger));
+      await services.start(purgeDeliveredCopies(runtime, logger));
       const listener = createSmtpListener(config, runtime.filter, logger);
       runtime.metrics?.watchSessions(() => listener.sessions());
       const address = await services.attempt(listener.listen());
@@ -140,6 +142,12 @@ async function startKeyService(runtime: Runtime, logger: Logger): Promise<KeySer
       await server.close();
     },
   };
+}
+
+/** Forgets delivered copies older than relay.delivered_retention_hours, hourly, when the ledger is on. */
+async function purgeDeliveredCopies(runtime: Runtime, logger: Logger): Promise<Closable | undefined> {
+  if (!runtime.ledger) return undefined;
+  return startLedgerPurge(runtime.ledger, runtime.config.relay.delivered_retention_hours, logger);
 }
 
 /**

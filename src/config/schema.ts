@@ -53,6 +53,11 @@ const relay = z.strictObject({
   port: z.number().int().min(1).max(65535).default(10026),
   max_connections: z.number().int().min(1).max(1000).default(20),
   timeout_seconds: z.number().positive().default(120),
+  /**
+   * How long each accepted copy is remembered (docs/exactly-once.md), so that a message Postfix retries skips
+   * the copies already delivered. Postfix's maximal_queue_lifetime (5 days) by default; 0 = no ledger.
+   */
+  delivered_retention_hours: z.number().nonnegative().default(120),
 });
 
 const encryption = z.strictObject({

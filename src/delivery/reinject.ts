@@ -99,7 +99,7 @@ export class Relay implements Downstream {
   private readonly address: string;
 
   constructor(
-    config: Config['relay'],
+    config: Omit<Config['relay'], 'delivered_retention_hours'>,
     hostname: string | undefined,
     private readonly logger: Logger,
     options: RelayOptions = {},

@@ -163,6 +163,7 @@ export class MessageFilter {
       outcome = { reply: errorReply(caught), recipientReplies: abortedRecipientReplies(addresses, caught) };
     }
     this.logCopies(request, outcome);
+    logLedgerErrors(request, outcome.result);
     this.logOutcome(request, outcome, started, input, error);
     this.observer?.messageFinished(this.report(request, outcome, started, error));
     return outcome;
@@ -236,6 +237,13 @@ export class MessageFilter {
 function distinctRecipients(recipients: readonly RoutedRecipient[]): RoutedRecipient[] {
   const seen = new Set<string>();
   return recipients.filter(({ address }) => !seen.has(address) && seen.add(address));
+}
+
+/** The ledger never stops a message (filter/delivered.ts), but its failures must be seen. */
+function logLedgerErrors(request: FilterRequest, result: MessageResult | undefined): void {
+  if (!result || result.ledgerErrors.length === 0) return;
+  const errors = result.ledgerErrors.map((error) => describeError(error) ?? { type: typeof error, message: String(error) });
+  request.log.warn({ queueId: result.queueId, errors }, 'delivery ledger unavailable: a retry of this message may deliver a copy twice');
 }
 
 function roundMs(ms: number): number {

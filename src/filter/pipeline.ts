@@ -19,6 +19,7 @@ import { planDelivery, type Copy, type EncryptedKind, type Plan, type RoutedReci
 import { blobIdFor } from './blob-id.js';
 import { INCOMING_NAMESPACE } from '../config/schema.js';
 import { CipherSpool, defaultSpoolDir } from './spool.js';
+import { MessageLedger } from './delivered.js';
 import { countedForCollection } from '../util/young-gc.js';
 import type { BoxScheme, Downstreams, RecipientRejections } from './ports.js';
 
@@ -61,6 +62,8 @@ export interface MessageResult {
   /** Postfix's queue id: the input's (XFORWARD IDENT), else the one Postfix wrote in the topmost Received field. */
   readonly queueId: string | undefined;
   readonly alreadyEncrypted: string | undefined;
+  /** The delivery ledger could not be read or written for this message: a retry of it may deliver a copy twice. */
+  readonly ledgerErrors: readonly unknown[];
 }
 
 /** What was learnt from the header block and the first body bytes. */
@@ -83,15 +86,19 @@ export async function processMessage(input: MessageInput, downstreams: Downstrea
   try {
     const { split, type, bodyComplete, rest } = await inspect(source, options.maxHeaderSize);
     const alreadyEncrypted = alreadyEncryptedReason(type, transferEncodingOf(split.fields), { bytes: split.bodyStart, complete: bodyComplete });
+    const queueId = input.queueId ?? postfixQueueIdOf(split.fields);
+    const addresses = input.recipients.map((recipient) => recipient.address);
+    const { entry, delivered } = await MessageLedger.open(downstreams.ledger, queueId, split.headerBlock, addresses);
     const plan = planDelivery({
       recipients: input.recipients,
       alreadyEncrypted,
       inlineEligible: inlineEligible(type),
       groupRecipients: options.groupRecipients,
       boxScheme: options.boxScheme ?? 'openpgp',
+      alreadyDelivered: delivered,
     });
-    const results = await produceAndDeliver(plan, split, rest, input, downstreams, options);
-    return { plan, results, messageId: messageIdOf(split.fields), queueId: input.queueId ?? postfixQueueIdOf(split.fields), alreadyEncrypted };
+    const results = await produceAndDeliver(plan, split, rest, { input, downstreams, options, ledger: entry });
+    return { plan, results, messageId: messageIdOf(split.fields), queueId, alreadyEncrypted, ledgerErrors: entry?.errors ?? [] };
   } finally {
     // smtp-server only answers once the DATA stream has ended: drain whatever an early failure left unread,
     // through the same iterator (its 'readable' listener would keep a plain resume() from flowing).
@@ -187,20 +194,19 @@ async function produceAndDeliver(
   plan: Plan,
   split: SplitMessage,
   rest: AsyncIterator<Buffer>,
-  input: MessageInput,
-  downstreams: Downstreams,
-  options: FilterOptions,
+  message: MessageContext,
 ): Promise<CopyResult[]> {
+  const { options } = message;
   const body = bodyChunks(split, rest);
   const head: Buffer[] = [];
   let headBytes = 0;
   for (;;) {
     if (headBytes > (options.bufferLimit ?? BUFFERED_MESSAGE_LIMIT)) {
       const restOfBody = { [Symbol.asyncIterator]: () => body };
-      return produceStreaming(plan, split, concat(head, restOfBody), input, downstreams, options);
+      return produceStreaming(plan, split, concat(head, restOfBody), message);
     }
     const next = await body.next();
-    if (next.done) return produceBuffered(plan, split, Buffer.concat(head, headBytes), input, downstreams, options);
+    if (next.done) return produceBuffered(plan, split, Buffer.concat(head, headBytes), message);
     head.push(next.value);
     headBytes += next.value.length;
   }
@@ -214,10 +220,9 @@ async function produceBuffered(
   plan: Plan,
   split: SplitMessage,
   body: Buffer,
-  input: MessageInput,
-  downstreams: Downstreams,
-  options: FilterOptions,
+  message: MessageContext,
 ): Promise<CopyResult[]> {
+  const { input, options } = message;
   if (input.sizeExceeded?.()) throw new MessageTooLargeError('message exceeds smtp.max_size');
   const whole = Buffer.concat([split.headerBlock, split.separator, body]);
   const digest = plan.copies.some((copy) => copy.boxUser !== undefined) ? createHash('sha256').update(whole).digest('hex') : '';
@@ -236,7 +241,7 @@ async function produceBuffered(
     plan.copies.map((copy) => {
       // One piece per chunk: a piece marked safe goes into SMTP DATA without being examined (mime/data-safe.ts).
       const raw = Readable.from(piecesOf.get(copy) ?? [whole]);
-      return deliver(() => sendCopy(copy, raw, { input, downstreams, options, digest }), copy, raw, NEVER_ABORTED, () => undefined);
+      return deliver(() => sendCopy(copy, raw, { ...message, digest }), copy, raw, NEVER_ABORTED, () => undefined);
     }),
   );
 }
@@ -267,14 +272,13 @@ async function produceStreaming(
   plan: Plan,
   split: SplitMessage,
   bodyStream: AsyncIterable<Buffer>,
-  input: MessageInput,
-  downstreams: Downstreams,
-  options: FilterOptions,
+  message: MessageContext,
 ): Promise<CopyResult[]> {
+  const { input, options } = message;
   const abort = new AbortController();
   const fail = (error: unknown) => abort.abort(error);
   const spoolDir = options.spoolDir ?? defaultSpoolDir();
-  const send = (copy: Copy, raw: Readable, digest: string) => sendCopy(copy, raw, { input, downstreams, options, digest });
+  const send = (copy: Copy, raw: Readable, digest: string) => sendCopy(copy, raw, { ...message, digest });
 
   const sinks: Writable[] = [];
   const deliveries: Promise<CopyResult>[] = [];
@@ -348,10 +352,16 @@ async function* hashing(chunks: AsyncIterable<Buffer>, hash: Hash): AsyncGenerat
   }
 }
 
-interface SendContext {
+/** What every copy of one message shares. */
+interface MessageContext {
   readonly input: MessageInput;
   readonly downstreams: Downstreams;
   readonly options: FilterOptions;
+  /** The message's entry in the delivery ledger, when it has one (a ledger and a queue id). */
+  readonly ledger: MessageLedger | undefined;
+}
+
+interface SendContext extends MessageContext {
   /** SHA-256 of the whole message (hex), known once the input was read; '' before, and when no copy goes to a box. */
   readonly digest: string;
 }
@@ -359,8 +369,18 @@ interface SendContext {
 /** Box copies are whole, mime or raw (plan.ts); plain and inline copies only ever go to the relay. */
 const BOX_SCHEMES: Record<Copy['kind'], BoxScheme> = { whole: 'openpgp', mime: 'openpgp-mime', raw: 'raw', plain: 'raw', inline: 'openpgp-inline' };
 
-/** Reinjection for SMTP recipients; a PUT into the user's Incoming Box for box recipients. */
+/**
+ * The copy to its downstream, then, once accepted, into the delivery ledger (before the message is answered: a
+ * retry after a later failure then skips it).
+ */
 async function sendCopy(copy: Copy, raw: Readable, context: SendContext): Promise<RecipientRejections> {
+  const rejected = await sendToDownstream(copy, raw, context);
+  await context.ledger?.record(rejected.size === 0 ? copy.recipients : copy.recipients.filter((rcpt) => !rejected.has(rcpt)));
+  return rejected;
+}
+
+/** Reinjection for SMTP recipients; a PUT into the user's Incoming Box for box recipients. */
+async function sendToDownstream(copy: Copy, raw: Readable, context: SendContext): Promise<RecipientRejections> {
   const { input, downstreams, options } = context;
   if (copy.boxUser === undefined) {
     return downstreams.relay.send({ from: input.from, to: copy.recipients, use8BitMime: input.use8BitMime }, raw);

@@ -7,7 +7,8 @@ export type RecipientAction =
   | 'plain-no-key'
   | 'plain-unusable-key'
   | 'already-encrypted'
-  | 'incoming-box';
+  | 'incoming-box'
+  | 'already-delivered';
 
 /**
  * plain: the original bytes, streamed to the relay while the input is read.
@@ -48,6 +49,8 @@ export interface PlanInput {
   readonly groupRecipients: boolean;
   /** What an Incoming Box copy is: the whole message encrypted, or PGP/MIME. */
   readonly boxScheme: 'openpgp' | 'openpgp-mime';
+  /** Recipients whose copy of this very message a downstream already accepted (a retry): they get none. */
+  readonly alreadyDelivered?: ReadonlySet<string>;
 }
 
 /**
@@ -62,6 +65,10 @@ export function planDelivery(input: PlanInput): Plan {
   const grouped = new Map<CopyKind, Copy>();
 
   for (const { address, lookup, boxUser } of input.recipients) {
+    if (input.alreadyDelivered?.has(address)) {
+      actions.set(address, 'already-delivered');
+      continue;
+    }
     if (boxUser !== undefined) {
       const encrypted = input.alreadyEncrypted === undefined && lookup.kind === 'usable';
       const kind: CopyKind = !encrypted ? 'raw' : input.boxScheme === 'openpgp' ? 'whole' : 'mime';

@@ -30,6 +30,19 @@ export interface BoxDownstream {
 export interface Downstreams {
   readonly relay: Downstream;
   readonly box?: BoxDownstream | undefined;
+  /** Where accepted copies are recorded, so that a retried message skips them (absent: every retry re-sends all). */
+  readonly ledger?: DeliveryLedger | undefined;
+}
+
+/**
+ * The copies downstreams accepted, by Postfix queue id and the digest of the message's header section: what a
+ * retry of the same message must not send again (docs/exactly-once.md).
+ */
+export interface DeliveryLedger {
+  /** Which of `recipients` already had their copy of this message accepted. */
+  delivered(queueId: string, digest: string, recipients: readonly string[]): Promise<ReadonlySet<string>>;
+  /** Remembers that these recipients' copy of this message was accepted. */
+  record(queueId: string, digest: string, recipients: readonly string[]): Promise<void>;
 }
 
 /** Recipients a downstream refused while accepting the copy for others. */

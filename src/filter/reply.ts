@@ -112,7 +112,9 @@ function relayReply(error: RelayError): SmtpReply {
 function boxReply(error: BoxDeliveryError): SmtpReply {
   switch (error.status) {
     case 507:
-      return { code: 552, enhanced: '5.2.2', text: 'mailbox full (Incoming Box quota exceeded)' };
+      // Temporary, as mailbox-full usually is (RFC 3463 X.2.2): Postfix keeps the message until the user makes room
+      // (or its maximal_queue_lifetime ends with a bounce), instead of bouncing at once what a cleanup would save.
+      return { code: 452, enhanced: '4.2.2', text: 'mailbox full (Incoming Box quota exceeded), try again later' };
     case 404:
       return { code: 550, enhanced: '5.1.1', text: 'no such Incoming Box user' };
     case 401:

@@ -20,6 +20,7 @@ export const RECIPIENT_ACTIONS: readonly RecipientAction[] = [
   'plain-unusable-key',
   'already-encrypted',
   'incoming-box',
+  'already-delivered',
 ];
 
 export const DOWNSTREAMS = ['relay', 'box'] as const;

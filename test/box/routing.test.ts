@@ -136,7 +136,7 @@ describe('routing to Incoming Boxes in the pipeline', () => {
   });
 
   it('maps box answers to SMTP replies: 507 is mailbox full, 5xx and unreachable are temporary', () => {
-    assert.deepEqual(errorReply(new BoxDeliveryError('x', 507)), { code: 552, enhanced: '5.2.2', text: 'mailbox full (Incoming Box quota exceeded)' });
+    assert.deepEqual(errorReply(new BoxDeliveryError('x', 507)), { code: 452, enhanced: '4.2.2', text: 'mailbox full (Incoming Box quota exceeded), try again later' });
     assert.equal(errorReply(new BoxDeliveryError('x', 404)).code, 550);
     assert.equal(errorReply(new BoxDeliveryError('x', 500)).code, 451);
     assert.equal(errorReply(new BoxDeliveryError('x')).code, 451);

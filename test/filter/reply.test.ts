@@ -39,7 +39,7 @@ const OUTCOMES: Array<[string, unknown, FailureOutcome]> = [
   ['no box for the address', new NoBoxError('x@box.example'), { reply: reply(550, '5.1.1', 'no Incoming Box for this recipient'), kind: 'box' }],
   ['unusable key, reject', new RecipientPolicyError('key revoked', true, 'a@example.test'), { reply: reply(550, '5.7.1', 'key revoked'), kind: 'key' }],
   ['unusable key, tempfail', new RecipientPolicyError('key expired', false, 'a@example.test'), { reply: reply(450, '4.7.1', 'key expired'), kind: 'key' }],
-  ['box full', new BoxDeliveryError('x', 507), { reply: reply(552, '5.2.2', 'mailbox full (Incoming Box quota exceeded)'), kind: 'box' }],
+  ['box full', new BoxDeliveryError('x', 507), { reply: reply(452, '4.2.2', 'mailbox full (Incoming Box quota exceeded), try again later'), kind: 'box' }],
   ['box user unknown', new BoxDeliveryError('x', 404), { reply: reply(550, '5.1.1', 'no such Incoming Box user'), kind: 'box' }],
   ['box credentials (401)', new BoxDeliveryError('x', 401), { reply: reply(451, '4.7.0', 'Incoming Box refused our credentials, try again later'), kind: 'box' }],
   ['box credentials (403)', new BoxDeliveryError('x', 403), { reply: reply(451, '4.7.0', 'Incoming Box refused our credentials, try again later'), kind: 'box' }],
@@ -57,7 +57,7 @@ const copy = (kind: Copy['kind'], ...recipients: string[]): Copy => ({ kind, rec
 
 function resultOf(...results: CopyResult[]): MessageResult {
   const actions = new Map(results.flatMap((r) => r.copy.recipients.map((rcpt) => [rcpt, 'plain-no-key'] as const)));
-  return { plan: { copies: results.map((r) => r.copy), actions }, results, messageId: undefined, queueId: undefined, alreadyEncrypted: undefined };
+  return { plan: { copies: results.map((r) => r.copy), actions }, results, messageId: undefined, queueId: undefined, alreadyEncrypted: undefined, ledgerErrors: [] };
 }
 
 const relayDown = new RelayError('relay: ECONNREFUSED', false);
