@@ -12,12 +12,15 @@ export const LACRE_BIN = fileURLToPath(new URL('../../src/cli/main.js', import.m
  */
 const NO_ADMIN_SOCKET = { LACRE_ADMIN_SOCKET: 'off' };
 
+/** Set when the run forces every child's log level; tests of the level switches themselves skip then. */
+export const forcedLogLevel = process.env.LACRE_LOG_LEVEL || undefined;
+
 /**
  * LACRE_LOG_LEVEL given to the test run wins over the level a test sets, so that a run at
  * LACRE_LOG_LEVEL=trace checks every line any level writes for leaks (leak-markers.ts).
  */
 function childEnv(defaults: NodeJS.ProcessEnv, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const level = process.env.LACRE_LOG_LEVEL;
+  const level = forcedLogLevel;
   return { ...process.env, ...defaults, ...env, ...(level ? { LACRE_LOG_LEVEL: level } : {}) };
 }
 
