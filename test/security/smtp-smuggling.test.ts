@@ -8,14 +8,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { loadConfig } from '../../src/config/load.js';
-import { createLogger } from '../../src/log/logger.js';
-import { openRuntime, type Runtime } from '../../src/runtime.js';
-import { createSmtpListener, type SmtpListener } from '../../src/smtp/listener.js';
+import { startInProcessListener, type InProcessListener } from '../helpers/in-process-listener.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
 
 interface WireTransaction {
@@ -90,26 +84,18 @@ const LOOK_ALIKES: Record<string, string> = {
 };
 
 describe('SMTP smuggling: end-of-data look-alikes stay content, in and out', () => {
-  let dataDir: string;
   let sink: Awaited<ReturnType<typeof startWireSink>>;
-  let runtime: Runtime;
-  let listener: SmtpListener;
+  let lacre: InProcessListener;
   let port = 0;
 
   before(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'lacre-smuggling-'));
     sink = await startWireSink();
-    const config = loadConfig({ env: { LACRE_DATABASE_DATA_DIR: dataDir, LACRE_RELAY_PORT: String(sink.port), LACRE_SMTP_LISTEN: '127.0.0.1:0' } });
-    const logger = createLogger('silent');
-    runtime = await openRuntime(config, logger);
-    listener = createSmtpListener(config, runtime.filter, logger);
-    port = (await listener.listen()).port;
+    lacre = await startInProcessListener(sink.port);
+    port = lacre.port;
   });
   after(async () => {
-    await listener?.close();
-    await runtime?.close();
+    await lacre?.close();
     await sink?.close();
-    await rm(dataDir, { recursive: true, force: true });
   });
 
   for (const [name, lookAlike] of Object.entries(LOOK_ALIKES)) {
