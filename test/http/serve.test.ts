@@ -12,11 +12,12 @@ import { createGpgHome, generateKey, revokeKey, type GpgHome } from '../helpers/
 import { SmtpSink } from '../helpers/smtp-sink.js';
 import { RawSmtpClient, sendRaw } from '../helpers/smtp-client.js';
 import { forcedLogLevel, LacreServer, runLacre } from '../helpers/lacre.js';
+import { LEAK_MARKERS } from '../helpers/leak-markers.js';
 import { pgpMimeMessage } from '../helpers/corpus.js';
 import { freshPostgres, getJson, postgresAvailable, putJson, scrape, type FreshPostgres } from './helpers.js';
 
 const plain = (id: string) =>
-  Buffer.from(`From: s@example.net\r\nTo: someone@example.test\r\nSubject: hello\r\nMessage-ID: <${id}@example.net>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello there.\r\n`);
+  Buffer.from(`From: s@example.net\r\nTo: someone@example.test\r\nSubject: ${LEAK_MARKERS.subject}\r\nMessage-ID: <${id}@example.net>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n${LEAK_MARKERS.body}\r\n`);
 /** A real PGP/MIME message (symmetric): only what is encrypted in its structure passes as already encrypted. */
 const alreadyEncrypted = Buffer.concat([Buffer.from('Message-ID: <already@example.net>\r\n'), pgpMimeMessage]);
 /** Over the 1 MB smtp.max_size this suite runs with. */
