@@ -8,9 +8,11 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { syncBuiltinESMExports } from 'node:module';
 import { TrustedTokens } from '../../src/box/auth.js';
+import { BoxUserStore } from '../../src/box/users.js';
+import { databaseBackends, openTestDatabase } from '../helpers/databases.js';
 import { hashToken, tokenMatches } from '../../src/util/secret-token.js';
 
-/** Runs `check` with timingSafeEqual counted; returns its result and the buffers compared. */
+/** Runs `check` with timingSafeEqual counted (until it settles, when it is a promise); returns its result and the buffers compared. */
 function counted<T>(check: () => T): { result: T; compared: Buffer[][] } {
   const compared: Buffer[][] = [];
   const original = crypto.timingSafeEqual;
@@ -19,13 +21,23 @@ function counted<T>(check: () => T): { result: T; compared: Buffer[][] } {
     return original(a, b);
   });
   syncBuiltinESMExports();
-  try {
-    return { result: check(), compared };
-  } finally {
+  const restore = () => {
     spy.mock.restore();
     syncBuiltinESMExports();
+  };
+  let result: T;
+  try {
+    result = check();
+  } catch (error) {
+    restore();
+    throw error;
   }
+  if (result instanceof Promise) return { result: result.finally(restore) as T, compared };
+  restore();
+  return { result, compared };
 }
+
+const backends = await databaseBackends();
 
 describe('secrets are compared in constant time', () => {
   it('tokenMatches compares SHA-256 digests with timingSafeEqual, against every stored hash', () => {
@@ -41,11 +53,29 @@ describe('secrets are compared in constant time', () => {
     }
   });
 
-  it("the box's trusted tokens go through it too (box user tokens: BoxUserStore.verifyToken calls tokenMatches)", () => {
+  it("the box's trusted tokens go through it too", () => {
     const trusted = new TrustedTokens(['lacre-mx:one', 'other:two']);
     const { result, compared } = counted(() => trusted.accepts({ name: 'lacre-mx', secret: 'one' }));
     assert.equal(result, true);
     assert.equal(compared.length, 2);
     assert.equal(counted(() => trusted.accepts({ name: 'lacre-mx', secret: 'two' })).result, false);
   });
+
+  for (const backend of backends) {
+    it(`box user tokens go through it too, against every token of the user (${backend.name})`, async () => {
+      const database = await openTestDatabase(backend);
+      try {
+        const users = new BoxUserStore(database.db);
+        const { user, token } = await users.createToken((await users.add('alice@example.org')).user);
+        await users.createToken(user);
+        for (const [candidate, expected] of [[token, true], [`${token}x`, false]] as const) {
+          const { result, compared } = counted(() => users.verifyToken(user, candidate));
+          assert.equal(await result, expected);
+          assert.equal(compared.length, 2, 'both of the user\'s tokens compared');
+        }
+      } finally {
+        await database.cleanup();
+      }
+    });
+  }
 });
