@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { assertNoLeaks } from './leak-markers.js';
 
@@ -24,10 +25,14 @@ function childEnv(defaults: NodeJS.ProcessEnv, env: NodeJS.ProcessEnv): NodeJS.P
   return { ...process.env, ...defaults, ...env, ...(level ? { LACRE_LOG_LEVEL: level } : {}) };
 }
 
-/** A one-shot command logs on stderr; on stdout only what it prints, unless a line is one of its log lines. */
-function logLinesOf(stdout: Buffer, stderr: string): string[] {
+/**
+ * A one-shot command logs on stderr, or in LACRE_LOG_FILE when the test names one; on stdout only what it
+ * prints, unless a line is one of its log lines.
+ */
+function logLinesOf(stdout: Buffer, stderr: string, logFile: string | undefined): string[] {
   const printed = stdout.toString('utf8').split('\n').filter((line) => /^\{.*"level":.*"msg":/.test(line));
-  return [...stderr.split('\n'), ...printed];
+  const filed = logFile && existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n') : [];
+  return [...stderr.split('\n'), ...printed, ...filed];
 }
 
 export interface RunResult {
@@ -48,7 +53,7 @@ export function runLacre(args: string[], env: NodeJS.ProcessEnv, input?: Buffer 
     child.on('close', (code) => {
       const result = { code: code ?? -1, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr).toString('utf8') };
       try {
-        assertNoLeaks(logLinesOf(result.stdout, result.stderr), `lacre ${args[0] ?? ''}`);
+        assertNoLeaks(logLinesOf(result.stdout, result.stderr, env.LACRE_LOG_FILE), `lacre ${args[0] ?? ''}`);
       } catch (error) {
         return reject(error);
       }
