@@ -89,7 +89,8 @@ describe('no subject, body or secret in any log line (lacre serve at trace, box 
     assert.equal(asUser.status, 401);
     assert.equal((await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).status, 200);
     await server.waitForLog((line) => line.messageId === '<accepted@example.net>');
-    assert.ok(server.logs.some((line) => line.level === 'trace' || process.env.LACRE_LOG_LEVEL !== undefined), 'trace lines were written');
+    // Lacre writes nothing at trace today: debug is its most talkative level, and it must have spoken.
+    if (process.env.LACRE_LOG_LEVEL === undefined) assert.ok(server.logs.some((line) => line.level === 'debug'), 'debug lines were written');
     assert.deepEqual(leakedMarkers(JSON.stringify(server.logs)), []);
   });
 });
