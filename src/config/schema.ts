@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseByteSize } from './units.js';
 import { HOST_PORT_HINT, HOST_PORT_PATTERN } from '../util/host-port.js';
+import { parseClientEntry } from '../util/allowed-clients.js';
 
 /** A size given as a number of bytes or a string such as "200MB", "64KiB". */
 const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
@@ -36,8 +37,18 @@ const database = z.strictObject({
   query_timeout_seconds: z.number().positive().default(10),
 });
 
+/** An address or a CIDR: "127.0.0.1", "10.0.0.0/8", "::1", "fd00::/64". */
+const clientAddress = z.string().refine((entry) => parseClientEntry(entry) !== undefined, {
+  message: 'expected an IP address or a CIDR such as 10.0.0.0/8',
+});
+
 const smtp = z.strictObject({
   listen: listenAddress.default('127.0.0.1:10025'),
+  /**
+   * The peers the listener talks to (Postfix); any other gets 554 5.7.1 at connect. Whoever reaches the listener
+   * reaches the reinjection port through it, which Postfix trusts, so widening listen alone opens nothing.
+   */
+  allowed_clients: z.array(clientAddress).default(['127.0.0.1', '::1']),
   lmtp: z.boolean().default(false),
   max_size: byteSize.default(200 * 1024 * 1024),
   max_header_size: byteSize.default(1024 * 1024),

@@ -9,6 +9,7 @@ import { errorReply, isSmtpReplyError, replyText, toSmtpError } from '../filter/
 import { DataTimeoutError } from '../errors.js';
 import { receivedSpelling, watchConnections } from './envelope.js';
 import { parseHostPort } from '../util/host-port.js';
+import { allowedClients } from '../util/allowed-clients.js';
 
 export interface SmtpListener {
   /** Resolves with the bound address (port 0 picks a free one). */
@@ -26,6 +27,7 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
   const transactions = new WeakMap<SMTPServerEnvelope, Transaction>();
   const peers = new WeakMap<SMTPServerSession, string>();
   const inFlight = new Set<Promise<unknown>>();
+  const isAllowed = allowedClients(config.smtp.allowed_clients);
   const server = new SMTPServer({
     lmtp: config.smtp.lmtp,
     ...(config.smtp.hostname ? { name: config.smtp.hostname } : {}),
@@ -42,7 +44,9 @@ export function createSmtpListener(config: Config, filter: MessageFilter, logger
     onConnect(session, callback) {
       // Before any XFORWARD, which makes smtp-server overwrite session.remoteAddress.
       peers.set(session, session.remoteAddress);
-      callback();
+      if (isAllowed(session.remoteAddress)) return callback();
+      logger.warn({ session: session.id, client: session.remoteAddress }, 'connection refused: client not in smtp.allowed_clients');
+      callback(Object.assign(new Error('5.7.1 Lacre takes mail from its own MTA only'), { responseCode: 554 }));
     },
     // Answered at once: smtp-server's default answers MAIL on the next turn of the event loop, after the
     // replies to what came with it were let go (see batchRepliesPerRead).

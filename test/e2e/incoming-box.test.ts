@@ -17,6 +17,7 @@ import { SmtpSink } from '../helpers/smtp-sink.js';
 import { sendRaw } from '../helpers/smtp-client.js';
 import { LacreServer, runLacre } from '../helpers/lacre.js';
 import { databaseBackends, databaseEnv, openTestDatabase, type TestDatabase } from '../helpers/databases.js';
+import { LEAK_MARKERS, markSecret } from '../helpers/leak-markers.js';
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -71,6 +72,7 @@ for (const backend of backends) {
         assert.equal(added.code, 0, added.stderr);
         const id = added.stdout.toString().trim();
         const token = (await runLacre(['inbox', 'token', 'create', id], env)).stdout.toString().trim();
+        markSecret(token);
         users[name] = { id, token };
         await writeFile(join(dir, `${name}.sec.asc`), keys[name]!.secretArmored);
       }
@@ -81,7 +83,7 @@ for (const backend of backends) {
         ...env,
         LACRE_INCOMING_BOX_LISTEN: `127.0.0.1:${boxPort}`,
         LACRE_INCOMING_BOX_BLOBS_PATH: join(dir, 'blobs'),
-        LACRE_INCOMING_BOX_TRUSTED_TOKENS: 'lacre-mx:e2e-secret',
+        LACRE_INCOMING_BOX_TRUSTED_TOKENS: `lacre-mx:${LEAK_MARKERS.token}`,
         // Purged 3.6 s after processing: long enough to see PROCESSED, short enough to watch the purge.
         LACRE_INCOMING_BOX_RETENTION_HOURS: '0.001',
         LACRE_INCOMING_BOX_PURGE_INTERVAL_SECONDS: '1',
@@ -90,7 +92,7 @@ for (const backend of backends) {
         ...env,
         LACRE_RELAY_PORT: String(sink.port),
         LACRE_INCOMING_BOX_URL: boxUrl,
-        LACRE_INCOMING_BOX_TOKEN: 'lacre-mx:e2e-secret',
+        LACRE_INCOMING_BOX_TOKEN: `lacre-mx:${LEAK_MARKERS.token}`,
         LACRE_INCOMING_BOX_TIMEOUT_SECONDS: '5',
       };
       if (separateBox) {

@@ -16,8 +16,9 @@ export class RawSmtpClient {
     });
   }
 
-  static async connect(port: number): Promise<{ client: RawSmtpClient; greeting: string }> {
-    const socket = connect(port, '127.0.0.1');
+  /** `host` defaults to loopback; the connection leaves from the host's address towards it. */
+  static async connect(port: number, host = '127.0.0.1'): Promise<{ client: RawSmtpClient; greeting: string }> {
+    const socket = connect(port, host);
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
     const client = new RawSmtpClient(socket);
     return { client, greeting: await client.reply() };

@@ -11,12 +11,13 @@ import { join } from 'node:path';
 import { createGpgHome, generateKey, revokeKey, type GpgHome } from '../helpers/gpg.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 import { RawSmtpClient, sendRaw } from '../helpers/smtp-client.js';
-import { LacreServer, runLacre } from '../helpers/lacre.js';
+import { forcedLogLevel, LacreServer, runLacre } from '../helpers/lacre.js';
+import { LEAK_MARKERS } from '../helpers/leak-markers.js';
 import { pgpMimeMessage } from '../helpers/corpus.js';
 import { freshPostgres, getJson, postgresAvailable, putJson, scrape, type FreshPostgres } from './helpers.js';
 
 const plain = (id: string) =>
-  Buffer.from(`From: s@example.net\r\nTo: someone@example.test\r\nSubject: hello\r\nMessage-ID: <${id}@example.net>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello there.\r\n`);
+  Buffer.from(`From: s@example.net\r\nTo: someone@example.test\r\nSubject: ${LEAK_MARKERS.subject}\r\nMessage-ID: <${id}@example.net>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n${LEAK_MARKERS.body}\r\n`);
 /** A real PGP/MIME message (symmetric): only what is encrypted in its structure passes as already encrypted. */
 const alreadyEncrypted = Buffer.concat([Buffer.from('Message-ID: <already@example.net>\r\n'), pgpMimeMessage]);
 /** Over the 1 MB smtp.max_size this suite runs with. */
@@ -179,7 +180,7 @@ describe('lacre serve: metrics, health and log level over HTTP (real PostgreSQL,
     assert.equal((await scrape(http())).get('lacre_ready'), 1);
   });
 
-  it('SIGUSR2 switches to debug (per-stage lines appear) and back to the configured level', async () => {
+  it('SIGUSR2 switches to debug (per-stage lines appear) and back to the configured level', { skip: forcedLogLevel && 'LACRE_LOG_LEVEL of the run sets the level' }, async () => {
     server.signal('SIGUSR2');
     await server.waitForLog((l) => l.msg === 'log level changed' && l.next === 'debug' && l.via === 'SIGUSR2');
     await sendRaw(server.port, { from: FROM, to: ['alice@example.test'] }, plain('debug-on'));
@@ -198,7 +199,7 @@ describe('lacre serve: metrics, health and log level over HTTP (real PostgreSQL,
     assert.equal(server.logs.filter((l) => l.level === 'debug').length, debugLines, 'no debug line after switching back');
   });
 
-  it('PUT /admin/log-level sets the level; a bad level is a 400', async () => {
+  it('PUT /admin/log-level sets the level; a bad level is a 400', { skip: forcedLogLevel && 'LACRE_LOG_LEVEL of the run sets the level' }, async () => {
     const set = await putJson(`${http()}/admin/log-level`, { level: 'debug' });
     assert.equal(set.status, 200);
     assert.deepEqual(set.body, { previous: 'info', level: 'debug' });

@@ -1,13 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { loadConfig } from '../../src/config/load.js';
-import { createLogger } from '../../src/log/logger.js';
-import { openRuntime, type Runtime } from '../../src/runtime.js';
-import { createSmtpListener, type SmtpListener } from '../../src/smtp/listener.js';
+import { startInProcessListener, type InProcessListener } from '../helpers/in-process-listener.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 
@@ -30,26 +24,18 @@ function recordWrites(port: () => number): { writes: string[][]; restore(): void
 }
 
 describe('SMTP listener (in this process, embedded database, real relay sink)', () => {
-  let dataDir: string;
   let sink: SmtpSink;
-  let runtime: Runtime;
-  let listener: SmtpListener;
+  let lacre: InProcessListener;
   let port = -1;
 
   before(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'lacre-listener-'));
     sink = await SmtpSink.start();
-    const config = loadConfig({ env: { LACRE_DATABASE_DATA_DIR: dataDir, LACRE_RELAY_PORT: String(sink.port), LACRE_SMTP_LISTEN: '127.0.0.1:0' } });
-    const logger = createLogger('silent');
-    runtime = await openRuntime(config, logger);
-    listener = createSmtpListener(config, runtime.filter, logger);
-    port = (await listener.listen()).port;
+    lacre = await startInProcessListener(sink.port);
+    port = lacre.port;
   });
   after(async () => {
-    await listener?.close();
-    await runtime?.close();
+    await lacre?.close();
     await sink?.stop();
-    await rm(dataDir, { recursive: true, force: true });
   });
 
   it('answers commands a client pipelined in one write: MAIL, RCPT and DATA replies leave together', async () => {

@@ -14,12 +14,13 @@ import { readPrivateKey } from 'openpgp';
 import { createGpgHome, decrypt, generateKey, gpgOk, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { databaseBackends, databaseEnv, openTestDatabase, type TestDatabase } from '../helpers/databases.js';
 import { LacreServer, runLacre } from '../helpers/lacre.js';
+import { LEAK_MARKERS, markSecret } from '../helpers/leak-markers.js';
 import { freePort } from '../helpers/postfix.js';
 import { sendRaw } from '../helpers/smtp-client.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 
 const ADDRESS = 'alice@example.org';
-const MESSAGE = Buffer.from('From: bob@example.net\r\nTo: alice@example.org\r\nSubject: hello\r\n\r\nthe body\r\n');
+const MESSAGE = Buffer.from(`From: bob@example.net\r\nTo: alice@example.org\r\nSubject: ${LEAK_MARKERS.subject}\r\n\r\n${LEAK_MARKERS.body}\r\n`);
 
 describe('the key service inside lacre serve', async () => {
   let home: GpgHome;
@@ -73,6 +74,7 @@ describe('the key service inside lacre serve', async () => {
         const text = (await simpleParser(await decrypt(home, mail.data))).text ?? '';
         const link = /(http:\/\/127\.0\.0\.1:\d+\/confirm\/[A-Za-z0-9_-]+)/.exec(text)?.[1];
         assert.ok(link, 'the decrypted mail holds the confirmation link');
+        markSecret(link.split('/').at(-1)!);
         return link;
       }
 
