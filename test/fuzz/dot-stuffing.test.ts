@@ -7,22 +7,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import DataStream from 'nodemailer/lib/smtp-connection/data-stream.js';
 import { fastTransform, originalTransform } from '../../src/delivery/dot-stuffing.js';
 import { markDataSafe } from '../../src/mime/data-safe.js';
+import { escape } from '../helpers/data-stream.js';
 import { checkProperty, corpusCases, cutInto, cuts } from './settings.js';
-
-async function escape(body: typeof originalTransform, chunks: Buffer[]): Promise<Buffer> {
-  const stream = new DataStream();
-  stream._transform = body;
-  const out: Buffer[] = [];
-  stream.on('data', (piece: Buffer) => out.push(piece));
-  const ended = new Promise((resolve) => stream.on('end', resolve));
-  for (const chunk of chunks) stream.write(chunk);
-  stream.end();
-  await ended;
-  return Buffer.concat(out);
-}
 
 /** What an SMTP server reads from DATA: the message, or a failure naming what is not valid DATA. */
 function readData(wire: Buffer): Buffer {
@@ -56,8 +44,8 @@ async function property(parts: Array<{ safe: boolean; bytes: Buffer }>, cutsAt: 
   const input = Buffer.concat(parts.map((part) => part.bytes));
   // Unmarked pieces are cut anywhere; a marked piece travels whole, as the armorer's chunks do.
   const chunks = parts.flatMap((part) => (part.safe ? [markDataSafe(Buffer.from(part.bytes))] : cutInto(part.bytes, cutsAt)));
-  const fast = await escape(fastTransform, chunks);
-  const original = await escape(originalTransform, input.length === 0 ? [] : [input]);
+  const { out: fast } = await escape(fastTransform, chunks);
+  const { out: original } = await escape(originalTransform, input.length === 0 ? [] : [input]);
   assert.ok(fast.equals(original), 'the fast body writes what the original writes');
   assert.ok(readData(fast).equals(expectedMessage(input)), 'DATA reads back as the input');
 }

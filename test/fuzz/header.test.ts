@@ -12,11 +12,16 @@ import { contentTypeOf, messageIdOf, transferEncodingOf } from '../../src/mime/i
 import { multipartParts, contentTypeOfPart } from '../../src/mime/parts.js';
 import { alreadyEncryptedReason, needsLongerLook } from '../../src/filter/already-encrypted.js';
 import { MessageRejectedError } from '../../src/errors.js';
-import { splitRaw } from '../helpers/corpus.js';
+import { pgpMimeMessage, smimeMessage, splitRaw } from '../helpers/corpus.js';
 import { messageBytes } from './messages.js';
 import { checkProperty, corpusCases, cutInto, cuts } from './settings.js';
 
-const ARMORED = ['-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA5yX\r\n=abcd\r\n-----END PGP MESSAGE-----\r\n'];
+/** Encrypted-looking bodies: armor, and a real S/MIME body (base64 of CMS EnvelopedData). */
+const ARMORED = [
+  '-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA5yX\r\n=abcd\r\n-----END PGP MESSAGE-----\r\n',
+  smimeMessage.toString('latin1').split('\r\n\r\n')[1]!,
+  pgpMimeMessage.toString('latin1').split('\r\n\r\n').slice(1).join('\r\n\r\n'),
+];
 
 interface Outcome {
   readonly split?: SplitMessage;

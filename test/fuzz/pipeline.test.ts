@@ -17,7 +17,7 @@ import * as openpgp from 'openpgp';
 import { processMessage, type MessageResult } from '../../src/filter/pipeline.js';
 import type { BoxDownstream, Downstream } from '../../src/filter/ports.js';
 import type { RecipientKeys } from '../../src/keys/types.js';
-import { contentEntity, splitRaw } from '../helpers/corpus.js';
+import { contentEntity, smimeMessage, splitRaw } from '../helpers/corpus.js';
 import { messageBytes } from './messages.js';
 import { checkProperty, corpusCases, cutInto, cuts } from './settings.js';
 
@@ -62,7 +62,7 @@ describe('fuzz: the message path (split, read, detect, assemble)', () => {
     const block = await openpgp.encrypt({ message: await openpgp.createMessage({ text: 'already secret' }), encryptionKeys: publicKey });
     const crlf = block.replace(/\r?\n/g, '\r\n');
     const pgpMime = ['--b', 'Content-Type: application/pgp-encrypted', '', 'Version: 1', '', '--b', 'Content-Type: application/octet-stream', '', crlf, '--b--', ''].join('\r\n');
-    armored = [block, crlf, pgpMime];
+    armored = [block, crlf, pgpMime, smimeMessage.toString('latin1').split('\r\n\r\n')[1]!];
   });
 
   const usable = (address: string, style: 'mime' | 'inline'): RecipientKeys => ({ kind: 'usable', address, style, keys: [publicKey] });
