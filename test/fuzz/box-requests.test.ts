@@ -92,7 +92,6 @@ async function answer(app: HttpApp, user: string, auth: string, r: BoxRequest): 
   if (r.contentType !== undefined) headers['content-type'] = r.contentType;
   const response = await app.inject({ method: r.method as 'GET', url, headers, ...(r.body === undefined ? {} : { payload: r.body }) });
   statuses.set(response.statusCode, (statuses.get(response.statusCode) ?? 0) + 1);
-  if (process.env.FUZZ_DEBUG && response.statusCode === 404) console.log(r.method, url, r.credential);
   assert.ok(response.statusCode < 500, `${r.method} ${url} (range ${JSON.stringify(r.range)}, body ${JSON.stringify(r.body)?.slice(0, 80)}): ${response.statusCode} ${response.body.slice(0, 200)}`);
   // Keep the two blobs there for the requests that follow.
   if (r.method === 'DELETE' && response.statusCode === 200) await deliverBlobs(app, user);
