@@ -75,6 +75,8 @@ export function messageBytes(armored: readonly string[]): fc.Arbitrary<Buffer> {
     { weight: 2, arbitrary: fc.constantFrom(...armored) },
     { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...armored), fc.nat()).map(([block, at]) => block.slice(0, at % block.length)) },
     { weight: 1, arbitrary: text },
+    // White space past the 8 KiB Lacre reads to find an inline block behind it (INLINE_PEEK_BYTES).
+    { weight: 1, arbitrary: fc.constantFrom(' '.repeat(8200), '\r\n'.repeat(4100), '\n'.repeat(8192)) },
   );
   const structured = fc
     .tuple(lines(headerPiece, 8), fc.constantFrom(...EOLS), lines(bodyPiece, 10))
