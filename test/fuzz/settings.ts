@@ -65,10 +65,17 @@ export function corpusCases(target: string): CorpusCase[] {
     .filter((entry) => entry.target === target);
 }
 
-/** Cut positions (any naturals) as the chunks of `raw`: never empty, as a byte stream delivers them. */
+/**
+ * The chunks of `raw` for a list of cuts: positions (any naturals, taken modulo the length), or a single negative
+ * number -n for chunks of n bytes (as a stream delivers them). Never an empty chunk, as a byte stream never has.
+ */
 export function cutInto(raw: Buffer, cuts: readonly number[]): Buffer[] {
   if (raw.length === 0) return [];
-  const at = [...new Set(cuts.map((cut) => cut % raw.length).filter((cut) => cut > 0))].sort((a, b) => a - b);
+  if (cuts.length === 1 && cuts[0]! < 0) {
+    const size = -cuts[0]!;
+    return Array.from({ length: Math.ceil(raw.length / size) }, (_, i) => raw.subarray(i * size, (i + 1) * size));
+  }
+  const at = [...new Set(cuts.map((cut) => Math.abs(cut) % raw.length).filter((cut) => cut > 0))].sort((a, b) => a - b);
   const chunks: Buffer[] = [];
   let start = 0;
   for (const cut of [...at, raw.length]) {
@@ -78,5 +85,8 @@ export function cutInto(raw: Buffer, cuts: readonly number[]): Buffer[] {
   return chunks;
 }
 
-/** Any split of a byte string: the positions where it is cut. */
-export const cuts = fc.array(fc.nat({ max: 1 << 20 }), { maxLength: 12 });
+/** Any split of a byte string: cut anywhere, or into chunks of one size (sizes near Lacre's own bounds among them). */
+export const cuts = fc.oneof(
+  { weight: 3, arbitrary: fc.array(fc.nat({ max: 1 << 20 }), { maxLength: 12 }) },
+  { weight: 1, arbitrary: fc.constantFrom(1, 2, 3, 7, 100, 1000, 4096, 8191, 8192, 8200, 16384).map((size) => [-size]) },
+);
