@@ -51,6 +51,9 @@ interface BoxRequest {
   readonly body: string | undefined;
   readonly contentType: string | undefined;
   readonly credential: 'owner' | 'trusted' | 'none' | 'garbage';
+  /** A Content-Length that may not match the body. */
+  readonly contentLength?: number | undefined;
+  readonly scheme?: string | undefined;
 }
 
 const request = fc.record({
@@ -65,6 +68,8 @@ const request = fc.record({
   body: fc.option(flagsBody, { nil: undefined }),
   contentType: fc.constantFrom(undefined, 'application/json', 'text/plain', 'application/json; charset=utf-8', 'multipart/form-data'),
   credential: fc.constantFrom('owner', 'owner', 'owner', 'owner', 'owner', 'owner', 'trusted', 'none', 'garbage'),
+  contentLength: fc.option(fc.nat({ max: 6000 }), { nil: undefined }),
+  scheme: fc.option(fc.constantFrom('openpgp', 'raw', 'openpgp-mime', 'x', ''), { nil: undefined }),
 });
 
 async function boxApp(db: Parameters<Parameters<typeof withDatabase>[1]>[0], blobsPath: string): Promise<{ app: HttpApp; user: string; auth: string; close: () => Promise<void> }> {
@@ -90,6 +95,8 @@ async function answer(app: HttpApp, user: string, auth: string, r: BoxRequest): 
   if (r.credential === 'garbage') headers.authorization = 'Token %%%';
   if (r.range !== undefined) headers.range = r.range;
   if (r.contentType !== undefined) headers['content-type'] = r.contentType;
+  if (r.contentLength !== undefined && r.body !== undefined) headers['content-length'] = String(r.contentLength);
+  if (r.scheme !== undefined) headers['x-incoming-scheme'] = r.scheme;
   const response = await app.inject({ method: r.method as 'GET', url, headers, ...(r.body === undefined ? {} : { payload: r.body }) });
   statuses.set(response.statusCode, (statuses.get(response.statusCode) ?? 0) + 1);
   assert.ok(response.statusCode < 500, `${r.method} ${url} (range ${JSON.stringify(r.range)}, body ${JSON.stringify(r.body)?.slice(0, 80)}): ${response.statusCode} ${response.body.slice(0, 200)}`);
