@@ -2,7 +2,7 @@ import libbase64 from 'libbase64';
 import { isEnvelopedCms } from '../crypto/cms.js';
 import { dearmor } from '../crypto/dearmor.js';
 import { isEncryptedOpenPgp } from '../crypto/packet-reader.js';
-import type { ContentType } from '../mime/inspect.js';
+import { INLINE_PEEK_BYTES, type ContentType } from '../mime/inspect.js';
 import { contentTypeOfPart, multipartParts } from '../mime/parts.js';
 
 /**
@@ -30,7 +30,7 @@ export function needsLongerLook(type: ContentType, bodyStart: Buffer): boolean {
     case 'application/x-pkcs7-mime':
       return true;
     case 'text/plain':
-      return opensWithArmor(bodyStart.toString('latin1'));
+      return opensInlineBlock(bodyStart);
     default:
       return false;
   }
@@ -60,10 +60,18 @@ export function alreadyEncryptedReason(type: ContentType, transferEncoding: stri
     case 'application/x-pkcs7-mime':
       return isSmimeEnveloped(window, transferEncoding, complete) ? `S/MIME ${type.mediaType}` : undefined;
     case 'text/plain':
-      return isArmoredEncrypted(window.toString('latin1'), complete) ? 'inline PGP' : undefined;
+      return opensInlineBlock(window) && isArmoredEncrypted(window.toString('latin1'), complete) ? 'inline PGP' : undefined;
     default:
       return undefined;
   }
+}
+
+/**
+ * An inline block must open within the body's first INLINE_PEEK_BYTES (white space before it): that is all the
+ * pipeline reads before deciding to look further, and more may have been read, depending on how the input was cut.
+ */
+function opensInlineBlock(body: Buffer): boolean {
+  return opensWithArmor(body.subarray(0, INLINE_PEEK_BYTES).toString('latin1'));
 }
 
 function opensWithArmor(text: string): boolean {

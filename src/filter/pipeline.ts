@@ -250,9 +250,17 @@ function plaintextOf(kind: EncryptedKind, split: SplitMessage, body: Buffer, who
   if (kind === 'whole') return whole;
   if (kind === 'mime') return Buffer.concat([contentEntityHead(split), body]);
   const encoding = transferEncodingOf(split.fields);
-  if (encoding === 'base64') return libbase64.decode(body.toString('latin1'));
+  if (encoding === 'base64') return decodeBase64(body.toString('latin1'));
   if (encoding === 'quoted-printable') return libqp.decode(body.toString('latin1'));
   return body;
+}
+
+/**
+ * RFC 2045 §6.8: characters outside the base64 alphabet are skipped, as the streamed path's decoder does; a plain
+ * decode would take '-' and '_' for base64url digits, and a small message would decrypt to other bytes than a big one.
+ */
+function decodeBase64(text: string): Buffer {
+  return libbase64.decode(text.replace(/[^A-Za-z0-9+/=]/g, ''));
 }
 
 function wrapArmored(copy: Copy, armored: Buffer, split: SplitMessage): Buffer[] {

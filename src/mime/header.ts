@@ -19,7 +19,7 @@ export interface SplitMessage {
   readonly separator: Buffer;
   /** Bytes of the body that were read while looking for the end of the header block. */
   readonly bodyStart: Buffer;
-  /** Line ending the message uses, to write our own lines the same way. */
+  /** Line ending the header block uses (CRLF when it has none), to write our own lines the same way. */
   readonly eol: '\r\n' | '\n';
 }
 
@@ -35,6 +35,20 @@ export function classifyLine(line: Buffer, haveField: boolean): LineKind {
   if ((line[0] === 0x20 || line[0] === 0x09) && haveField) return 'continuation';
   // Only the start of a line is needed to recognise a field name; latin1 keeps 8-bit bytes one-to-one.
   return FIELD_START.test(line.subarray(0, 1000).toString('latin1')) ? 'field' : 'body';
+}
+
+/** An unfinished line that could still turn out to be a field once its colon arrives. */
+const MAY_BECOME_FIELD = /^[\x21-\x39\x3b-\x7e]+[ \t]*$/;
+
+/**
+ * What a line whose end has not arrived yet already is, or undefined while more bytes could change it (a lone
+ * CR, a field name without its colon). classifyLine reads at most 1000 bytes, so from then on it is decided.
+ */
+export function partialLineKind(line: Buffer, haveField: boolean): LineKind | undefined {
+  if (line.length === 0 || (line.length === 1 && line[0] === CR)) return undefined;
+  const kind = classifyLine(line, haveField);
+  if (kind !== 'body' || line.length >= 1000) return kind;
+  return MAY_BECOME_FIELD.test(line.toString('latin1')) ? undefined : 'body';
 }
 
 export function fieldName(line: Buffer): string {

@@ -1,8 +1,7 @@
 import { MessageRejectedError } from '../errors.js';
-import { classifyLine, detectEol, fieldName, type HeaderField, type SplitMessage } from './header.js';
+import { classifyLine, detectEol, fieldName, partialLineKind, type HeaderField, type SplitMessage } from './header.js';
 
 const LF = 0x0a;
-const CR = 0x0d;
 
 /**
  * Reads chunks until the header block ends (a blank line, or the first line that cannot be a header field),
@@ -29,12 +28,16 @@ class HeaderScanner {
   private readonly fields: HeaderField[] = [];
 
   /**
-   * Bytes read that are, or may yet turn out to be, the header block. A lone CR opening the last line is not:
-   * it starts the separator or a body line, so a header block at the limit is accepted however the input is cut.
+   * Bytes read that are the header block. The unfinished last line counts once it is known to be a field (or a
+   * continuation): until then (a lone CR, a name still waiting for its colon) it may yet be the separator or a
+   * body line, so the limit is applied alike however the input is cut.
    */
   get headerBytes(): number {
-    const loneCr = this.buffer.length === this.lineStart + 1 && this.buffer[this.lineStart] === CR;
-    return loneCr ? this.lineStart : this.buffer.length;
+    return partialLineKind(this.unfinishedLine(), this.fieldStart !== -1) === undefined ? this.lineStart : this.buffer.length;
+  }
+
+  private unfinishedLine(): Buffer {
+    return this.buffer.subarray(this.lineStart);
   }
 
   push(chunk: Buffer): void {
@@ -45,7 +48,8 @@ class HeaderScanner {
   scan(): SplitMessage | undefined {
     for (;;) {
       const lf = this.buffer.indexOf(LF, this.lineStart);
-      if (lf === -1) return undefined;
+      // A body line ends the header block as soon as it is recognised, before its end arrives.
+      if (lf === -1) return partialLineKind(this.unfinishedLine(), this.fieldStart !== -1) === 'body' ? this.done(Buffer.alloc(0), this.unfinishedLine()) : undefined;
       const line = this.buffer.subarray(this.lineStart, lf + 1);
       const kind = classifyLine(line, this.fieldStart !== -1);
       if (kind === 'blank') return this.done(line, this.buffer.subarray(lf + 1));
@@ -84,6 +88,8 @@ class HeaderScanner {
     this.closeField();
     this.fieldStart = -1;
     const headerBlock = this.buffer.subarray(0, this.buffer.length - bodyStart.length - separator.length);
-    return { headerBlock, fields: this.fields, separator, bodyStart, eol: detectEol(this.buffer) };
+    // From the header block and separator only: the body may not have been read to its first line end.
+    const eol = detectEol(this.buffer.subarray(0, headerBlock.length + separator.length));
+    return { headerBlock, fields: this.fields, separator, bodyStart, eol };
   }
 }

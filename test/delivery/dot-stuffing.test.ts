@@ -5,21 +5,9 @@ import DataStream from 'nodemailer/lib/smtp-connection/data-stream.js';
 import { armorBuffer } from '../../src/crypto/armor.js';
 import { isDataSafe, isWholeCrlfLines, joinedWhenSafe, markDataSafe } from '../../src/mime/data-safe.js';
 import { fastTransform, installFastDotStuffing, originalTransform, transformIsKnown } from '../../src/delivery/dot-stuffing.js';
+import { escape } from '../helpers/data-stream.js';
 
 type Body = typeof originalTransform;
-
-/** Runs `body` as DataStream's _transform over `chunks` (then its own _flush): output and counters. */
-async function escape(body: Body, chunks: Array<Buffer | string>): Promise<{ out: Buffer; inBytes: number; outBytes: number }> {
-  const stream = new DataStream();
-  stream._transform = body;
-  const out: Buffer[] = [];
-  stream.on('data', (piece: Buffer) => out.push(piece));
-  const ended = new Promise((resolve) => stream.on('end', resolve));
-  for (const chunk of chunks) stream.write(chunk);
-  stream.end();
-  await ended;
-  return { out: Buffer.concat(out), inBytes: stream.inByteCount, outBytes: stream.outByteCount };
-}
 
 /** Random bytes dense in what the escaping looks at: CR, LF, dots, and bytes just above and below '.'. */
 function trickyBytes(length: number): Buffer {

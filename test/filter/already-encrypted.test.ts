@@ -5,7 +5,7 @@ import * as openpgp from 'openpgp';
 import { armorBuffer } from '../../src/crypto/armor.js';
 import { packetHeader } from '../../src/crypto/packets.js';
 import { alreadyEncryptedReason, ENCRYPTED_PEEK_BYTES, needsLongerLook } from '../../src/filter/already-encrypted.js';
-import type { ContentType } from '../../src/mime/inspect.js';
+import { INLINE_PEEK_BYTES, type ContentType } from '../../src/mime/inspect.js';
 
 const packet = (tag: number, body: Buffer) => Buffer.concat([packetHeader(tag, body.length), body]);
 const rsa4096Pkesk = () => packet(1, Buffer.concat([Buffer.from([3]), randomBytes(8), Buffer.from([1, 0x10, 0x00, 0x80]), randomBytes(511)]));
@@ -73,6 +73,15 @@ describe('already encrypted: the structural check', () => {
       assert.equal(reason(TEXT, `\r\n  ${encrypted()}\r\n\r\n`), 'inline PGP');
       assert.equal(reason({ mediaType: 'application/pgp-encrypted', params: {} }, encrypted()), 'application/pgp-encrypted');
       assert.equal(reason(TEXT, encrypted(100, 300_000)), 'inline PGP', 'read through its window');
+    });
+
+    // Found by test/fuzz (corpus/pipeline-inline-beyond-peek.json): the pipeline looks for the armor within the first
+    // INLINE_PEEK_BYTES, but the check took any window it was given, so whether such a body passed depended on chunks.
+    it('looks for an inline block behind at most INLINE_PEEK_BYTES of white space, whatever the window holds', () => {
+      const late = `${' '.repeat(INLINE_PEEK_BYTES)}${encrypted()}`;
+      assert.equal(needsLongerLook(TEXT, Buffer.from(late, 'latin1')), false);
+      assert.equal(reason(TEXT, late), undefined, 'encrypted again (safe), however much of the body was read');
+      assert.equal(reason(TEXT, `${' '.repeat(INLINE_PEEK_BYTES - 100)}${encrypted()}`), 'inline PGP');
     });
 
     const refused: Array<[string, string]> = [

@@ -206,6 +206,15 @@ describe('pipeline', () => {
     assert.doesNotMatch(head, /Content-Transfer-Encoding/i);
   });
 
+  // Found by test/fuzz (corpus/pipeline-base64-dash.json): Node's base64 decoder takes '-' and '_' for base64url
+  // digits, so a small message's inline copy decoded them while a streamed one skipped them (RFC 2045 §6.8).
+  for (const [path, bufferLimit] of [['in memory', undefined], ['streamed', -1]] as const) it(`${path}: inline style skips what is not base64 in a base64 body, '-' and '_' too`, async () => {
+    const raw = Buffer.from('Content-Transfer-Encoding: base64\r\n\r\naGVs-bG8_\r\n-----\r\n');
+    const downstream = new CollectingDownstream();
+    await run(input(raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey, 'inline') }]), downstream, { ...options, bufferLimit });
+    assert.equal((await decrypt(home, armoredBlock(downstream.copyFor('alice@example.test')))).toString('latin1'), 'hello');
+  });
+
   it('inline style falls back to PGP/MIME for a multipart message', async () => {
     const downstream = new CollectingDownstream();
     const result = await run(input(corpus[1]!.raw, [{ address: 'alice@example.test', lookup: usable('alice@example.test', aliceKey, 'inline') }]), downstream, options);

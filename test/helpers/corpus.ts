@@ -208,7 +208,7 @@ export function nonContentHeaderLines(raw: Buffer): Buffer[] {
 }
 
 /** An independent (line-based, simple) reading of a raw message used to check the production splitter. */
-function splitRaw(raw: Buffer): { headerLines: Buffer[]; separator: Buffer; body: Buffer } {
+export function splitRaw(raw: Buffer): { headerLines: Buffer[]; separator: Buffer; body: Buffer } {
   const fields: Buffer[] = [];
   let pos = 0;
   while (pos < raw.length) {

@@ -233,6 +233,29 @@ describe('splitMessage', () => {
       assert.ok(pulled <= 10_100, `read ${pulled} bytes`);
     });
 
+    // Found by test/fuzz (corpus/split-body-line-over-limit.json): a body line that opens the body without a blank
+    // line was counted against the limit while it arrived, so the outcome depended on where the chunks were cut.
+    it('does not count a body line that ends the header block without a blank line, however it arrives', async () => {
+      for (const opening of ['Subject: small\r\n', '', '\t']) {
+        const raw = `${opening}not a field, a body line ${'b'.repeat(5000)}\r\nmore\r\n`;
+        for (const sizes of [raw.length, 1, 7, 4096]) {
+          const result = await split(raw, sizes, 100);
+          assert.equal(latin1(result.headerBlock), opening === '\t' ? '' : opening, `chunks of ${sizes}`);
+          assert.equal(result.body.length, raw.length - result.headerBlock.length);
+        }
+      }
+    });
+
+    it('waits for the end of a line that may still become a field before counting it', async () => {
+      const raw = `X-${'a'.repeat(500)}\r\nbody\r\n`;
+      for (const sizes of [raw.length, 1, 7, 300]) assert.equal((await split(raw, sizes, 100)).headerBlock.length, 0, `chunks of ${sizes}`);
+    });
+
+    it('takes the line ending from the header block, not from a body read in part', async () => {
+      for (const sizes of [1, 7, 100]) assert.equal((await split('no header here\nbody\n', sizes)).eol, '\r\n', `chunks of ${sizes}`);
+      assert.equal((await split('Subject: x\n\nbody\r\n', 3)).eol, '\n');
+    });
+
     it('does not count the body against the limit', async () => {
       const raw = `Subject: small\r\n\r\n${'b'.repeat(5000)}`;
       const result = await split(raw, 4096, 100);
