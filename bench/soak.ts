@@ -134,6 +134,8 @@ class CountingSink {
         });
       },
     });
+    // A reset connection is an 'error' event of the server; unheard, it would end the soak.
+    this.server.on('error', () => undefined);
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
     this.port = (this.server.server.address() as AddressInfo).port;
   }

@@ -191,7 +191,8 @@ describe('two lacre serve instances on one PostgreSQL database', { skip }, () =>
     const start = sink.messages.length;
     const transport = nodemailer.createTransport({ host: '127.0.0.1', port: postfix.smtpPort, pool: true, maxConnections: 4, maxMessages: Infinity });
     const killed = (async () => {
-      while (sink.messages.length - start < KILL_AFTER_COPIES) await sleep(20);
+      const deadline = Date.now() + DRAIN_TIMEOUT_MS;
+      while (sink.messages.length - start < KILL_AFTER_COPIES && Date.now() < deadline) await sleep(20);
       a.kill();
     })();
     try {
@@ -218,6 +219,7 @@ describe('two lacre serve instances on one PostgreSQL database', { skip }, () =>
     assert.equal(result.plaintextToKeyed, 0, 'a keyed recipient received plaintext');
     assert.equal(result.encryptedToKeyless, 0, 'a keyless recipient received ciphertext');
     assert.deepEqual(await postfix.queue(), [], 'Postfix queue drained');
+    assert.ok(acceptedBy(a) > 0, 'A took load before it was killed');
     assert.ok(acceptedBy(b) > acceptedByBBefore, 'B took over the load');
   });
 });

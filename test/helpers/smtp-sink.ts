@@ -62,6 +62,9 @@ export class SmtpSink {
       server.once('error', reject);
       server.listen(options.port ?? this.port, '127.0.0.1', () => resolve());
     });
+    // A client that vanishes (a killed lacre serve) resets its connection: smtp-server reports that as an
+    // 'error' event, which without a listener would end the test process.
+    server.on('error', () => undefined);
     this.server = server;
     this.port = (server.server.address() as AddressInfo).port;
   }
