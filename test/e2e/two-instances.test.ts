@@ -211,9 +211,13 @@ describe('two lacre serve instances on one PostgreSQL database', { skip }, () =>
       await sleep(250);
       result = tally(sink.messages.slice(start));
     }
+    const copies = LOAD + Math.ceil(LOAD / 3);
     console.log(
-      `two instances: ${LOAD} messages, A accepted ${acceptedBy(a)} before kill -9, B accepted ${acceptedBy(b) - acceptedByBBefore}; ` +
-        `missing ${result.missing.length}, duplicated copies ${result.duplicates}, plaintext to keyed ${result.plaintextToKeyed}`,
+      [
+        '| messages | copies | A accepted, then kill -9 | B accepted | lost | duplicated | plaintext to keyed |',
+        '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+        `| ${LOAD} | ${copies} | ${acceptedBy(a)} | ${acceptedBy(b) - acceptedByBBefore} | ${result.missing.length} | ${result.duplicates} | ${result.plaintextToKeyed} |`,
+      ].join('\n'),
     );
     assert.deepEqual(result.missing, [], `lost copies; queue: ${JSON.stringify(await postfix.queue())}`);
     assert.equal(result.plaintextToKeyed, 0, 'a keyed recipient received plaintext');
