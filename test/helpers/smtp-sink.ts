@@ -59,6 +59,9 @@ export class SmtpSink {
     });
     server.server.prependListener('connection', (socket: Socket) => this.recordEnvelopeLines(socket));
     this.port = await listenOnLoopback(server, options.port ?? this.port);
+    // A client that vanishes (a killed lacre serve) resets its connection: smtp-server reports that as an
+    // 'error' event, which without a listener would end the test process.
+    server.on('error', () => undefined);
     this.server = server;
   }
 
