@@ -184,8 +184,6 @@ export class CountingSink {
       },
     });
     this.port = await listenOnLoopback(server, options.port ?? this.port);
-    // A client killed mid-transaction (kill -9 of Lacre) resets its connection: expected here, not a failure.
-    server.on('error', () => undefined);
     this.server = server;
   }
 

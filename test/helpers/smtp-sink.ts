@@ -59,9 +59,6 @@ export class SmtpSink {
     });
     server.server.prependListener('connection', (socket: Socket) => this.recordEnvelopeLines(socket));
     this.port = await listenOnLoopback(server, options.port ?? this.port);
-    // A client that vanishes (a killed lacre serve) resets its connection: smtp-server reports that as an
-    // 'error' event, which without a listener would end the test process.
-    server.on('error', () => undefined);
     this.server = server;
   }
 
@@ -101,6 +98,9 @@ export async function listenOnLoopback(server: SMTPServer, port: number): Promis
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () => resolve());
   });
+  // A client that vanishes (a killed lacre serve) resets its connection: smtp-server reports that as an 'error'
+  // event, which without a listener would end the test process.
+  server.on('error', () => undefined);
   return (server.server.address() as AddressInfo).port;
 }
 
