@@ -135,7 +135,7 @@ function fillDisk(path: string): void {
 
 /** A tmpfs of `size` at a fresh temp dir, or why one cannot be mounted here. */
 async function mountTmpfs(size: string): Promise<{ mountPoint: string } | { reason: string }> {
-  const mountPoint = await mkdtemp(join(tmpdir(), 'lacre-faults-spool-'));
+  const mountPoint = await mkdtemp(join(tmpdir(), 'lacre-faults-tmpfs-'));
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', mountPoint], { stdio: 'pipe' });
     return { mountPoint };
@@ -145,15 +145,56 @@ async function mountTmpfs(size: string): Promise<{ mountPoint: string } | { reas
   }
 }
 
-/** Alice's copies go to her Incoming Box (inside lacre serve) through a proxy that fails in turn, as the issue lists. */
-function boxFaults(keys: Keys): Scenario {
+/** How the Incoming Box fails in one scenario: by the proxy in front of it, or by its blob store's disk. */
+interface BoxTrouble {
+  name: string;
+  /** Where the blobs go (default: a fresh temp dir). */
+  blobsPath?: string;
+  fault: (proxy: BoxFaultProxy, boxUser: string) => Promise<void>;
+  cleanup?: () => Promise<void>;
+}
+
+/** The proxy answers 500, then hangs, then 507 for alice, then forwards again, as the issue lists. */
+const boxAnswersBadly: BoxTrouble = {
+  name: 'Incoming Box answering 500, then hanging, then 507 for one user, then healthy',
+  fault: async (proxy, boxUser) => {
+    const phases: BoxFault[] = [{ kind: 'error500' }, { kind: 'hang' }, { kind: 'full', user: boxUser }, { kind: 'healthy' }];
+    await sleep(3000);
+    for (const phase of phases) {
+      proxy.fault = phase;
+      if (phase.kind !== 'healthy') await sleep(7000);
+    }
+  },
+};
+
+/** The blob store on a small tmpfs, filled for 15 s mid-load, then freed. */
+function blobStoreFull(mountPoint: string): BoxTrouble {
+  const filler = join(mountPoint, 'filler');
+  return {
+    name: 'Incoming Box blob store (32 MiB tmpfs) full for 15 s mid-load',
+    blobsPath: join(mountPoint, 'blobs'),
+    fault: async () => {
+      await sleep(3000);
+      fillDisk(filler);
+      await sleep(15_000);
+      await rm(filler, { force: true });
+    },
+    cleanup: async () => {
+      execFileSync('umount', [mountPoint]);
+      await rm(mountPoint, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Alice's copies go to her Incoming Box (inside lacre serve) through a proxy, while `trouble` strikes. */
+function boxFaults(keys: Keys, trouble: BoxTrouble): Scenario {
   const dir = { path: '' };
   const boxUser = { id: '', token: '' };
   let proxy: BoxFaultProxy | undefined;
   let boxPort = 0;
   const trusted = 'lacre-mx:faults-box-secret';
   return {
-    name: 'Incoming Box answering 500, then hanging, then 507 for one user, then healthy',
+    name: trouble.name,
     count: count(200),
     perSecond: 10,
     prepare: async (env) => {
@@ -168,21 +209,14 @@ function boxFaults(keys: Keys): Scenario {
       return {
         LACRE_INCOMING_BOX_SERVE: 'true',
         LACRE_INCOMING_BOX_LISTEN: `127.0.0.1:${boxPort}`,
-        LACRE_INCOMING_BOX_BLOBS_PATH: join(dir.path, 'blobs'),
+        LACRE_INCOMING_BOX_BLOBS_PATH: trouble.blobsPath ?? join(dir.path, 'blobs'),
         LACRE_INCOMING_BOX_TRUSTED_TOKENS: trusted,
         LACRE_INCOMING_BOX_URL: `http://127.0.0.1:${proxy.port}`,
         LACRE_INCOMING_BOX_TOKEN: trusted,
         LACRE_INCOMING_BOX_TIMEOUT_SECONDS: '3',
       };
     },
-    fault: async () => {
-      const phases: BoxFault[] = [{ kind: 'error500' }, { kind: 'hang' }, { kind: 'full', user: boxUser.id }, { kind: 'healthy' }];
-      await sleep(3000);
-      for (const phase of phases) {
-        proxy!.fault = phase;
-        if (phase.kind !== 'healthy') await sleep(7000);
-      }
-    },
+    fault: () => trouble.fault(proxy!, boxUser.id),
     verify: async (_postfix, tally) => {
       const client = new IncomingBoxClient({ url: `http://127.0.0.1:${boxPort}`, user: boxUser.id, token: boxUser.token });
       const ids = (await client.list({ includeProcessing: true })) as string[];
@@ -195,6 +229,7 @@ function boxFaults(keys: Keys): Scenario {
     cleanup: async () => {
       await proxy?.stop();
       if (dir.path) await rm(dir.path, { recursive: true, force: true });
+      await trouble.cleanup?.();
     },
   };
 }
@@ -268,7 +303,12 @@ describe('fault suite: Postfix → lacre serve → counting sink', { skip: unava
   scenarioTest('postgres-cut', { skip: !postgres && 'no PostgreSQL server (TEST_DATABASE_URL)' }, postgresCut);
   // Its first run found that a box over quota bounced every message Postfix retried during the 507 phase (552 5.2.2):
   // quota is temporary now (452 4.2.2), and this scenario holds it there.
-  scenarioTest('incoming-box', {}, () => boxFaults(keys));
+  scenarioTest('incoming-box', {}, () => boxFaults(keys, boxAnswersBadly));
+  scenarioTest('blob-store-full', {}, async () => {
+    const mounted = await mountTmpfs('32m');
+    if ('reason' in mounted) return mounted.reason;
+    return boxFaults(keys, blobStoreFull(mounted.mountPoint));
+  });
   scenarioTest('slow-downstream', {}, () => slowDownstream);
   scenarioTest('spool-full', {}, async () => {
     const mounted = await mountTmpfs('8m');
