@@ -20,16 +20,18 @@ export class DeliveredCopies implements DeliveryLedger {
   }
 
   /**
-   * One statement per accepted copy, whatever its number of recipients. Committed without waiting for the WAL
-   * flush (synchronous_commit off, for this statement's transaction only): that wait cost ~6 ms per message at one
-   * session, and the row only saves a duplicate, so losing the last ones to a crash of the database server (not of
-   * Lacre: the server has them) costs at most a duplicate.
+   * One statement per accepted copy, whatever its number of recipients. On PostgreSQL it commits without waiting for
+   * the WAL flush (synchronous_commit off, for this statement's transaction only): that wait cost ~6 ms per message
+   * at one session, and the row only saves a duplicate, so losing the last ones to a crash of the database server
+   * (not of Lacre: the server has them) costs at most a duplicate. Not on the embedded database: it runs inside
+   * Lacre's own process with no WAL writer, so an unsynced commit would die with a kill -9 of Lacre itself.
    */
   async record(queueId: string, digest: string, recipients: readonly string[]): Promise<void> {
+    const unsynced = this.db.kind === 'postgres';
     await this.db.query(
-      `with unsynced as (select set_config('synchronous_commit', 'off', true))
+      `${unsynced ? "with unsynced as (select set_config('synchronous_commit', 'off', true))" : ''}
        insert into lacre_delivered_copies (queue_id, recipient, digest)
-       select $1, recipient, $3 from unsynced, unnest($2::text[]) as recipient
+       select $1, recipient, $3 from ${unsynced ? 'unsynced, ' : ''}unnest($2::text[]) as recipient
        on conflict do nothing`,
       [queueId, [...recipients], digest],
     );

@@ -15,6 +15,8 @@ export interface SinkOptions {
   /** Reply for a recipient at RCPT time, e.g. to refuse one permanently. */
   rcptReply?: (address: string) => { code: number; message: string } | undefined;
   lmtp?: boolean;
+  /** Holds the answer to a transaction's DATA until the promise settles (never: a downstream that stalls). */
+  holdData?: (recipients: string[]) => Promise<void> | undefined;
 }
 
 /** A real SMTP server on loopback standing in for Postfix's reinjection listener; keeps what it accepted. */
@@ -46,7 +48,8 @@ export class SmtpSink {
       onData: (stream, session, callback) => {
         const chunks: Buffer[] = [];
         stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-        stream.on('end', () => {
+        stream.on('end', async () => {
+          await options.holdData?.(session.envelope.rcptTo.map((r) => r.address));
           this.messages.push({
             from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
             to: session.envelope.rcptTo.map((r) => r.address),
