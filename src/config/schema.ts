@@ -68,7 +68,8 @@ const relay = z.strictObject({
    * How long each accepted copy is remembered (docs/exactly-once.md), so that a message Postfix retries skips
    * the copies already delivered. Postfix's maximal_queue_lifetime (5 days) by default; 0 = no ledger.
    */
-  delivered_retention_hours: z.number().nonnegative().default(120),
+  /** The delivery ledger (docs/exactly-once.md): hours an accepted copy is remembered; 0 = off, the default (it costs a read and a write per message). */
+  delivered_retention_hours: z.number().nonnegative().default(0),
 });
 
 const encryption = z.strictObject({

@@ -51,7 +51,7 @@ describe('the delivery ledger across a kill -9', async () => {
           ...databaseEnv(database.config),
           LACRE_RELAY_PORT: String(sink.port),
           LACRE_RELAY_TIMEOUT_SECONDS: '60',
-          ...(ledger ? {} : { LACRE_RELAY_DELIVERED_RETENTION_HOURS: '0' }),
+          LACRE_RELAY_DELIVERED_RETENTION_HOURS: ledger ? '120' : '0',
         };
         let server: LacreServer | undefined;
         try {

@@ -38,13 +38,13 @@ const postgres = (await databaseBackends()).find((backend) => backend.name === '
 /** A uniformly random whole number of milliseconds in [low, high). */
 const between = (low: number, high: number): number => Math.floor(low + Math.random() * (high - low));
 
-/** With `ledger` false the delivery ledger is off (relay.delivered_retention_hours = 0): the duplicates "before". */
+/** With `ledger` the delivery ledger is on (relay.delivered_retention_hours = 120); without, off: the duplicates "before". */
 function killLacreAtRandomMoments(times: number, ledger = true): Scenario {
   return {
     name: `kill -9 of lacre serve ×${times}, restarted (embedded database restarts with it), delivery ledger ${ledger ? 'on' : 'off'}`,
     count: count(300),
     perSecond: 15,
-    ...(ledger ? {} : { env: { LACRE_RELAY_DELIVERED_RETENTION_HOURS: '0' } }),
+    env: { LACRE_RELAY_DELIVERED_RETENTION_HOURS: ledger ? '120' : '0' },
     fault: async ({ lacre, note }) => {
       const moments: string[] = [];
       for (let kill = 0; kill < times; kill += 1) {
