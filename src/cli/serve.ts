@@ -138,7 +138,7 @@ async function startKeyService(runtime: Runtime, logger: Logger): Promise<KeySer
   return {
     address: server.address,
     async close() {
-      await notices.stop();
+      await notices.close();
       await server.close();
     },
   };

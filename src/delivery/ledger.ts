@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Database } from '../db/types.js';
 import { errorMessage } from '../errors.js';
 import type { DeliveryLedger } from '../filter/ports.js';
+import { runPeriodically, type PeriodicJob } from '../util/periodic.js';
 
 export const LEDGER_PURGE_INTERVAL_MS = 3600 * 1000;
 
@@ -48,32 +49,14 @@ export class DeliveredCopies implements DeliveryLedger {
   }
 }
 
-export interface LedgerPurge {
-  /** Stops the timer and waits for a run in progress. */
-  close(): Promise<void>;
-}
-
 /** Purges now, then every interval, one run at a time; a failed run is logged and the next one tries again. */
-export function startLedgerPurge(ledger: DeliveredCopies, hours: number, logger: Logger, intervalMs = LEDGER_PURGE_INTERVAL_MS): LedgerPurge {
-  let running: Promise<void> | undefined;
-  const run = () => {
-    running ??= ledger
-      .purge(hours)
-      .then((purged) => {
-        if (purged > 0) logger.info({ purged, retentionHours: hours }, 'delivery ledger purged');
-      })
-      .catch((error: unknown) => logger.warn({ error: errorMessage(error) }, 'delivery ledger purge failed, trying again later'))
-      .finally(() => {
-        running = undefined;
-      });
-  };
-  const timer = setInterval(run, intervalMs);
-  timer.unref();
-  run();
-  return {
-    async close() {
-      clearInterval(timer);
-      await running;
+export function startLedgerPurge(ledger: DeliveredCopies, hours: number, logger: Logger, intervalMs = LEDGER_PURGE_INTERVAL_MS): PeriodicJob {
+  return runPeriodically(
+    async () => {
+      const purged = await ledger.purge(hours);
+      if (purged > 0) logger.info({ purged, retentionHours: hours }, 'delivery ledger purged');
     },
-  };
+    intervalMs,
+    (error) => logger.warn({ error: errorMessage(error) }, 'delivery ledger purge failed, trying again later'),
+  );
 }

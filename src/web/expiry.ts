@@ -12,6 +12,7 @@ import { errorMessage } from '../errors.js';
 import { catalogs } from './i18n.js';
 import type { Mailer } from './mailer.js';
 import { noticeMail } from './notices.js';
+import { runPeriodically, type PeriodicJob } from '../util/periodic.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 /** Dead requests are kept this long after they expired (a late click still gets "expired", not "unknown"). */
@@ -130,19 +131,11 @@ async function purgeStale(db: Database, now: Date): Promise<number> {
   return Number(rows[0]?.purged ?? 0);
 }
 
-/** Runs now and then every hour until stopped; a failing run is logged and the next one tries again. */
-export function startExpiryNotices(deps: ExpiryNoticeDeps, intervalMs = EXPIRY_RUN_INTERVAL_MS): { stop(): Promise<void> } {
-  let running: Promise<unknown> = Promise.resolve();
-  const run = () => {
-    running = runExpiryNotices(deps).catch((error: unknown) => deps.logger.warn({ error: errorMessage(error) }, 'expiry notices run failed; the next run tries again'));
-  };
-  const timer = setInterval(run, intervalMs);
-  timer.unref();
-  run();
-  return {
-    async stop() {
-      clearInterval(timer);
-      await running;
-    },
-  };
+/** Runs now and then every hour until stopped (never two runs at once); a failing run is logged and the next one tries again. */
+export function startExpiryNotices(deps: ExpiryNoticeDeps, intervalMs = EXPIRY_RUN_INTERVAL_MS): PeriodicJob {
+  return runPeriodically(
+    async () => void (await runExpiryNotices(deps)),
+    intervalMs,
+    (error) => deps.logger.warn({ error: errorMessage(error) }, 'expiry notices run failed; the next run tries again'),
+  );
 }
