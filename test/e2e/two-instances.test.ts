@@ -225,5 +225,8 @@ describe('two lacre serve instances on one PostgreSQL database', { skip }, () =>
     assert.deepEqual(await postfix.queue(), [], 'Postfix queue drained');
     assert.ok(acceptedBy(a) > 0, 'A took load before it was killed');
     assert.ok(acceptedBy(b) > acceptedByBBefore, 'B took over the load');
+    // A duplicate is a copy of a message A was answering when it died (SMTP mode re-sends it): a handful, never a
+    // share of the load (seen: 0-10 of 267).
+    assert.ok(result.duplicates <= copies / 10, `${result.duplicates} duplicated copies of ${copies}`);
   });
 });

@@ -54,7 +54,6 @@ function property({ toml, env }: ConfigInput): void {
     loadConfig({ env, ...(toml === undefined ? {} : { file }) });
   } catch (error) {
     assert.ok(error instanceof ConfigError, `a ConfigError, not ${String((error as Error)?.stack ?? error)}`);
-    const names = [file, ...Object.keys(env), ...sections, 'unknown_section', 'smtp.nested'];
     for (const line of error.message.split('\n')) assert.ok(namesWhatItIsAbout(line, env), `the line names its key: ${JSON.stringify(line)}`);
   }
 }
@@ -77,7 +76,7 @@ describe('fuzz: the config loader', () => {
   it('any TOML and environment: a Config, or a ConfigError naming each key', () =>
     checkProperty('config', fc.property(fc.record({ toml: fc.option(tomlText, { nil: undefined }), env: environment }), property), 300));
 
-  it('replays the kept counterexamples (test/fuzz/corpus/config-*.json)', () => {
+  it('replays the kept counterexamples (test/fuzz/corpus/config-*.json)', { skip: corpusCases('config').length === 0 && 'no config case kept yet' }, () => {
     for (const entry of corpusCases('config')) property(entry.input as unknown as ConfigInput);
   });
 });

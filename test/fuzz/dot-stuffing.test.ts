@@ -54,7 +54,7 @@ describe('fuzz: the DATA escaping', () => {
   it('any bytes, any cut, marked chunks too: the original output, valid DATA, the input back', () =>
     checkProperty('DATA escaping', fc.asyncProperty(pieces, cuts, property), 300));
 
-  it('replays the kept counterexamples (test/fuzz/corpus/dot-stuffing-*.json)', async () => {
+  it('replays the kept counterexamples (test/fuzz/corpus/dot-stuffing-*.json)', { skip: corpusCases('dot-stuffing').length === 0 && 'no DATA escaping case kept yet' }, async () => {
     for (const entry of corpusCases('dot-stuffing')) {
       const input = entry.input as { parts: Array<{ safe: boolean; bytes: string }>; cuts: number[] };
       await property(input.parts.map((part) => ({ safe: part.safe, bytes: Buffer.from(part.bytes, 'base64') })), input.cuts);
