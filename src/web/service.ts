@@ -71,6 +71,9 @@ interface KeyRowView {
 
 const HOUR_MS = 3_600_000;
 
+/** How long a WKS request stands for the submission that made it, against Postfix's retries of that mail. */
+const WKS_RETRY_WINDOW_MS = 30 * 60 * 1000;
+
 /** The per-address lock: Lacre's class ("lacr"), then the address as compared case-insensitively. */
 const ADDRESS_LOCK = 'select pg_advisory_xact_lock(1818321778, hashtext(lower($1)))';
 
@@ -164,6 +167,22 @@ export class KeyService {
       throw error;
     }
     return pending;
+  }
+
+  /**
+   * Whether this key was asked to confirm for this address by WKS in the last WKS_RETRY_WINDOW_MS, its request still
+   * open: a submission Postfix retries then does not send a second confirmation request.
+   */
+  async recentWksRequest(email: string, key: string): Promise<boolean> {
+    const [parsed] = await readPublicKeys(key, { ...DEFAULT_KEY_LIMITS, maxKeyBytes: this.deps.config.keys.max_key_bytes }).catch(() => []);
+    if (!parsed) return false;
+    const rows = await this.query(
+      `select 1 from lacre_key_requests
+        where ${this.emailMatch('email')} and fingerprint = $2 and channel = 'wks' and action = 'publish'
+          and used_at is null and expires_at > $3::timestamptz and created_at > $3::timestamptz - make_interval(secs => $4)`,
+      [email, fingerprintOf(parsed), this.clock().toISOString(), WKS_RETRY_WINDOW_MS / 1000],
+    );
+    return rows.length > 0;
   }
 
   /** For WKD: the address's confirmed key, armored. */

@@ -110,7 +110,7 @@ function comparable(address: string): string {
 
 export interface WksHandlerDeps {
   readonly config: Config;
-  readonly service: Pick<KeyService, 'submitPending' | 'describeRequest' | 'confirm'>;
+  readonly service: Pick<KeyService, 'submitPending' | 'describeRequest' | 'confirm' | 'recentWksRequest'>;
   readonly mailer: Mailer;
   readonly catalogs: Catalogs;
   readonly logger: Logger;
@@ -146,8 +146,8 @@ class WksHandler {
       else await this.confirmation(message.address, message.nonce);
     } catch (error) {
       if (isTemporary(error)) throw error;
-      if (error instanceof WebError) return this.drop(message.kind, error.code);
-      throw error;
+      // Anything else is this mail's doing: dropped with its reason, not retried by Postfix until it expires.
+      return this.drop(message.kind, error instanceof WebError ? error.code : errorName(error));
     }
   }
 
@@ -163,13 +163,15 @@ class WksHandler {
       try {
         await this.requestConfirmation(armored, email, signingKey);
       } catch (error) {
-        if (isTemporary(error) || !(error instanceof WebError)) throw error;
-        this.drop('submission', error.code);
+        if (isTemporary(error)) throw error;
+        this.drop('submission', error instanceof WebError ? error.code : errorName(error));
       }
     }
   }
 
   private async requestConfirmation(armored: string, email: string, signingKey: PrivateKey): Promise<void> {
+    // Postfix retrying this mail (another address's request failed for now) must not ask this address twice.
+    if (await this.deps.service.recentWksRequest(email, armored)) return;
     const lang = this.deps.config.web.default_language;
     const t = this.deps.catalogs.translator(lang);
     const targetKey = await readKey({ armoredKey: armored });
@@ -229,6 +231,10 @@ class WksHandler {
 }
 
 /** Failures that pass: Postfix keeps the mail and tries again. */
+function errorName(error: unknown): string {
+  return error instanceof Error ? error.name : 'error';
+}
+
 function isTemporary(error: unknown): boolean {
   return error instanceof DatabaseUnavailableError || error instanceof MailNotSentError || (error instanceof WebError && error.status >= 500);
 }

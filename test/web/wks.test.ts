@@ -236,6 +236,28 @@ describe('WKS with the real gpg-wks-client', () => {
       });
     }));
 
+  test('a submission Postfix retries asks each address once: only the one whose request failed is asked again', () =>
+    onOneBackend(async (db) => {
+      let refuseSecond = true;
+      const picky = await SmtpSink.start({ rcptReply: (to) => (refuseSecond && to === 'carla.b@example.org' ? { code: 451, message: '4.3.0 later' } : undefined) });
+      const lacre = running(world, picky, db);
+      try {
+        const carla = await generateKey(world.home, { email: 'carla@example.org', name: 'Carla' });
+        await gpgOk(world.home, ['--batch', '--pinentry-mode', 'loopback', '--passphrase', '', '--quick-add-uid', carla.fingerprint, 'Carla <carla.b@example.org>']);
+        const armored = (await gpgOk(world.home, ['--armor', '--export', carla.fingerprint])).toString('utf8').replace(/\r?\n/g, '\r\n');
+        const submission = Buffer.from(`From: carla@example.org\r\nTo: ${SUBMISSION}\r\nSubject: key\r\nMIME-Version: 1.0\r\nContent-Type: application/pgp-keys\r\n\r\n${armored}`);
+        await assert.rejects(deliver(lacre.downstream, [SUBMISSION], submission), LacreError, 'the second request could not be sent: Postfix retries');
+        refuseSecond = false;
+        await deliver(lacre.downstream, [SUBMISSION], submission);
+        const to = (address: string) => picky.messages.filter((message) => message.to.includes(address)).length;
+        assert.equal(to('carla@example.org'), 1, 'the address already asked is not asked again');
+        assert.equal(to('carla.b@example.org'), 1);
+      } finally {
+        lacre.relay.close();
+        await picky.stop();
+      }
+    }));
+
   test("a response in the clear (the client's fallback) confirms; one naming another address does not", async (t) => {
     for (const backend of await databaseBackends()) {
       await t.test(backend.name, () =>
