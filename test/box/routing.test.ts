@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
@@ -84,6 +85,17 @@ describe('routing to Incoming Boxes in the pipeline', () => {
     assert.equal(relay.received.length, 2, 'carol (encrypted) and dave (plain) are reinjected');
     assert.deepEqual(await decrypt(home, armoredBlock(relay.received.find((r) => r.to.includes('carol@example.test'))!.data)), contentEntity(message));
     assert.deepEqual(relay.received.find((r) => r.to.includes('dave@example.test'))!.data, message);
+  });
+
+  it('without XFORWARD, blob ids use the queue id of the Received field, as the delivery ledger does', async () => {
+    const withQueueId = (queueId: string) => Buffer.concat([Buffer.from(`Received: by mx.example.test (Postfix) with ESMTP id ${queueId}\r\n\tfor <alice@example.test>; Mon, 1 Jan 2024 10:00:00 +0000\r\n`), corpus[0]!.raw]);
+    const box = new Box();
+    const raw = withQueueId('4QXyZ1abc');
+    const result = await processMessage({ ...input(raw), queueId: undefined }, { relay: new Relay(), box }, options);
+    assert.equal(result.queueId, '4QXyZ1abc');
+    const digest = createHash('sha256').update(raw).digest('hex');
+    const expected = [USER_A, USER_B].map((user) => blobIdFor({ queueId: '4QXyZ1abc', digest, recipient: user === USER_A ? 'alice@example.test' : 'bob@example.test', namespace: 'mx' }));
+    assert.deepEqual([...box.stored.keys()].sort(), expected.sort());
   });
 
   it('writes the same blob ids when Postfix retries the message, and new ones for a new message', async () => {

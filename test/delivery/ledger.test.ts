@@ -78,6 +78,34 @@ describe('delivery ledger', () => {
           assert.deepEqual(await ledger.delivered('4QXyZ1abc', DIGEST_A, ['alice@example.test', 'bob@example.test']), new Set(['alice@example.test']));
         }));
 
+      it('writes the records that arrive while a statement is in flight in one statement; a failed one fails only its own', () =>
+        withDatabase(backend, async (db) => {
+          let inserts = 0;
+          let failNext = false;
+          const counted: Database = Object.assign(Object.create(db) as Database, {
+            query: (sql: string, params?: unknown[]) => {
+              if (/insert into lacre_delivered_copies/.test(sql)) {
+                inserts += 1;
+                if (failNext) return ((failNext = false), Promise.reject(new Error('database down')));
+              }
+              return db.query(sql, params);
+            },
+          });
+          const ledger = new DeliveredCopies(counted);
+          const recipientsOf = (n: number) => [`r${n}a@example.test`, `r${n}b@example.test`];
+          await Promise.all(Array.from({ length: 20 }, (_, n) => ledger.record(`Q${n}`, DIGEST_A, recipientsOf(n))));
+          assert.equal(await rowCount(db), 40, 'every record is written');
+          assert.equal(inserts, 2, 'the first record alone, then the 19 that waited for it together');
+          for (let n = 0; n < 20; n++) assert.deepEqual(await ledger.delivered(`Q${n}`, DIGEST_A, recipientsOf(n)), new Set(recipientsOf(n)));
+
+          failNext = true;
+          const outcomes = await Promise.allSettled([ledger.record('F1', DIGEST_B, ['x@example.test']), ledger.record('F2', DIGEST_B, ['y@example.test'])]);
+          assert.deepEqual(outcomes.map((outcome) => outcome.status), ['rejected', 'fulfilled'], 'the failed statement held only the first record');
+          await ledger.record('F3', DIGEST_B, ['x@example.test', 'x@example.test']);
+          assert.deepEqual(await ledger.delivered('F3', DIGEST_B, ['x@example.test']), new Set(['x@example.test']), 'writing goes on after a failure');
+          assert.equal(await rowCount(db), 42);
+        }));
+
       for (const [path, bufferLimit] of [['in memory', undefined], ['streamed', -1]] as const) {
         it(`${path}: a retried message skips the recipients already accepted; another digest with the same queue id does not`, () =>
           withDatabase(backend, async (db) => {
@@ -127,6 +155,23 @@ describe('delivery ledger', () => {
         }));
     });
   }
+
+  it('a message to one recipient never touches the ledger: delivered whole or not at all, it has nothing to skip', async () => {
+    const options: FilterOptions = { maxHeaderSize: 64 * 1024, groupRecipients: false, spoolMemory: 1024 * 1024 };
+    const calls: string[] = [];
+    const counting: DeliveryLedger = {
+      delivered: async () => (calls.push('delivered'), new Set()),
+      record: async () => void calls.push('record'),
+    };
+    const relay = new FlakyRelay();
+    const one = (address: string): MessageInput => ({ ...input(postfixMessage('4QXyZ1abc')), recipients: recipients.filter((r) => r.address === address) });
+    for (const address of ['alice@example.test', 'carol@example.test']) {
+      assert.equal(messageReply(await processMessage(one(address), { relay, ledger: counting }, options)).code, 250);
+    }
+    assert.deepEqual(calls, [], 'neither read nor written for a keyed or a keyless single recipient');
+    await processMessage(input(postfixMessage('4QXyZ1abc')), { relay, ledger: counting }, options);
+    assert.deepEqual(calls.sort(), ['delivered', 'record', 'record', 'record'], 'three recipients: one read, a write per copy');
+  });
 
   it('a ledger that cannot be read or written never stops a message: nothing skipped, the failures reported', async () => {
     const options: FilterOptions = { maxHeaderSize: 64 * 1024, groupRecipients: false, spoolMemory: 1024 * 1024 };
