@@ -10,7 +10,19 @@ import { runPeriodically, type PeriodicJob } from '../util/periodic.js';
 
 export const LEDGER_PURGE_INTERVAL_MS = 3600 * 1000;
 
+interface PendingRecord {
+  readonly queueId: string;
+  readonly digest: string;
+  readonly recipients: readonly string[];
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
 export class DeliveredCopies implements DeliveryLedger {
+  /** Records waiting for the statement in flight to end; they all go in the next one. */
+  private waiting: PendingRecord[] = [];
+  private writing = false;
+
   constructor(private readonly db: Database) {}
 
   /** One indexed read per message: the rows of this queue id and digest are the few copies of one message. */
@@ -21,20 +33,50 @@ export class DeliveredCopies implements DeliveryLedger {
   }
 
   /**
-   * One statement per accepted copy, whatever its number of recipients. On PostgreSQL it commits without waiting for
-   * the WAL flush (synchronous_commit off, for this statement's transaction only): that wait cost ~6 ms per message
-   * at one session, and the row only saves a duplicate, so losing the last ones to a crash of the database server
-   * (not of Lacre: the server has them) costs at most a duplicate. Not on the embedded database: it runs inside
-   * Lacre's own process with no WAL writer, so an unsynced commit would die with a kill -9 of Lacre itself.
+   * Resolves once the copy is in the database. Records that arrive while a statement is in flight (other copies,
+   * other messages) are written together by the next one: one statement per round trip instead of one per copy,
+   * and no record waits longer than one statement before its own starts.
    */
-  async record(queueId: string, digest: string, recipients: readonly string[]): Promise<void> {
+  record(queueId: string, digest: string, recipients: readonly string[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.push({ queueId, digest, recipients, resolve, reject });
+      if (!this.writing) void this.writeWaiting();
+    });
+  }
+
+  private async writeWaiting(): Promise<void> {
+    this.writing = true;
+    while (this.waiting.length > 0) {
+      const batch = this.waiting;
+      this.waiting = [];
+      try {
+        await this.insert(batch);
+        for (const record of batch) record.resolve();
+      } catch (error) {
+        for (const record of batch) record.reject(error);
+      }
+    }
+    this.writing = false;
+  }
+
+  /**
+   * One statement for the batch. On PostgreSQL it commits without waiting for the WAL flush (synchronous_commit
+   * off, for this statement's transaction only): that wait cost ~6 ms per message at one session, and a row only
+   * saves a duplicate, so losing the last ones to a crash of the database server (not of Lacre: the server has
+   * them) costs at most a duplicate. Not on the embedded database: it runs inside Lacre's own process with no WAL
+   * writer, so an unsynced commit would die with a kill -9 of Lacre itself.
+   */
+  private async insert(batch: readonly PendingRecord[]): Promise<void> {
+    const rows = batch.flatMap((record) => record.recipients.map((recipient) => [record.queueId, recipient, record.digest] as const));
+    if (rows.length === 0) return;
     const unsynced = this.db.kind === 'postgres';
     await this.db.query(
       `${unsynced ? "with unsynced as (select set_config('synchronous_commit', 'off', true))" : ''}
        insert into lacre_delivered_copies (queue_id, recipient, digest)
-       select $1, recipient, $3 from ${unsynced ? 'unsynced, ' : ''}unnest($2::text[]) as recipient
+       select distinct r.queue_id, r.recipient, r.digest
+         from ${unsynced ? 'unsynced, ' : ''}unnest($1::text[], $2::text[], $3::text[]) as r(queue_id, recipient, digest)
        on conflict do nothing`,
-      [queueId, [...recipients], digest],
+      [rows.map((row) => row[0]), rows.map((row) => row[1]), rows.map((row) => row[2])],
     );
   }
 
