@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { stringify as toToml } from 'smol-toml';
+import { configAdvice, type ConfigAdvice } from '../config/advice.js';
 import { maskSecrets } from '../config/load.js';
 import { sizeSettings, type Config } from '../config/schema.js';
 import { formatByteSize } from '../util/byte-size.js';
@@ -29,7 +30,8 @@ export function registerCheckCommand(program: Command, context: CliContext): voi
       announceDatabase(config.database);
       const report = await checkEverything(config, logger, { createDatabase: createFrom(command) });
       const masked = maskSecrets(config);
-      process.stdout.write(options.json ? `${JSON.stringify({ ...report, config: masked }, null, 2)}\n` : formatText(report, masked));
+      const advice = configAdvice(config);
+      process.stdout.write(options.json ? `${JSON.stringify({ ...report, advice, config: masked }, null, 2)}\n` : formatText(report, advice, masked));
       process.exitCode = report.ready ? 0 : 1;
     });
 }
@@ -74,7 +76,7 @@ function migrationsCheck(db: OpenedDatabase): ReadinessCheck {
   };
 }
 
-function formatText(report: ReadinessReport, masked: Config): string {
+function formatText(report: ReadinessReport, advice: readonly ConfigAdvice[], masked: Config): string {
   const width = Math.max(...report.checks.map((check) => check.name.length));
   const lines = report.checks.map((check) => {
     const status = check.ok ? 'ok    ' : 'FAILED';
@@ -84,7 +86,8 @@ function formatText(report: ReadinessReport, masked: Config): string {
   const failed = report.checks.filter((check) => !check.ok).map((check) => check.name);
   const verdict = report.ready ? 'ready' : `NOT ready: ${failed.join(', ')} failed`;
   const toml = toToml(withReadableSizes(masked));
-  return `${lines.join('\n')}\n${verdict}\n\n# configuration in effect (secrets masked; optional keys that are unset are not shown)\n${toml}\n`;
+  const notes = advice.map((note) => `advice  ${note.setting}: ${note.message}\n`).join('');
+  return `${lines.join('\n')}\n${verdict}\n${notes}\n# configuration in effect (secrets masked; optional keys that are unset are not shown)\n${toml}\n`;
 }
 
 /** Sizes as "200 MiB" rather than 209715200: still valid in the config file (--json keeps the numbers). */

@@ -5,6 +5,7 @@ import { migrate, pendingMigrations } from '../db/migrate.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { createSmtpListener } from '../smtp/listener.js';
 import { prepareSpool } from '../filter/spool.js';
+import { configAdvice } from '../config/advice.js';
 import { startLedgerPurge } from '../delivery/ledger.js';
 import type { HttpListener } from '../http/server.js';
 import { LogLevelControl } from '../http/log-level.js';
@@ -40,6 +41,7 @@ export function registerServeCommands(program: Command, context: CliContext): vo
       const address = await services.attempt(listener.listen());
       const stopToggling = logLevel.toggleOnSignal('SIGUSR2');
       await warnIfUnready(runtime, logger);
+      for (const advice of configAdvice(config)) logger.warn({ setting: advice.setting }, advice.message);
       logger.info(
         {
           listen: `${address.address}:${address.port}`,

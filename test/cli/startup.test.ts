@@ -31,6 +31,18 @@ describe('start-up', () => {
     }
   });
 
+  it('logs the configuration advice of lacre check at warn, and serves anyway', async () => {
+    const server = await LacreServer.start({ LACRE_DATABASE_DATA_DIR: join(dir, 'data'), LACRE_RELAY_DELIVERED_RETENTION_HOURS: '24' });
+    try {
+      const advice = server.logs.filter((line) => line.setting === 'relay.delivered_retention_hours');
+      assert.equal(advice.length, 1);
+      assert.equal(advice[0]!.level, 40);
+      assert.match(String(advice[0]!.msg), /shorter than Postfix's default maximal_queue_lifetime/);
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
   it('on SIGTERM closes the idle connections Postfix keeps open with a 421 and exits 0', async () => {
     const server = await LacreServer.start({ LACRE_DATABASE_DATA_DIR: join(dir, 'data') });
     const { client } = await RawSmtpClient.connect(server.port);

@@ -64,6 +64,15 @@ describe('lacre check (real PostgreSQL, relay sink)', { skip: !(await postgresAv
     assert.ok(!out.includes(PASSWORD) && !result.stderr.includes(PASSWORD), 'the password appears nowhere');
   });
 
+  it('advises against a delivery ledger shorter than Postfix\'s queue lifetime, still ready; --json lists it', async () => {
+    const env = { LACRE_DATABASE_URL: urlWithPassword, LACRE_RELAY_PORT: String(sink.port), LACRE_RELAY_DELIVERED_RETENTION_HOURS: '24' };
+    const text = await runLacre(['check'], env);
+    assert.equal(text.code, 0, text.stdout.toString('utf8') + text.stderr);
+    assert.match(text.stdout.toString('utf8'), /^ready\nadvice {2}relay\.delivered_retention_hours: 24 h is shorter than Postfix's default maximal_queue_lifetime/m);
+    const json = JSON.parse((await runLacre(['check', '--json'], env)).stdout.toString('utf8')) as { advice: Array<{ setting: string }> };
+    assert.deepEqual(json.advice.map((advice) => advice.setting), ['relay.delivered_retention_hours']);
+  });
+
   it('exits 1 naming the relay when nothing listens there; --json says the same', async () => {
     const env = { LACRE_DATABASE_URL: urlWithPassword, LACRE_RELAY_PORT: String(await closedPort()) };
     const text = await runLacre(['check'], env);
