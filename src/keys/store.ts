@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
 import { errorMessage, KeyRejectedError } from '../errors.js';
 import { checkKeyLimits, DEFAULT_KEY_LIMITS, fingerprintOf, readPublicKeys, UnusableKeyError, validateKey, type KeyLimits } from '../crypto/keys.js';
+import { addressLocks } from './address-lock.js';
 import { canonicalAddress, InvalidAddressError, normaliseAddress, unicodeDomainVariant } from './address.js';
 import type { EncryptionStyle, KeyStatus } from './types.js';
 
@@ -151,7 +152,9 @@ export class KeyStore {
   /**
    * Makes a disabled key confirmed again, for `address` only or for every address it is stored for. It becomes
    * the address's key, as a confirmed upload does: the address's other confirmed keys become 'disabled' (one
-   * statement, so mail never sees both or neither). Resolves to the fingerprint as stored, the addresses restored
+   * statement, so mail never sees both or neither), under the lock of each address concerned, as the key service's
+   * confirmations take it (keys/address-lock.ts): a confirmation racing this restore comes wholly before or after it,
+   * so the address never ends with two confirmed keys. Resolves to the fingerprint as stored, the addresses restored
    * and the number of keys so disabled.
    */
   async restore(fingerprint: string, address?: string): Promise<{ fingerprint: string; emails: string[]; disabled: number }> {
@@ -159,15 +162,22 @@ export class KeyStore {
     if (wanted === undefined) throw new KeyRejectedError(`not a fingerprint: ${fingerprint}`);
     const [byAddress, params] = address === undefined ? ['', [wanted]] : [` and ${this.emailMatch('email')}`, [...this.storedForms(address), wanted]];
     const fingerprintParam = `$${params.length}`;
-    const rows = await this.db.query<{ email: string; disabled: number | string }>(
-      `with target as (select id, email from lacre_keys where fingerprint = ${fingerprintParam} and status = 'disabled'${byAddress}),
-            displaced as (update lacre_keys set status = 'disabled', updated_at = now()
-                           where email in (select email from target) and status = 'confirmed' returning 1),
-            restored as (update lacre_keys set status = 'confirmed', updated_at = now()
-                          where id in (select id from target) returning email)
-       select email, (select count(*) from displaced)::int as disabled from restored order by lower(email) collate "C", email collate "C"`,
-      params,
-    );
+    const targets = `select id, email from lacre_keys where fingerprint = ${fingerprintParam} and status = 'disabled'${byAddress}`;
+    const locked = (await this.db.query<{ email: string }>(`select distinct email from (${targets}) target`, params)).map((row) => row.email);
+    if (locked.length === 0) return { fingerprint: wanted, emails: [], disabled: 0 };
+    // Only the addresses locked: a row of another address that became disabled since is left as it is.
+    const rows = await this.db.queryInTransaction<{ email: string; disabled: number | string }>([
+      ...addressLocks(locked),
+      {
+        sql: `with target as (${targets} and email in (select jsonb_array_elements_text($${params.length + 1}::jsonb))),
+                   displaced as (update lacre_keys set status = 'disabled', updated_at = now()
+                                  where email in (select email from target) and status = 'confirmed' returning 1),
+                   restored as (update lacre_keys set status = 'confirmed', updated_at = now()
+                                 where id in (select id from target) returning email)
+              select email, (select count(*) from displaced)::int as disabled from restored order by lower(email) collate "C", email collate "C"`,
+        params: [...params, JSON.stringify(locked)],
+      },
+    ]);
     return { fingerprint: wanted, emails: rows.map((row) => row.email), disabled: Number(rows[0]?.disabled ?? 0) };
   }
 

@@ -9,6 +9,7 @@ import { DEFAULT_KEY_LIMITS, fingerprintOf, readPublicKeys, usableEncryptionKey 
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
 import { DatabaseUnavailableError } from '../errors.js';
+import { addressLock } from '../keys/address-lock.js';
 import type { Logger } from '../log/logger.js';
 import { hashToken, issueToken } from '../util/secret-token.js';
 import { WebError } from './errors.js';
@@ -73,9 +74,6 @@ const HOUR_MS = 3_600_000;
 
 /** How long a WKS request stands for the submission that made it, against Postfix's retries of that mail. */
 const WKS_RETRY_WINDOW_MS = 30 * 60 * 1000;
-
-/** The per-address lock: Lacre's class ("lacr"), then the address as compared case-insensitively. */
-const ADDRESS_LOCK = 'select pg_advisory_xact_lock(1818321778, hashtext(lower($1)))';
 
 export interface PendingSubmission {
   readonly email: string;
@@ -472,7 +470,7 @@ export class KeyService {
    * two confirmations cannot both stay confirmed and parallel uploads cannot overrun the mails of the hour.
    */
   private lockedQuery<Row>(email: string, sql: string, params: unknown[]): Promise<Row[]> {
-    return this.answering(() => this.deps.db.queryInTransaction<Row>([{ sql: ADDRESS_LOCK, params: [email] }, { sql, params }]));
+    return this.answering(() => this.deps.db.queryInTransaction<Row>([addressLock(email), { sql, params }]));
   }
 
   private async answering<Row>(run: () => Promise<Row[]>): Promise<Row[]> {

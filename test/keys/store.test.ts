@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { readKey } from 'openpgp';
+import pg from 'pg';
 import { KeyRejectedError } from '../../src/errors.js';
+import { addressLocks, ADDRESS_LOCK_SQL } from '../../src/keys/address-lock.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { databaseBackends, withDatabase } from '../helpers/databases.js';
 import { createGpgHome, generateExpiredKey, generateKey, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
@@ -177,5 +179,81 @@ for (const backend of await databaseBackends()) {
         await store.importKey(bob.publicArmored, { status: 'confirmed' });
         assert.deepEqual((await store.confirmedKeysFor('bob@example.org')).map((row) => row.fingerprint), [bob.fingerprint]);
       }));
+
+    it('restores a disabled key as the address\'s key: its other confirmed keys become disabled', () =>
+      withDatabase(backend, async (db) => {
+        const store = new KeyStore(db, insensitive);
+        await store.importKey(alice.publicArmored);
+        await store.importKey(aliceSecond.publicArmored, { status: 'disabled' });
+        assert.deepEqual(await store.restore(aliceSecond.fingerprint, 'ALICE@example.org'), {
+          fingerprint: aliceSecond.fingerprint,
+          emails: ['Alice@example.org'],
+          disabled: 1,
+        });
+        assert.deepEqual(statuses(await store.show('alice@example.org')), { [alice.fingerprint]: 'disabled', [aliceSecond.fingerprint]: 'confirmed' });
+        assert.deepEqual(await store.restore(aliceSecond.fingerprint), { fingerprint: aliceSecond.fingerprint, emails: [], disabled: 0 }, 'a confirmed key is not restored again');
+      }));
+
+    it('restores by fingerprint for every address the key is stored for, and only ADDRESS\'s when one is given', () =>
+      withDatabase(backend, async (db) => {
+        const store = new KeyStore(db, insensitive);
+        await store.importKey(bob.publicArmored, { emails: ['Team@example.org', 'ops@example.org', 'bob@example.org'], status: 'disabled' });
+        await store.importKey(carol.publicArmored, { emails: ['ops@example.org'] });
+        assert.deepEqual(await store.restore(bob.fingerprint, 'team@example.org'), { fingerprint: bob.fingerprint, emails: ['Team@example.org'], disabled: 0 });
+        assert.deepEqual(await store.restore(` 0x${bob.fingerprint.toLowerCase()} `), {
+          fingerprint: bob.fingerprint,
+          emails: ['bob@example.org', 'ops@example.org'],
+          disabled: 1,
+        });
+        assert.deepEqual(statuses(await store.show('ops@example.org')), { [bob.fingerprint]: 'confirmed', [carol.fingerprint]: 'disabled' });
+        await assert.rejects(store.restore('alice@example.org'), KeyRejectedError);
+      }));
   });
+}
+
+describe('addressLocks', () => {
+  it('locks each address once, as compared case-insensitively, in one order whatever the order given', () => {
+    const params = (emails: string[]): unknown[] => addressLocks(emails).map((statement) => statement.params?.[0]);
+    assert.deepEqual(params(['ops@example.org', 'Bob@example.org', 'OPS@example.org']), ['bob@example.org', 'ops@example.org']);
+    assert.deepEqual(params(['bob@example.org', 'ops@example.org']), ['bob@example.org', 'ops@example.org']);
+    assert.ok(addressLocks(['a@example.org']).every((statement) => statement.sql === ADDRESS_LOCK_SQL));
+  });
+});
+
+const postgres = (await databaseBackends()).find((backend) => backend.name === 'postgres');
+
+describe('KeyStore.restore under the per-address lock (postgres)', { skip: postgres === undefined && 'no PostgreSQL server' }, () => {
+  it('waits for a transaction holding the lock of an address it restores for, and changes nothing meanwhile', () =>
+    withDatabase(postgres!, async (db, config) => {
+      const store = new KeyStore(db, insensitive);
+      await store.importKey(alice.publicArmored);
+      await store.importKey(aliceSecond.publicArmored, { status: 'disabled' });
+      await store.importKey(bob.publicArmored, { emails: ['bob@example.org', 'alice@example.org'] });
+      const holder = new pg.Client({ connectionString: config.url! });
+      await holder.connect();
+      try {
+        await holder.query('BEGIN');
+        // The key service's confirmation for this address, as it holds the lock (another spelling: same lock).
+        await holder.query(ADDRESS_LOCK_SQL, ['ALICE@EXAMPLE.ORG']);
+        let settled = false;
+        const restoring = store.restore(aliceSecond.fingerprint).finally(() => { settled = true; });
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        assert.equal(settled, false, 'restore waits for the address lock');
+        const { rows } = await holder.query<{ fingerprint: string; status: string }>(
+          `select fingerprint, status from lacre_keys where lower(email) = 'alice@example.org'`,
+        );
+        assert.deepEqual(statuses(rows), { [alice.fingerprint]: 'confirmed', [aliceSecond.fingerprint]: 'disabled', [bob.fingerprint]: 'confirmed' }, 'nothing changed yet');
+        await holder.query('COMMIT');
+        assert.deepEqual(await restoring, { fingerprint: aliceSecond.fingerprint, emails: ['Alice@example.org'], disabled: 2 });
+        assert.deepEqual((await store.confirmedKeysFor('alice@example.org')).map((row) => row.fingerprint), [aliceSecond.fingerprint]);
+      } finally {
+        await holder.query('ROLLBACK').catch(() => undefined);
+        await holder.end();
+      }
+    }));
+});
+
+/** Each key's status, by fingerprint. */
+function statuses(rows: { fingerprint: string; status: string }[]): Record<string, string> {
+  return Object.fromEntries(rows.map((row) => [row.fingerprint, row.status]));
 }

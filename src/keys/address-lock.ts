@@ -1,0 +1,23 @@
+/**
+ * The per-address lock every change of an address's confirmed key takes (the key service's confirmations and
+ * requests, the admin's restore): a transaction-scoped PostgreSQL advisory lock, so the statement that follows it
+ * in the same transaction reads the address after any other such change has committed.
+ */
+import type { Statement } from '../db/types.js';
+
+/** Lacre's class ("lacr"), then the address as compared case-insensitively: one lock for every spelling. */
+export const ADDRESS_LOCK_SQL = 'select pg_advisory_xact_lock(1818321778, hashtext(lower($1)))';
+
+/** The statement that takes `email`'s lock until its transaction ends. */
+export function addressLock(email: string): Statement {
+  return { sql: ADDRESS_LOCK_SQL, params: [email] };
+}
+
+/**
+ * The statements that take the locks of several addresses, once each and always in the same order (by the lower-cased
+ * address), so two transactions locking overlapping addresses cannot deadlock.
+ */
+export function addressLocks(emails: Iterable<string>): Statement[] {
+  const keys = [...new Set([...emails].map((email) => email.toLowerCase()))].sort();
+  return keys.map(addressLock);
+}
