@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Database } from '../db/types.js';
 import { LacreError } from '../errors.js';
 import { canonicalAddress, normaliseAddress, unicodeDomainVariant } from '../keys/address.js';
-import { issueToken, tokenMatches } from '../util/secret-token.js';
+import { hashToken, issueToken, tokenMatches } from '../util/secret-token.js';
 
 export interface BoxUserOptions {
   /** Same meaning as keys.local_part_case_sensitive; domains are always case-insensitive. */
@@ -20,6 +20,28 @@ export interface BoxUserEntry {
 }
 
 export class BoxUserError extends LacreError {}
+
+/** How many hex digits of a token's SHA-256 name it: safe to show (the hash is not the secret), short to type. */
+export const TOKEN_ID_LENGTH = 12;
+
+/** A token as the box shows it: never the token, only the start of its hash. */
+export interface BoxTokenEntry {
+  id: string;
+  createdAt: Date;
+}
+
+/** Which tokens to revoke: every one of the user's, or one named by its id (a hash prefix) or by the token itself. */
+export type TokenSelector = { all: true } | { reference: string };
+
+export interface RevokedTokens {
+  user: string;
+  tokens: BoxTokenEntry[];
+  /** Blobs the revoked tokens held reserved with POST ["PROCESSING"], now PENDING again. */
+  releasedBlobs: number;
+}
+
+/** A token id as `list` shows it, or a longer prefix of the hash: 12 to 64 hex digits. */
+const TOKEN_ID = new RegExp(`^[0-9a-fA-F]{${TOKEN_ID_LENGTH},64}$`);
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -115,13 +137,43 @@ export class BoxUserStore {
 
   /** Creates a token for an existing user (named by UUID or by one of its addresses); the token is returned once. */
   async createToken(userOrAddress: string): Promise<{ user: string; token: string }> {
-    const user = userOrAddress.includes('@') ? await this.userFor(userOrAddress) : (canonicalUserId(userOrAddress.toLowerCase()) ?? userOrAddress);
-    if (user === undefined || !(await this.exists(user))) {
-      throw new BoxUserError(`no box user ${userOrAddress}: add an address first (lacre inbox user add ADDR)`);
-    }
+    const user = await this.#existingUser(userOrAddress, ': add an address first (lacre inbox user add ADDR)');
     const { token, hash } = issueToken();
     await this.db.query('INSERT INTO lacre_box_tokens (token_hash, user_uuid) VALUES ($1, $2)', [hash, user]);
     return { user, token };
+  }
+
+  /** The tokens of an existing user (by UUID or address), oldest first, by id. */
+  async listTokens(userOrAddress: string): Promise<{ user: string; tokens: BoxTokenEntry[] }> {
+    const user = await this.#existingUser(userOrAddress);
+    return { user, tokens: [...tokenEntries(await this.#tokenRows(user)).values()] };
+  }
+
+  /**
+   * Deletes the selected tokens of an existing user. The box reads the tokens at every request, so the next
+   * request with a revoked one is 401. Blobs a revoked token had reserved with POST ["PROCESSING"] are PENDING
+   * again in the same statement: nobody can finish them under that credential any more.
+   */
+  async revokeTokens(userOrAddress: string, selector: TokenSelector): Promise<RevokedTokens> {
+    const user = await this.#existingUser(userOrAddress);
+    const known = tokenEntries(await this.#tokenRows(user));
+    const hash = 'all' in selector ? null : selectedHash(user, [...known.keys()], selector.reference);
+    const rows = await this.db.query<TokenRow & { released: number }>(
+      `WITH revoked AS (
+         DELETE FROM lacre_box_tokens WHERE user_uuid = $1 AND ($2::text IS NULL OR token_hash = $2) RETURNING token_hash, created_at
+       ), released AS (
+         UPDATE lacre_blobs SET state = 'PENDING', reserved_at = NULL, reserved_by = NULL
+          WHERE user_uuid = $1 AND state = 'PROCESSING' AND reserved_by IN (SELECT token_hash FROM revoked)
+          RETURNING 1
+       )
+       SELECT token_hash, created_at, (SELECT count(*) FROM released)::int AS released FROM revoked ORDER BY created_at, token_hash`,
+      [user, hash],
+    );
+    // Revoked meanwhile by another command: as unknown as if it had never been there.
+    if (hash !== null && rows.length === 0) throw new BoxUserError(`user ${user} has no token ${known.get(hash)?.id} (any more)`);
+    // Named as `list` named them (one created meanwhile and taken by --all: by its first 12 digits).
+    const tokens = rows.map((row) => known.get(row.token_hash) ?? tokenEntries([row]).get(row.token_hash)!);
+    return { user, tokens, releasedBlobs: Number(rows[0]?.released ?? 0) };
   }
 
   /** True when `token` is one of the user's tokens; hashes are compared in constant time. */
@@ -129,6 +181,17 @@ export class BoxUserStore {
     if (!isUserId(user)) return false;
     const rows = await this.db.query<{ token_hash: string }>('SELECT token_hash FROM lacre_box_tokens WHERE user_uuid = $1', [user]);
     return tokenMatches(token, rows.map((row) => row.token_hash));
+  }
+
+  /** The user named by UUID (either spelling) or by one of its addresses, when it exists. */
+  async #existingUser(userOrAddress: string, hint = ''): Promise<string> {
+    const user = userOrAddress.includes('@') ? await this.userFor(userOrAddress) : (canonicalUserId(userOrAddress.toLowerCase()) ?? userOrAddress);
+    if (user === undefined || !(await this.exists(user))) throw new BoxUserError(`no box user ${userOrAddress}${hint}`);
+    return user;
+  }
+
+  async #tokenRows(user: string): Promise<TokenRow[]> {
+    return this.db.query<TokenRow>('SELECT token_hash, created_at FROM lacre_box_tokens WHERE user_uuid = $1 ORDER BY created_at, token_hash', [user]);
   }
 
   /**
@@ -145,4 +208,44 @@ export class BoxUserStore {
     );
     return row;
   }
+}
+
+interface TokenRow {
+  token_hash: string;
+  created_at: Date;
+}
+
+/**
+ * Each token (by hash, in the rows' order) named by the first 12 hex digits of its hash, or as many more as tell
+ * it from the user's other tokens (as git shortens commit ids), so every id shown can be given back to `revoke`.
+ */
+function tokenEntries(rows: readonly TokenRow[]): Map<string, BoxTokenEntry> {
+  const entries = new Map<string, BoxTokenEntry>();
+  for (const row of rows) {
+    const shared = Math.max(0, ...rows.filter((other) => other !== row).map((other) => commonPrefixLength(row.token_hash, other.token_hash)));
+    entries.set(row.token_hash, { id: row.token_hash.slice(0, Math.max(TOKEN_ID_LENGTH, shared + 1)), createdAt: new Date(row.created_at) });
+  }
+  return entries;
+}
+
+/**
+ * The one hash of `hashes` that `reference` names: the token itself (hashed), or an id (a hash prefix of 12 to
+ * 64 hex digits) that begins exactly one of them. A reference that is not an id may be a secret: errors never
+ * repeat it.
+ */
+function selectedHash(user: string, hashes: readonly string[], reference: string): string {
+  const asToken = hashToken(reference);
+  if (hashes.includes(asToken)) return asToken;
+  if (!TOKEN_ID.test(reference)) throw new BoxUserError(`the token given is not one of user ${user}'s tokens (nor a token id: ${TOKEN_ID_LENGTH} to 64 hex digits)`);
+  const prefix = reference.toLowerCase();
+  const matching = hashes.filter((hash) => hash.startsWith(prefix));
+  if (matching.length === 1) return matching[0]!;
+  if (matching.length === 0) throw new BoxUserError(`user ${user} has no token ${prefix}`);
+  throw new BoxUserError(`token id ${prefix} is ambiguous: ${matching.length} tokens of user ${user} begin with it; give more hex digits of the hash`);
+}
+
+function commonPrefixLength(a: string, b: string): number {
+  let length = 0;
+  while (length < a.length && a[length] === b[length]) length++;
+  return length;
 }

@@ -1,6 +1,6 @@
 /** `lacre inbox serve|user|token|purge|import-soledad`: the Incoming Box server and its administration. */
 import type { Command } from 'commander';
-import { BoxUserStore } from '../box/users.js';
+import { BoxUserError, BoxUserStore, type BoxTokenEntry, type TokenSelector } from '../box/users.js';
 import type { CliContext } from './context.js';
 import { openCommandDatabase as open } from './database.js';
 import { waitForSignal } from './signal.js';
@@ -65,18 +65,44 @@ export function registerInboxCommands(program: Command, context: CliContext): Co
       }),
     );
 
-  inbox
-    .command('token')
-    .description('user tokens for /blobs/{user}/')
+  const token = inbox.command('token').description('user tokens for /blobs/{user}/');
+  token
     .command('create')
     .description('create a token for a user (by id or address) and print it; only its hash is stored')
     .argument('<user>')
     .action((target: string, _options: unknown, command: Command) =>
       withUsers(context, command, async (users) => {
-        const { token } = await users.createToken(target);
-        process.stdout.write(`${token}\n`);
+        const { token: created } = await users.createToken(target);
+        process.stdout.write(`${created}\n`);
       }),
     );
+  token
+    .command('list')
+    .description("list a user's tokens (by id or address): an id (the start of the token's SHA-256, not the token) and when it was made")
+    .argument('<user>')
+    .option('--json', 'machine-readable output')
+    .action((target: string, options: { json?: boolean }, command: Command) =>
+      withUsers(context, command, async (users) => {
+        const { tokens } = await users.listTokens(target);
+        if (options.json) process.stdout.write(`${JSON.stringify(tokens.map(tokenJson))}\n`);
+        else for (const entry of tokens) process.stdout.write(`${entry.id}  ${entry.createdAt.toISOString()}\n`);
+      }),
+    );
+  token
+    .command('revoke')
+    .description('revoke one token of a user, named by its id (from token list), a longer hash prefix, or the token itself ("-": read from stdin); or --all')
+    .argument('<user>')
+    .argument('[token]', 'token id, hash prefix, token, or - to read one line from stdin')
+    .option('--all', 'revoke every token of the user')
+    .action(async (target: string, reference: string | undefined, options: { all?: boolean }, command: Command) => {
+      const selector = await tokenSelector(reference, options.all === true);
+      await withUsers(context, command, async (users) => {
+        const { tokens, releasedBlobs } = await users.revokeTokens(target, selector);
+        if (tokens.length === 0) process.stdout.write('no tokens to revoke\n');
+        for (const entry of tokens) process.stdout.write(`revoked ${entry.id}  ${entry.createdAt.toISOString()}\n`);
+        if (releasedBlobs > 0) process.stdout.write(`released ${releasedBlobs} blob${releasedBlobs === 1 ? '' : 's'} it had reserved\n`);
+      });
+    });
 
   inbox
     .command('purge')
@@ -123,4 +149,23 @@ async function withUsers(context: CliContext, command: Command, use: (users: Box
   } finally {
     await db.close();
   }
+}
+
+function tokenJson(entry: BoxTokenEntry): { id: string; created_at: string } {
+  return { id: entry.id, created_at: entry.createdAt.toISOString() };
+}
+
+/** One token named, or --all; "-" reads it from stdin, so the token need not show in the process list or history. */
+async function tokenSelector(reference: string | undefined, all: boolean): Promise<TokenSelector> {
+  if (all === (reference !== undefined)) throw new BoxUserError('name one token (its id from lacre inbox token list, or the token), or give --all');
+  if (all) return { all: true };
+  const named = reference === '-' ? await firstLineOfStdin() : reference!;
+  if (named === '') throw new BoxUserError('no token on stdin');
+  return { reference: named };
+}
+
+async function firstLineOfStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return (Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '').trim();
 }
