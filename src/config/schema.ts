@@ -65,11 +65,10 @@ const relay = z.strictObject({
   max_connections: z.number().int().min(1).max(1000).default(20),
   timeout_seconds: z.number().positive().default(120),
   /**
-   * How long each accepted copy is remembered (docs/exactly-once.md), so that a message Postfix retries skips
-   * the copies already delivered. Postfix's maximal_queue_lifetime (5 days) by default; 0 = no ledger.
+   * The delivery ledger (docs/exactly-once.md): hours each accepted copy is remembered, so that a message Postfix
+   * retries skips the copies already delivered. Postfix's maximal_queue_lifetime (5 days) by default; 0 = off.
    */
-  /** The delivery ledger (docs/exactly-once.md): hours an accepted copy is remembered; 0 = off, the default (it costs a read and a write per message). */
-  delivered_retention_hours: z.number().nonnegative().default(0),
+  delivered_retention_hours: z.number().nonnegative().default(120),
 });
 
 const encryption = z.strictObject({

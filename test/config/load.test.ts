@@ -44,6 +44,7 @@ describe('loadConfig', () => {
     assert.equal(config.smtp.max_size, 200 * 1024 * 1024);
     assert.equal(config.relay.host, '127.0.0.1');
     assert.equal(config.relay.port, 10026);
+    assert.equal(config.relay.delivered_retention_hours, 120, 'the delivery ledger is on, as long as Postfix retries a message');
     assert.equal(config.log.level, 'info');
     assert.deepEqual(config, configSchema.parse({}));
   });

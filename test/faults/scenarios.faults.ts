@@ -186,15 +186,18 @@ function blobStoreFull(mountPoint: string): BoxTrouble {
   };
 }
 
-/** Alice's copies go to her Incoming Box (inside lacre serve) through a proxy, while `trouble` strikes. */
-function boxFaults(keys: Keys, trouble: BoxTrouble): Scenario {
+/**
+ * Alice's copies go to her Incoming Box (inside lacre serve) through a proxy, while `trouble` strikes; with the
+ * delivery ledger on (the default) or off (the duplicates "before").
+ */
+function boxFaults(keys: Keys, trouble: BoxTrouble, ledger = true): Scenario {
   const dir = { path: '' };
   const boxUser = { id: '', token: '' };
   let proxy: BoxFaultProxy | undefined;
   let boxPort = 0;
   const trusted = 'lacre-mx:faults-box-secret';
   return {
-    name: trouble.name,
+    name: `${trouble.name}, delivery ledger ${ledger ? 'on' : 'off'}`,
     count: count(200),
     perSecond: 10,
     prepare: async (env) => {
@@ -214,6 +217,7 @@ function boxFaults(keys: Keys, trouble: BoxTrouble): Scenario {
         LACRE_INCOMING_BOX_URL: `http://127.0.0.1:${proxy.port}`,
         LACRE_INCOMING_BOX_TOKEN: trusted,
         LACRE_INCOMING_BOX_TIMEOUT_SECONDS: '3',
+        LACRE_RELAY_DELIVERED_RETENTION_HOURS: ledger ? '120' : '0',
       };
     },
     fault: () => trouble.fault(proxy!, boxUser.id),
@@ -303,6 +307,7 @@ describe('fault suite: Postfix → lacre serve → counting sink', { skip: unava
   scenarioTest('postgres-cut', { skip: !postgres && 'no PostgreSQL server (TEST_DATABASE_URL)' }, postgresCut);
   // Its first run found that a box over quota bounced every message Postfix retried during the 507 phase (552 5.2.2):
   // quota is temporary now (452 4.2.2), and this scenario holds it there.
+  scenarioTest('incoming-box-ledger-off', {}, () => boxFaults(keys, boxAnswersBadly, false));
   scenarioTest('incoming-box', {}, () => boxFaults(keys, boxAnswersBadly));
   scenarioTest('blob-store-full', {}, async () => {
     const mounted = await mountTmpfs('32m');
