@@ -26,7 +26,10 @@ const postgresUrl = z
   // "user@/db" (no host: the default socket) is pg's too, though the WHATWG parser refuses it.
   .refine((value) => /^postgres(ql)?:\/\//i.test(value) && URL.canParse(value.replace('@/', '@localhost/')), {
     message: 'expected a postgresql:// URL, e.g. postgresql://lacre@127.0.0.1:5432/lacre (through a Unix socket: postgresql:///lacre?host=/var/run/postgresql)',
-  });
+  })
+  // pg passes the decoded user, database and options into the startup message, where a NUL would cut a parameter
+  // short and start another (docs/security.md, "Dependencies").
+  .refine((value) => !/\0|%00/i.test(value), { message: 'a NUL byte (%00) is not allowed in a database URL' });
 
 const database = z.strictObject({
   /** PostgreSQL connection URL; unset = embedded PGlite in data_dir. */

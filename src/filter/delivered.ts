@@ -15,6 +15,12 @@ export class MessageLedger {
     private readonly ledger: DeliveryLedger,
     private readonly queueId: string,
     private readonly digest: string,
+    /**
+     * False for a message to one recipient: its only copy accepted, Lacre answers 250 at once (no path answers 4xx
+     * after it), so no retry of it can need the record. It is still read: an earlier attempt with more recipients
+     * may have recorded this one (docs/exactly-once.md).
+     */
+    private readonly recordsNeeded: boolean,
   ) {}
 
   /**
@@ -28,7 +34,7 @@ export class MessageLedger {
     recipients: readonly string[],
   ): Promise<{ entry: MessageLedger | undefined; delivered: ReadonlySet<string> }> {
     if (!ledger || queueId === undefined) return { entry: undefined, delivered: NOBODY };
-    const entry = new MessageLedger(ledger, queueId, headerDigest(headerSection));
+    const entry = new MessageLedger(ledger, queueId, headerDigest(headerSection), recipients.length > 1);
     try {
       return { entry, delivered: await ledger.delivered(queueId, entry.digest, recipients) };
     } catch (error) {
@@ -39,7 +45,7 @@ export class MessageLedger {
 
   /** Called right after a downstream accepted a copy for these recipients; never throws. */
   async record(recipients: readonly string[]): Promise<void> {
-    if (recipients.length === 0) return;
+    if (recipients.length === 0 || !this.recordsNeeded) return;
     try {
       await this.ledger.record(this.queueId, this.digest, recipients);
     } catch (error) {

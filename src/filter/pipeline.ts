@@ -21,7 +21,7 @@ import { INCOMING_NAMESPACE } from '../config/schema.js';
 import { CipherSpool, defaultSpoolDir } from './spool.js';
 import { MessageLedger } from './delivered.js';
 import { countedForCollection } from '../util/young-gc.js';
-import type { BoxScheme, DeliveryLedger, Downstreams, RecipientRejections } from './ports.js';
+import type { BoxScheme, Downstreams, RecipientRejections } from './ports.js';
 
 export interface FilterOptions {
   readonly maxHeaderSize: number;
@@ -88,7 +88,7 @@ export async function processMessage(input: MessageInput, downstreams: Downstrea
     const alreadyEncrypted = alreadyEncryptedReason(type, transferEncodingOf(split.fields), { bytes: split.bodyStart, complete: bodyComplete });
     const queueId = input.queueId ?? postfixQueueIdOf(split.fields);
     const addresses = input.recipients.map((recipient) => recipient.address);
-    const { entry, delivered } = await MessageLedger.open(ledgerFor(addresses, downstreams.ledger), queueId, split.headerBlock, addresses);
+    const { entry, delivered } = await MessageLedger.open(downstreams.ledger, queueId, split.headerBlock, addresses);
     const plan = planDelivery({
       recipients: input.recipients,
       alreadyEncrypted,
@@ -104,16 +104,6 @@ export async function processMessage(input: MessageInput, downstreams: Downstrea
     // through the same iterator (its 'readable' listener would keep a plain resume() from flowing).
     await drain(source);
   }
-}
-
-/**
- * The ledger only for a message with several recipients: one recipient's message is delivered whole or not at all,
- * so a retry of it has nothing to skip. (Lacre answering Postfix right after the copy was accepted leaves the same
- * window for a duplicate as recording it would: docs/exactly-once.md.) This keeps the ledger off the path of most
- * mail, whose database cost would otherwise be two statements per message.
- */
-function ledgerFor(addresses: readonly string[], ledger: DeliveryLedger | undefined): DeliveryLedger | undefined {
-  return addresses.length > 1 ? ledger : undefined;
 }
 
 async function drain(source: AsyncIterator<Buffer>): Promise<void> {
@@ -377,7 +367,7 @@ interface MessageContext {
   readonly options: FilterOptions;
   /** Postfix's queue id (MessageResult.queueId): one value for the ledger and the box's blob ids. */
   readonly queueId: string | undefined;
-  /** The message's entry in the delivery ledger, when it has one (a ledger, a queue id, several recipients). */
+  /** The message's entry in the delivery ledger, when it has one (a ledger and a queue id). */
   readonly ledger: MessageLedger | undefined;
 }
 

@@ -3,8 +3,9 @@ import { fieldValue, findField, type HeaderField } from './header.js';
 /**
  * Postfix's queue id as its cleanup(8) wrote it into the topmost Received field: "by HOST (Postfix[, from userid N])
  * [with PROTO] id QUEUEID". Postfix sends no XFORWARD IDENT for locally submitted mail (sendmail → pickup): its
- * queue file records no original queue id, only SOURCE=LOCAL goes. Read only for the log line, never trusted
- * beyond it; a Received field that Postfix did not write yields nothing.
+ * queue file records no original queue id, only SOURCE=LOCAL goes. Used for the log line, the delivery ledger
+ * and the box's blob ids, always next to a digest of the message itself, so a forged one matches nothing else;
+ * a Received field that Postfix did not write yields nothing.
  */
 export function postfixQueueIdOf(fields: readonly HeaderField[]): string | undefined {
   const received = findField(fields, 'received');

@@ -204,6 +204,9 @@ port = 2526
     for (const refused of ['host=db dbname=lacre', 'mysql://db/lacre', '/var/run/postgresql lacre', 'postgres://[db/lacre']) {
       assert.match(problems({ env: { LACRE_DATABASE_URL: refused } })[0]!, /^database\.url \(from LACRE_DATABASE_URL\): expected a postgresql:\/\/ URL/);
     }
+    for (const nul of ['postgres://lacre@db/lacre%00options=-c', 'postgres://lacre\u0000x@db/lacre']) {
+      assert.match(problems({ env: { LACRE_DATABASE_URL: nul } })[0]!, /^database\.url \(from LACRE_DATABASE_URL\): a NUL byte \(%00\) is not allowed in a database URL/);
+    }
     const withPassword = problems({ env: { LACRE_DATABASE_URL: 'postgres://lacre:hunter2@[db/lacre' } })[0]!;
     assert.ok(!withPassword.includes('hunter2'), withPassword);
     for (const accepted of ['postgres://lacre@127.0.0.1:5432/lacre', 'POSTGRESQL://db/lacre?sslmode=require', 'postgresql:///lacre?host=/var/run/postgresql', 'postgres://lacre@/lacre']) {

@@ -78,12 +78,14 @@ describe('delivery ledger', () => {
           assert.deepEqual(await ledger.delivered('4QXyZ1abc', DIGEST_A, ['alice@example.test', 'bob@example.test']), new Set(['alice@example.test']));
         }));
 
-      it('writes the records that arrive while a statement is in flight in one statement; a failed one fails only its own', () =>
+      it('reads and writes what arrives while a statement is in flight in one statement; a failed one fails only its own', () =>
         withDatabase(backend, async (db) => {
           let inserts = 0;
+          let selects = 0;
           let failNext = false;
           const counted: Database = Object.assign(Object.create(db) as Database, {
             query: (sql: string, params?: unknown[]) => {
+              if (/^\s*select .* from lacre_delivered_copies/s.test(sql)) selects += 1;
               if (/insert into lacre_delivered_copies/.test(sql)) {
                 inserts += 1;
                 if (failNext) return ((failNext = false), Promise.reject(new Error('database down')));
@@ -96,7 +98,9 @@ describe('delivery ledger', () => {
           await Promise.all(Array.from({ length: 20 }, (_, n) => ledger.record(`Q${n}`, DIGEST_A, recipientsOf(n))));
           assert.equal(await rowCount(db), 40, 'every record is written');
           assert.equal(inserts, 2, 'the first record alone, then the 19 that waited for it together');
-          for (let n = 0; n < 20; n++) assert.deepEqual(await ledger.delivered(`Q${n}`, DIGEST_A, recipientsOf(n)), new Set(recipientsOf(n)));
+          const found = await Promise.all(Array.from({ length: 20 }, (_, n) => ledger.delivered(`Q${n}`, n % 2 ? DIGEST_A : DIGEST_B, [...recipientsOf(n), 'z@example.test'])));
+          assert.deepEqual(found, Array.from({ length: 20 }, (_, n) => new Set(n % 2 ? recipientsOf(n) : [])), 'each message its own recipients, by queue id and digest');
+          assert.equal(selects, 2, 'the first read alone, then the 19 that waited for it together');
 
           failNext = true;
           const outcomes = await Promise.allSettled([ledger.record('F1', DIGEST_B, ['x@example.test']), ledger.record('F2', DIGEST_B, ['y@example.test'])]);
@@ -156,7 +160,7 @@ describe('delivery ledger', () => {
     });
   }
 
-  it('a message to one recipient never touches the ledger: delivered whole or not at all, it has nothing to skip', async () => {
+  it('a message to one recipient is looked up but never recorded: delivered whole or not at all, no retry needs it', async () => {
     const options: FilterOptions = { maxHeaderSize: 64 * 1024, groupRecipients: false, spoolMemory: 1024 * 1024 };
     const calls: string[] = [];
     const counting: DeliveryLedger = {
@@ -168,10 +172,31 @@ describe('delivery ledger', () => {
     for (const address of ['alice@example.test', 'carol@example.test']) {
       assert.equal(messageReply(await processMessage(one(address), { relay, ledger: counting }, options)).code, 250);
     }
-    assert.deepEqual(calls, [], 'neither read nor written for a keyed or a keyless single recipient');
+    assert.deepEqual(calls, ['delivered', 'delivered'], 'read, never written, for a keyed or a keyless single recipient');
+    calls.length = 0;
     await processMessage(input(postfixMessage('4QXyZ1abc')), { relay, ledger: counting }, options);
     assert.deepEqual(calls.sort(), ['delivered', 'record', 'record', 'record'], 'three recipients: one read, a write per copy');
   });
+
+  for (const backend of backends) {
+    it(`${backend.name}: a retry left with one recipient whose copy an earlier attempt recorded sends nothing`, () =>
+      withDatabase(backend, async (db) => {
+        // Attempt 1 to alice and bob: bob's copy fails, alice's is recorded. Attempt 2 (say bob's RCPT was refused
+        // meanwhile) carries alice alone: her copy must not go out again.
+        const options: FilterOptions = { maxHeaderSize: 64 * 1024, groupRecipients: false, spoolMemory: 1024 * 1024 };
+        const ledger = new DeliveredCopies(db);
+        const relay = new FlakyRelay(new Set(['bob@example.test']));
+        const raw = postfixMessage('4QXyZ1abc');
+        const pair = { ...input(raw), recipients: recipients.filter((r) => r.address !== 'carol@example.test') };
+        assert.equal(messageReply(await processMessage(pair, { relay, ledger }, options)).code, 451);
+        relay.sent.length = 0;
+        const alone = { ...input(raw), recipients: recipients.filter((r) => r.address === 'alice@example.test') };
+        const retry = await processMessage(alone, { relay, ledger }, options);
+        assert.equal(messageReply(retry).code, 250);
+        assert.equal(retry.plan.actions.get('alice@example.test'), 'already-delivered');
+        assert.deepEqual(relay.sent, []);
+      }));
+  }
 
   it('a ledger that cannot be read or written never stops a message: nothing skipped, the failures reported', async () => {
     const options: FilterOptions = { maxHeaderSize: 64 * 1024, groupRecipients: false, spoolMemory: 1024 * 1024 };

@@ -91,6 +91,9 @@ for (const backend of backends) {
       const filterEnv = {
         ...env,
         LACRE_RELAY_PORT: String(sink.port),
+        // Without the delivery ledger a retry reaches the box, which must answer it 409 (the blob ids); the ledger,
+        // on by default, would skip it first (test/e2e/ledger-retry.test.ts, the fault suite's box rows).
+        LACRE_RELAY_DELIVERED_RETENTION_HOURS: '0',
         LACRE_INCOMING_BOX_URL: boxUrl,
         LACRE_INCOMING_BOX_TOKEN: `lacre-mx:${LEAK_MARKERS.token}`,
         LACRE_INCOMING_BOX_TIMEOUT_SECONDS: '5',
