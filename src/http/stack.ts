@@ -29,10 +29,12 @@ export interface HttpTimeouts {
   readonly idleMs: number;
   /** How long an idle kept-alive connection waits for the next request. */
   readonly keepAliveMs: number;
+  /** How often Node looks for requests past requestMs or headersMs: a timeout fires up to this much late. */
+  readonly checkEveryMs: number;
 }
 
 /** Node's http.Server defaults: fastify's own differ (no request timeout, 72 s keep-alive). */
-export const NODE_TIMEOUTS: HttpTimeouts = { requestMs: 300_000, headersMs: 60_000, idleMs: 0, keepAliveMs: 5_000 };
+export const NODE_TIMEOUTS: HttpTimeouts = { requestMs: 300_000, headersMs: 60_000, idleMs: 0, keepAliveMs: 5_000, checkEveryMs: 30_000 };
 
 export interface HttpStackOptions {
   /** Where failures are logged. */
@@ -69,6 +71,7 @@ export function createHttpStack(options: HttpStackOptions): HttpApp {
     requestTimeout: timeouts.requestMs,
     connectionTimeout: timeouts.idleMs,
     keepAliveTimeout: timeouts.keepAliveMs,
+    http: { connectionsCheckingInterval: timeouts.checkEveryMs },
     exposeHeadRoutes: options.headRoutes ?? true,
     // As plain node:http does: a request arriving on a kept-alive connection while closing is still served.
     return503OnClosing: false,

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import fastifyFormbody from '@fastify/formbody';
@@ -194,6 +195,8 @@ function renderMessage(reply: FastifyReply, view: Frame, title: string, paragrap
 
 function renderError(reply: FastifyReply, error: WebError, view: Frame): FastifyReply {
   const answer = reply.code(error.status).headers(error.headers).header('cache-control', 'no-store');
+  // A body refused before its end would otherwise be read on, to its end or the request timeout.
+  if (!reply.request.raw.complete) answer.header('connection', 'close');
   return render(answer, 'error', view, { title: view.t('That did not work'), message: view.t(error.msgid, error.values) });
 }
 
@@ -255,7 +258,69 @@ function readUrlencoded(body: unknown): RawUploadFields {
   return fields;
 }
 
+/**
+ * The form's parts, guarded against what @fastify/busboy 3.2.6 does with a hostile body: it reads every byte of a
+ * preamble, epilogue or skipped part without counting it (so the raw body is counted here, 413 beyond 64 KiB; a
+ * Content-Length past it is refused at the body's first pause, the form's language read by then), it falls silent for good when the last part is skipped and outgrows its buffer
+ * (GHSA-5mv5-vr5f-hmvr: a body that stops flowing with no end in sight is refused after PARSER_STALL_MS), and
+ * it rejects a malformed body with untyped errors (a 400 here, not a 503).
+ */
 async function readMultipart(request: FastifyRequest): Promise<RawUploadFields> {
+  // Started first: its first step pipes the body into busboy before the guard's 'data' listener sets it flowing.
+  const reading = collectParts(request);
+  const guard = guardMultipartBody(request.raw, Number(request.headers['content-length']) > WEB_BODY_LIMIT);
+  try {
+    return await Promise.race([reading, guard.refused]);
+  } catch (error) {
+    throw asFormRefusal(error);
+  } finally {
+    guard.stop();
+    reading.catch(() => {});
+  }
+}
+
+/**
+ * Busboy handles a part in milliseconds and the form's reader never waits, so a body that has stopped flowing
+ * (all in, or held back by busboy) without a new byte for this long means busboy is stuck; a client that is slow
+ * to send is left to web.request_timeout_seconds.
+ */
+const PARSER_STALL_MS = 1_000;
+
+interface BodyGuard {
+  /** Rejects with 413 past 64 KiB of raw body, with 400 when the parser stalls. */
+  readonly refused: Promise<never>;
+  stop(): void;
+}
+
+/** `declaredTooLarge`: the Content-Length is past 64 KiB, so a pause in the body is refused at once (413), not waited on. */
+function guardMultipartBody(raw: IncomingMessage, declaredTooLarge: boolean): BodyGuard {
+  let received = 0;
+  let seen = 0;
+  let refuse: (error: WebError) => void = () => {};
+  const refused = new Promise<never>((_resolve, reject) => {
+    refuse = reject;
+  });
+  const onData = (chunk: Buffer): void => {
+    received += chunk.length;
+    if (received > WEB_BODY_LIMIT) refuse(tooLarge());
+  };
+  const watch = setInterval(() => {
+    const held = raw.readableEnded || raw.isPaused();
+    if (received === seen && declaredTooLarge) refuse(tooLarge());
+    else if (received === seen && held) refuse(invalidForm());
+    seen = received;
+  }, PARSER_STALL_MS);
+  raw.on('data', onData);
+  return {
+    refused,
+    stop() {
+      raw.off('data', onData);
+      clearInterval(watch);
+    },
+  };
+}
+
+async function collectParts(request: FastifyRequest): Promise<RawUploadFields> {
   const fields: RawUploadFields = {};
   let total = 0;
   for await (const part of request.parts()) {
@@ -274,6 +339,12 @@ async function readMultipart(request: FastifyRequest): Promise<RawUploadFields> 
     if (total > WEB_BODY_LIMIT) throw tooLarge();
   }
   return fields;
+}
+
+/** @fastify/multipart's own refusals carry their status (413 past a limit); busboy's parse errors do not: the body is malformed. */
+function asFormRefusal(error: unknown): unknown {
+  if (error instanceof WebError || typeof (error as { statusCode?: unknown }).statusCode === 'number') return error;
+  return invalidForm();
 }
 
 /** A string field of a parsed body or query; a repeated field counts as missing. */

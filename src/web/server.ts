@@ -1,14 +1,15 @@
 /**
  * The public key service's listener (web.listen): the JSON API, the page and, with web.wkd, the Web Key Directory,
  * on the one HTTP stack. Sits behind a TLS reverse proxy in production: X-Forwarded-For is believed only from
- * web.trust_proxy. Bodies are capped at 64 KiB (413 too-large).
+ * web.trust_proxy. Bodies are capped at 64 KiB (413 too-large); a request must arrive within
+ * web.request_timeout_seconds (408, connection closed).
  */
 import type { AddressInfo } from 'node:net';
 import type { FastifyReply } from 'fastify';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/types.js';
 import { HttpError } from '../errors.js';
-import { closeHttpStack, createHttpStack, listenOn, pathOf } from '../http/stack.js';
+import { closeHttpStack, createHttpStack, listenOn, NODE_TIMEOUTS, pathOf, type HttpTimeouts } from '../http/stack.js';
 import type { Logger } from '../log/logger.js';
 import { registerApiRoutes, WEB_BODY_LIMIT } from './api.js';
 import { WebError, type WebErrorCode } from './errors.js';
@@ -43,6 +44,8 @@ export interface WebServer {
 }
 
 const CLOSE_GRACE_MS = 5_000;
+/** Node's 30 s check would let a 30 s request timeout run to a minute; looking each second costs little. */
+const TIMEOUT_CHECK_MS = 1_000;
 
 export async function startWebServer(options: WebServerOptions): Promise<WebServer> {
   const { config, db, mailer, logger } = options;
@@ -53,6 +56,7 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     trustProxy: config.web.trust_proxy,
     pathsHoldSecrets: true,
     bodyLimit: WEB_BODY_LIMIT,
+    timeouts: webTimeouts(config),
     sendError: (reply, error) => sendWebError(reply, error, catalogs, config.web.default_language),
   });
   const deps: WebDeps = { service, config, catalogs, logger, db };
@@ -61,6 +65,12 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
   if (config.web.wkd) registerWkdRoutes(app, deps);
   const address = await listenOn(app, config.web.listen ?? '127.0.0.1:0', 'web.listen');
   return { address, service, close: () => closeHttpStack(app, CLOSE_GRACE_MS) };
+}
+
+/** The whole request (headers and body) within web.request_timeout_seconds; the headers within that too. */
+function webTimeouts(config: Config): Partial<HttpTimeouts> {
+  const requestMs = config.web.request_timeout_seconds * 1000;
+  return { requestMs, headersMs: Math.min(NODE_TIMEOUTS.headersMs, requestMs), checkEveryMs: Math.min(TIMEOUT_CHECK_MS, requestMs) };
 }
 
 /** A refusal in the client's language: `{"error","message"}` under /api/, the message as text elsewhere. */
