@@ -13,6 +13,7 @@ import { InvalidFramingError } from '../../src/box-client/framing.js';
 import { FRAMING_BYTES, incomingFraming } from '../../src/soledad/preamble.js';
 import { databaseBackends } from '../helpers/databases.js';
 import { startRealBox, type BoxUser, type RealBox } from './real-box.js';
+import { freePort } from '../helpers/ports.js';
 
 for (const backend of await databaseBackends()) {
   describe(`IncomingBoxClient against the real box (${backend.name})`, () => {
@@ -267,9 +268,3 @@ async function listen(server: Server): Promise<{ url: string; close(): Promise<v
   };
 }
 
-async function freePort(): Promise<number> {
-  const probe = await listen(createServer());
-  const port = Number(new URL(probe.url).port);
-  await probe.close();
-  return port;
-}

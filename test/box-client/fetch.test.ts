@@ -4,8 +4,6 @@
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -23,6 +21,7 @@ import { loadDecryptionKeys, NoMatchingKeyError, openBlob, UnknownSchemeError } 
 import { createGpgHome, generateKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { databaseBackends } from '../helpers/databases.js';
 import { startRealBox, type BoxUser, type RealBox } from './real-box.js';
+import { freePort } from '../helpers/ports.js';
 
 const WITH_MIME = Buffer.from(
   'Received: from mx.example.net by gw.example.org; Mon, 1 Jan 2024 00:00:00 +0000\r\n' +
@@ -263,13 +262,6 @@ async function maildirMessages(dir: string): Promise<Buffer[]> {
   return Promise.all(names.map((name) => readFile(join(dir, 'new', name))));
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function sorted(buffers: Buffer[]): Buffer[] {
   return [...buffers].sort(Buffer.compare);

@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -16,6 +15,7 @@ import { databaseBackends, databaseEnv, openTestDatabase } from '../helpers/data
 import { LacreServer, runLacre } from '../helpers/lacre.js';
 import { markSecret } from '../helpers/leak-markers.js';
 import { MX, TRUSTED, tokenHeader, withBox, type TestBox } from './server-box.js';
+import { freePort } from '../helpers/ports.js';
 
 const workDir = mkdtempSync(join(tmpdir(), 'lacre-token-revoke-'));
 after(() => rmSync(workDir, { recursive: true, force: true }));
@@ -32,13 +32,6 @@ async function stateOf(box: TestBox, id: string): Promise<{ state: string; reser
   return row!;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /** Runs `lacre inbox …` on one database; stdout as text. */
 function inboxCli(config: DatabaseConfig, extraEnv: Record<string, string> = {}) {

@@ -7,7 +7,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IncomingBoxClient } from '../../src/box-client/client.js';
@@ -18,14 +17,8 @@ import { sendRaw } from '../helpers/smtp-client.js';
 import { LacreServer, runLacre } from '../helpers/lacre.js';
 import { databaseBackends, databaseEnv, openTestDatabase, type TestDatabase } from '../helpers/databases.js';
 import { LEAK_MARKERS, markSecret } from '../helpers/leak-markers.js';
+import { freePort } from '../helpers/ports.js';
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 async function waitFor<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -21,8 +21,8 @@ import { armoredBlock, contentEntity, corpus, nonContentHeaderLines } from '../h
 import { databaseEnv, openTestDatabase, type TestDatabase } from '../helpers/databases.js';
 import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { LACRE_BIN, LacreServer, runLacre, type LogLine } from '../helpers/lacre.js';
+import { freePort } from '../helpers/ports.js';
 import {
-  freePort,
   postfixUnavailableReason,
   startPostfix,
   type PostfixInstance,

@@ -3,8 +3,8 @@ import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import nodemailer from 'nodemailer';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import { freePort } from '../helpers/ports.js';
 import {
-  freePort,
   postfixUnavailableReason,
   startPostfix,
   type PostfixInstance,

@@ -11,7 +11,8 @@ import { contentEntity, armoredBlock } from '../helpers/corpus.js';
 import { databaseEnv, openTestDatabase, type TestBackend, type TestDatabase } from '../helpers/databases.js';
 import { decrypt, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
 import { LacreServer, runLacre } from '../helpers/lacre.js';
-import { freePort, startPostfix, type PostfixInstance } from '../helpers/postfix.js';
+import { startPostfix, type PostfixInstance } from '../helpers/postfix.js';
+import { freePort } from '../helpers/ports.js';
 import { MAILBOXES, makeMessage, sendLoad, sleep } from './load.js';
 import { CountingSink, Tally, type CountingSinkOptions, type Figures } from './tally.js';
 

@@ -22,7 +22,7 @@ import { countDeferrals, formatTable, runScenario, writeTable, type Keys, type R
 import { IncomingBoxClient } from '../../src/box-client/client.js';
 import { decrypt } from '../helpers/gpg.js';
 import { runLacre } from '../helpers/lacre.js';
-import { freePort } from '../helpers/postfix.js';
+import { freePort } from '../helpers/ports.js';
 import { BoxFaultProxy, type BoxFault } from './box-fault-proxy.js';
 import { KEYED, sleep } from './load.js';
 

@@ -19,10 +19,10 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './ports.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -109,17 +109,6 @@ export function postfixUnavailableReason(): string | undefined {
   return undefined;
 }
 
-/** A port that was free on 127.0.0.1 a moment ago (bind to 0, read it, close). */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /** `count` distinct free ports, none of them in `taken`. */
 async function freePorts(count: number, taken: number[]): Promise<number[]> {

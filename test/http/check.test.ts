@@ -2,22 +2,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 import { runLacre } from '../helpers/lacre.js';
 import { freshPostgres, postgresAvailable, type FreshPostgres } from './helpers.js';
+import { freePort } from '../helpers/ports.js';
 
 const PASSWORD = 'hunter2-not-for-logs';
 
-/** A loopback port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 describe('lacre check (real PostgreSQL, relay sink)', { skip: !(await postgresAvailable()) && 'needs a PostgreSQL server' }, () => {
   let sink: SmtpSink;
@@ -74,7 +66,7 @@ describe('lacre check (real PostgreSQL, relay sink)', { skip: !(await postgresAv
   });
 
   it('exits 1 naming the relay when nothing listens there; --json says the same', async () => {
-    const env = { LACRE_DATABASE_URL: urlWithPassword, LACRE_RELAY_PORT: String(await closedPort()) };
+    const env = { LACRE_DATABASE_URL: urlWithPassword, LACRE_RELAY_PORT: String(await freePort()) };
     const text = await runLacre(['check'], env);
     assert.equal(text.code, 1);
     assert.match(text.stdout.toString('utf8'), /^FAILED {2}relay .*no SMTP greeting from 127\.0\.0\.1:\d+$/m);
@@ -94,7 +86,7 @@ describe('lacre check (real PostgreSQL, relay sink)', { skip: !(await postgresAv
 
   it('exits 1 naming the database when PostgreSQL does not answer', async () => {
     const down = new URL(urlWithPassword);
-    down.port = String(await closedPort());
+    down.port = String(await freePort());
     const result = await runLacre(['check'], { LACRE_DATABASE_URL: down.toString(), LACRE_RELAY_PORT: String(sink.port) });
     assert.equal(result.code, 1);
     const out = result.stdout.toString('utf8');

@@ -13,7 +13,7 @@ import { IncomingBoxClient } from '../../src/box-client/client.js';
 import { createGpgHome, generateKey, type GpgHome } from '../helpers/gpg.js';
 import { LacreServer, runLacre } from '../helpers/lacre.js';
 import { LEAK_MARKERS, leakedMarkers, markSecret } from '../helpers/leak-markers.js';
-import { freePort } from '../helpers/postfix.js';
+import { freePort } from '../helpers/ports.js';
 import { sendRaw } from '../helpers/smtp-client.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 

@@ -12,7 +12,7 @@ import { LacreServer, runLacre } from '../helpers/lacre.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { databaseBackends } from '../helpers/databases.js';
 import { LEAK_MARKERS, leakedMarkers } from '../helpers/leak-markers.js';
-import { freePort } from '../helpers/postfix.js';
+import { freePort } from '../helpers/ports.js';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 

@@ -11,7 +11,7 @@ import { createLogger, type Logger } from '../../src/log/logger.js';
 import { createMailer } from '../../src/web/mailer.js';
 import { startWebServer } from '../../src/web/server.js';
 import { decrypt, listPacketsKeyIds, type GpgHome, type GpgKey } from '../helpers/gpg.js';
-import { freePort } from '../helpers/postfix.js';
+import { freePort } from '../helpers/ports.js';
 import type { SmtpSink } from '../helpers/smtp-sink.js';
 
 export const DOMAIN = 'example.org';

@@ -15,7 +15,7 @@ import { createGpgHome, decrypt, generateKey, gpgOk, listPacketsKeyIds, type Gpg
 import { databaseBackends, databaseEnv, openTestDatabase, type TestDatabase } from '../helpers/databases.js';
 import { LacreServer, runLacre } from '../helpers/lacre.js';
 import { LEAK_MARKERS, markSecret } from '../helpers/leak-markers.js';
-import { freePort } from '../helpers/postfix.js';
+import { freePort } from '../helpers/ports.js';
 import { sendRaw } from '../helpers/smtp-client.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 
