@@ -186,7 +186,7 @@ export class BoxUserStore {
   /** The user named by UUID (either spelling) or by one of its addresses, when it exists. */
   async #existingUser(userOrAddress: string, hint = ''): Promise<string> {
     const user = userOrAddress.includes('@') ? await this.userFor(userOrAddress) : (canonicalUserId(userOrAddress.toLowerCase()) ?? userOrAddress);
-    if (user === undefined || !(await this.exists(user))) throw new BoxUserError(`no box user ${userOrAddress}${hint}`);
+    if (user === undefined || !(await this.exists(user))) throw new BoxUserError(`no box user ${nameable(userOrAddress)}${hint}`);
     return user;
   }
 
@@ -208,6 +208,11 @@ export class BoxUserStore {
     );
     return row;
   }
+}
+
+/** What an error may repeat of a user argument: an address or a user id, never what may be a token given in its place. */
+function nameable(userOrAddress: string): string {
+  return userOrAddress.includes('@') || isUserId(canonicalUserId(userOrAddress.toLowerCase()) ?? userOrAddress) ? userOrAddress : '(not an address or a user id)';
 }
 
 interface TokenRow {

@@ -164,8 +164,17 @@ async function tokenSelector(reference: string | undefined, all: boolean): Promi
   return { reference: named };
 }
 
+/**
+ * The first line piped in: a terminal would echo the token as it is typed, so "-" on a terminal is refused. Reading
+ * stops at the first newline (the rest is never read), or at 4 KiB.
+ */
 async function firstLineOfStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return (Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '').trim();
+  if (process.stdin.isTTY) throw new BoxUserError('"-" reads the token from a pipe (e.g. printf %s "$TOKEN" | lacre inbox token revoke USER -), not from a terminal');
+  let text = '';
+  for await (const chunk of process.stdin) {
+    text += (chunk as Buffer).toString('utf8');
+    if (/\r?\n/.test(text) || text.length > 4096) break;
+  }
+  process.stdin.destroy();
+  return (text.split(/\r?\n/)[0] ?? '').trim();
 }

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { BlobMetadata } from '../../src/box/metadata.js';
 import { openDatabase } from '../../src/db/open.js';
 import type { DatabaseConfig } from '../../src/db/open.js';
 import { databaseBackends, databaseEnv, openTestDatabase } from '../helpers/databases.js';
@@ -108,6 +109,10 @@ for (const backend of await databaseBackends()) {
         assert.match(neither.stderr, /name one token .*or give --all/);
         assert.equal((await lacre(['token', 'revoke', alice, idOf(tokens[4]!), '--all'])).code, 1, 'a token and --all');
         assert.match((await lacre(['token', 'list', 'nobody@example.org'])).stderr, /no box user nobody@example\.org/);
+        const swapped = await lacre(['token', 'revoke', bobToken, alice]);
+        assert.equal(swapped.code, 1);
+        assert.match(swapped.stderr, /no box user \(not an address or a user id\)/);
+        assert.ok(!swapped.stderr.includes(bobToken), 'a token given where the user goes is not repeated either');
 
         // Two hashes that share their first 12 digits: list tells them apart with more digits; the 12 are ambiguous.
         await addCollidingTokens(database.config, alice);
@@ -161,6 +166,11 @@ for (const backend of await databaseBackends()) {
         assert.equal((await box.request('GET', `/blobs/${bob.id}/?namespace=${MX}`, { auth: bob.auth })).status, 200, "another user's too");
 
         assert.deepEqual(await stateOf(box, 'm1'), { state: 'PENDING', reserved_by: null }, 'released at once, not after the threshold');
+        // A reservation by the phone that passed ownerOnly just before the revoke, and reaches the database after it.
+        const [{ namespace }] = (await box.db.query<{ namespace: string }>(`SELECT namespace FROM lacre_blobs WHERE blob_id = 'm1'`)) as [{ namespace: string }];
+        const late = await new BlobMetadata(box.db, 600).reserveFor({ user: alice, namespace, id: 'm1' }, createHash('sha256').update(phone).digest('hex'));
+        assert.equal(late, 'busy', 'a revoked credential reserves nothing');
+        assert.equal((await stateOf(box, 'm1')).state, 'PENDING');
         assert.equal((await setFlags(box, laptopAuth, alice, 'm1', ['PROCESSING'])).status, 200, 'the other device takes it now');
         assert.equal((await stateOf(box, 'm2')).reserved_by, createHash('sha256').update(laptop).digest('hex'), "the laptop's reservation stays");
         assert.equal((await stateOf(box, 'm4')).state, 'PROCESSED');
