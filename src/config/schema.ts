@@ -163,7 +163,7 @@ const web = z.strictObject({
   /** Confirmation mails one address may receive per hour, whoever asks (429 beyond). */
   mails_per_address_per_hour: z.number().int().min(1).default(3),
   /** A request's headers and body must arrive within this (408 and the connection closed beyond): a stalled upload frees its connection. */
-  request_timeout_seconds: z.number().positive().max(300).default(30),
+  request_timeout_seconds: z.number().int().min(1).max(300).default(30),
   /** Language of the page and mails when neither ?lang= nor Accept-Language names one Lacre has. */
   default_language: languageTag.default('en'),
   /** Mail users whose confirmed key expires within this many days (once per key, once more when expired); 0 = never. */

@@ -14,7 +14,7 @@ import fastifyMultipart from '@fastify/multipart';
 import fastifyView from '@fastify/view';
 import { Eta } from 'eta';
 import { HttpError } from '../errors.js';
-import { allowOnly, type HttpApp } from '../http/stack.js';
+import { allowOnly, askForBody, type HttpApp } from '../http/stack.js';
 import { findPackageRoot } from '../util/package-root.js';
 import { WEB_BODY_LIMIT } from './api.js';
 import { WebError } from './errors.js';
@@ -75,6 +75,11 @@ export function registerPageRoutes(app: HttpApp, deps: WebDeps): void {
 
     scope.addHook('onSend', async (_request, reply) => {
       reply.headers(PAGE_HEADERS);
+    });
+    // A client that sent "Expect: 100-continue" (curl does, for an upload over 1 KiB) waits for it before the body.
+    scope.addHook('preParsing', (request, reply, payload, done) => {
+      askForBody(request, reply);
+      done(null, payload);
     });
     scope.setErrorHandler((error, request, reply) => renderError(reply, asWebError(error, request, deps), frame(request, deps, stylesheet, true)));
 
@@ -344,7 +349,8 @@ async function collectParts(request: FastifyRequest): Promise<RawUploadFields> {
 /** @fastify/multipart's own refusals carry their status (413 past a limit); busboy's parse errors do not: the body is malformed. */
 function asFormRefusal(error: unknown): unknown {
   if (error instanceof WebError || typeof (error as { statusCode?: unknown }).statusCode === 'number') return error;
-  return invalidForm();
+  // busboy's parse errors are plain Errors; anything else (a TypeError...) is a fault of Lacre's, logged as one.
+  return error instanceof Error && error.constructor === Error ? invalidForm() : error;
 }
 
 /** A string field of a parsed body or query; a repeated field counts as missing. */

@@ -170,6 +170,10 @@ port = 2526
     assert.deepEqual(problems({ env: { LACRE_RELAY_TIMEOUT_SECONDS: '0' } }), [
       'relay.timeout_seconds (from LACRE_RELAY_TIMEOUT_SECONDS): expected a number greater than 0, got 0',
     ]);
+    // fastify and Node take whole milliseconds: 4.02 s would have passed lacre check and stopped lacre serve.
+    for (const seconds of ['4.02', '0', '301']) {
+      assert.equal(problems({ env: { LACRE_WEB_REQUEST_TIMEOUT_SECONDS: seconds } })[0]!.split(':')[0], 'web.request_timeout_seconds (from LACRE_WEB_REQUEST_TIMEOUT_SECONDS)', seconds);
+    }
   });
 
   test('all problems are reported at once, one per line', () => {
