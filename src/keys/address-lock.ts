@@ -4,13 +4,26 @@
  * in the same transaction reads the address after any other such change has committed.
  */
 import type { Statement } from '../db/types.js';
+import { canonicalAddress } from './address.js';
 
-/** Lacre's class ("lacr"), then the address as compared case-insensitively: one lock for every spelling. */
-export const ADDRESS_LOCK_SQL = 'select pg_advisory_xact_lock(1818321778, hashtext(lower($1)))';
+/** Lacre's class ("lacr"), then the address's lock key (`lockKey`). */
+export const ADDRESS_LOCK_SQL = 'select pg_advisory_xact_lock(1818321778, hashtext($1))';
+
+/**
+ * One key for every spelling of an address: its domain as a lower-case A-label (a row stored with a Unicode domain,
+ * from before addresses were canonicalised, locks as its A-label form does) and the local part lower-cased.
+ */
+export function lockKey(email: string): string {
+  try {
+    return canonicalAddress(email).toLowerCase();
+  } catch {
+    return email.toLowerCase();
+  }
+}
 
 /** The statement that takes `email`'s lock until its transaction ends. */
 export function addressLock(email: string): Statement {
-  return { sql: ADDRESS_LOCK_SQL, params: [email] };
+  return { sql: ADDRESS_LOCK_SQL, params: [lockKey(email)] };
 }
 
 /**
@@ -18,6 +31,6 @@ export function addressLock(email: string): Statement {
  * address), so two transactions locking overlapping addresses cannot deadlock.
  */
 export function addressLocks(emails: Iterable<string>): Statement[] {
-  const keys = [...new Set([...emails].map((email) => email.toLowerCase()))].sort();
-  return keys.map(addressLock);
+  const keys = [...new Set([...emails].map(lockKey))].sort();
+  return keys.map((key) => ({ sql: ADDRESS_LOCK_SQL, params: [key] }));
 }

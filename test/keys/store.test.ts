@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { readKey } from 'openpgp';
 import pg from 'pg';
 import { KeyRejectedError } from '../../src/errors.js';
-import { addressLocks, ADDRESS_LOCK_SQL } from '../../src/keys/address-lock.js';
+import { addressLock, addressLocks, ADDRESS_LOCK_SQL } from '../../src/keys/address-lock.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { databaseBackends, withDatabase } from '../helpers/databases.js';
 import { createGpgHome, generateExpiredKey, generateKey, revokeKey, type GpgHome, type GpgKey } from '../helpers/gpg.js';
@@ -218,6 +218,11 @@ describe('addressLocks', () => {
     assert.deepEqual(params(['bob@example.org', 'ops@example.org']), ['bob@example.org', 'ops@example.org']);
     assert.ok(addressLocks(['a@example.org']).every((statement) => statement.sql === ADDRESS_LOCK_SQL));
   });
+
+  it('locks a Unicode domain as its A-label: a row stored before addresses were canonicalised shares the lock', () => {
+    assert.deepEqual(addressLocks(['dave@exämple.org', 'DAVE@xn--exmple-cua.org']).map((statement) => statement.params), [['dave@xn--exmple-cua.org']]);
+    assert.deepEqual(addressLock('Dave@Exämple.org').params, ['dave@xn--exmple-cua.org']);
+  });
 });
 
 const postgres = (await databaseBackends()).find((backend) => backend.name === 'postgres');
@@ -234,7 +239,8 @@ describe('KeyStore.restore under the per-address lock (postgres)', { skip: postg
       try {
         await holder.query('BEGIN');
         // The key service's confirmation for this address, as it holds the lock (another spelling: same lock).
-        await holder.query(ADDRESS_LOCK_SQL, ['ALICE@EXAMPLE.ORG']);
+        const lock = addressLock('ALICE@EXAMPLE.ORG');
+        await holder.query(lock.sql, lock.params);
         let settled = false;
         const restoring = store.restore(aliceSecond.fingerprint).finally(() => { settled = true; });
         await new Promise((resolve) => setTimeout(resolve, 300));
