@@ -23,11 +23,10 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import nodemailer, { type Transporter } from 'nodemailer';
-import { SMTPServer } from 'smtp-server';
-import type { AddressInfo } from 'node:net';
 import { createGpgHome, generateKey, type GpgHome, type GpgKey } from '../test/helpers/gpg.js';
 import { LacreServer, runLacre } from '../test/helpers/lacre.js';
 import { startPostfix } from '../test/helpers/postfix.js';
+import { SmtpSink } from '../test/helpers/smtp-sink.js';
 import { BenchLifecycle } from './lifecycle.js';
 import { createBenchDatabase } from './setup.js';
 
@@ -100,13 +99,12 @@ interface Expected {
 /** What Lacre relayed: copies per message and recipient, checked for ciphertext, bodies dropped at once. */
 class CountingSink {
   private readonly expected = new Map<string, Expected>();
-  port = 0;
+  private readonly sink = new SmtpSink();
   copies = 0;
   duplicates = 0;
   plaintextToStable = 0;
   encryptedToKeyless = 0;
   encryptedToChanging = 0;
-  private server: SMTPServer | undefined;
 
   constructor(private readonly timeline: Timeline) {}
 
@@ -118,30 +116,20 @@ class CountingSink {
     return [...this.expected].flatMap(([id, { recipients, seen }]) => [...recipients].filter((r) => !seen.has(r)).map((r) => `${id} ${r}`));
   }
 
-  async start(): Promise<void> {
-    this.server = new SMTPServer({
-      authOptional: true,
-      disabledCommands: ['AUTH', 'STARTTLS'],
-      disableReverseLookup: true,
-      logger: false,
+  get port(): number {
+    return this.sink.port;
+  }
+
+  start(): Promise<void> {
+    return this.sink.listen({
+      keep: false,
       maxClients: 1000,
-      onData: (stream, session, callback) => {
-        const chunks: Buffer[] = [];
-        stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-        stream.on('end', () => {
-          this.count(Buffer.concat(chunks), session.envelope.rcptTo.map((r) => r.address.toLowerCase()));
-          callback(null, 'counted');
-        });
-      },
+      onMessage: (message) => this.count(message.data, message.to.map((address) => address.toLowerCase())),
     });
-    // A reset connection is an 'error' event of the server; unheard, it would end the soak.
-    this.server.on('error', () => undefined);
-    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
-    this.port = (this.server.server.address() as AddressInfo).port;
   }
 
   stop(): Promise<void> {
-    return new Promise((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    return this.sink.stop();
   }
 
   private count(data: Buffer, recipients: string[]): void {

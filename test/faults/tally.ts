@@ -2,8 +2,7 @@
  * What the fault suite expects and what arrived: every (message, recipient) pair sent, every copy the downstream
  * accepted, classified the moment it arrives so that only figures (and a few samples) stay in memory.
  */
-import { SMTPServer } from 'smtp-server';
-import { closeDroppingConnections, listenOnLoopback } from '../helpers/smtp-sink.js';
+import { SmtpSink, type SinkOptions } from '../helpers/smtp-sink.js';
 import { KEYED, sha256, type FaultMessage } from './load.js';
 
 interface Expected {
@@ -145,52 +144,33 @@ function withoutReceived(data: Buffer): Buffer {
   }
 }
 
-export interface CountingSinkOptions {
-  /** Reuse a port to bring the listener back where Lacre expects it. */
-  port?: number;
-  /** Pause after every chunk read: a downstream that reads slowly. */
-  readDelayMs?: number;
-}
+export type CountingSinkOptions = Pick<SinkOptions, 'port' | 'readDelayMs'>;
 
 /** A real SMTP server on loopback in the place of Postfix's reinjection listener; hands each accepted copy to a tally. */
 export class CountingSink {
-  private server: SMTPServer | undefined;
-  port = 0;
+  private readonly sink = new SmtpSink();
   copies = 0;
 
   constructor(private readonly onCopy: (recipients: string[], data: Buffer) => void) {}
 
-  async start(options: CountingSinkOptions = {}): Promise<void> {
-    const server = new SMTPServer({
-      authOptional: true,
-      disabledCommands: ['AUTH', 'STARTTLS'],
-      disableReverseLookup: true,
-      logger: false,
-      size: 0,
-      onData: (stream, session, callback) => {
-        const chunks: Buffer[] = [];
-        stream.on('data', (chunk: Buffer) => {
-          chunks.push(chunk);
-          if (options.readDelayMs) {
-            stream.pause();
-            setTimeout(() => stream.resume(), options.readDelayMs);
-          }
-        });
-        stream.on('end', () => {
-          this.copies += 1;
-          this.onCopy(session.envelope.rcptTo.map((rcpt) => rcpt.address), Buffer.concat(chunks));
-          callback(null, 'queued');
-        });
+  get port(): number {
+    return this.sink.port;
+  }
+
+  /** Listens (again: on the same port unless told otherwise); copies are counted and handed on, never kept. */
+  start(options: CountingSinkOptions = {}): Promise<void> {
+    return this.sink.listen({
+      ...options,
+      keep: false,
+      onMessage: (message) => {
+        this.copies += 1;
+        this.onCopy(message.to, message.data);
       },
     });
-    this.port = await listenOnLoopback(server, options.port ?? this.port);
-    this.server = server;
   }
 
   /** Goes away as a stopped listener does: open connections (mid-DATA ones included) are dropped. */
-  async stop(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
-    if (server) await closeDroppingConnections(server);
+  stop(): Promise<void> {
+    return this.sink.stop();
   }
 }

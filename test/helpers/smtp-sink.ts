@@ -17,6 +17,14 @@ export interface SinkOptions {
   lmtp?: boolean;
   /** Holds the answer to a transaction's DATA until the promise settles (never: a downstream that stalls). */
   holdData?: (recipients: string[]) => Promise<void> | undefined;
+  /** Called with each message accepted, before its 250. */
+  onMessage?: (message: SunkMessage) => void;
+  /** false: messages go to onMessage only and are not kept (a long load). Default true. */
+  keep?: boolean;
+  /** Pause after every chunk read: a downstream that reads slowly. */
+  readDelayMs?: number;
+  /** smtp-server's maxClients (default 100). */
+  maxClients?: number;
 }
 
 /** A real SMTP server on loopback standing in for Postfix's reinjection listener; keeps what it accepted. */
@@ -39,6 +47,7 @@ export class SmtpSink {
       disabledCommands: ['AUTH', 'STARTTLS'],
       disableReverseLookup: true,
       logger: false,
+      ...(options.maxClients === undefined ? {} : { maxClients: options.maxClients }),
       lmtp: options.lmtp ?? false,
       onRcptTo: (address, _session, callback) => {
         const reply = options.rcptReply?.(address.address);
@@ -47,15 +56,23 @@ export class SmtpSink {
       },
       onData: (stream, session, callback) => {
         const chunks: Buffer[] = [];
-        stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+        stream.on('data', (chunk: Buffer) => {
+          chunks.push(chunk);
+          if (options.readDelayMs) {
+            stream.pause();
+            setTimeout(() => stream.resume(), options.readDelayMs);
+          }
+        });
         stream.on('end', async () => {
           await options.holdData?.(session.envelope.rcptTo.map((r) => r.address));
-          this.messages.push({
+          const message: SunkMessage = {
             from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
             to: session.envelope.rcptTo.map((r) => r.address),
             data: Buffer.concat(chunks),
             commands: [...(this.envelopeLines.get(session.remotePort) ?? [])],
-          });
+          };
+          if (options.keep ?? true) this.messages.push(message);
+          options.onMessage?.(message);
           callback(null, 'queued');
         });
       },
@@ -65,6 +82,7 @@ export class SmtpSink {
     this.server = server;
   }
 
+  /** Goes away as a stopped listener does: open connections (mid-DATA ones too) are dropped. */
   async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
