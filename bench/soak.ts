@@ -368,6 +368,9 @@ function verdict(outcome: Outcome, minutes: readonly Minute[]): string[] {
   const peak = Math.max(...minutes.map((m) => m.rssMiB));
   if (peak > RSS_LIMIT_MIB) failures.push(`peak RSS ${peak.toFixed(0)} MiB > ${RSS_LIMIT_MIB} MiB`);
   const loaded = minutes.slice(0, Math.ceil(outcome.settings.minutes));
+  // An unread RSS (the metrics never scraped) would pass both RSS bounds below.
+  const unsampled = loaded.filter((m) => m.rssMiB === 0).length;
+  if (unsampled > 0) failures.push(`${unsampled} minute(s) of the load without an RSS sample: the bounds cannot be checked`);
   const growth = loaded.length >= 3 ? loaded.at(-1)!.rssMiB - loaded[0]!.rssMiB : 0;
   if (growth > RSS_GROWTH_LIMIT_MIB) failures.push(`RSS grew ${growth.toFixed(0)} MiB from the first minute to the last (> ${RSS_GROWTH_LIMIT_MIB})`);
   return failures;
