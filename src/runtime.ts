@@ -27,7 +27,12 @@ export interface Runtime {
   readonly box: HttpBoxDownstream | undefined;
   /** The copies already delivered; absent when relay.delivered_retention_hours is 0. */
   readonly ledger: DeliveredCopies | undefined;
+  /**
+   * A filter writing to `downstream`, without the delivery ledger: what it produces (lacre encrypt's files) is no
+   * delivery a Postfix retry could skip, and recording it would make that retry skip real ones.
+   */
   filterTo(downstream: Downstream): MessageFilter;
+  /** The filter that reinjects (lacre serve, lacre pipe), with the ledger when it is on. */
   readonly filter: MessageFilter;
   /** Readiness checks of this runtime's database, relay and box (GET /readyz, lacre_ready*). */
   readonly health: HealthMonitor;
@@ -62,7 +67,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
   const encryptor = workers > 0 ? new EncryptionPool(workers, { logger }) : undefined;
   const mailer = config.web.sender === undefined ? undefined : await createMailer(config, relay, logger);
   const reinjection = mailer ? await answeringWks(config, db, mailer, relay, logger) : relay;
-  const filterTo = (downstream: Downstream) =>
+  const filterWith = (downstream: Downstream, ledger: DeliveredCopies | undefined) =>
     new MessageFilter({
       keys,
       downstreams: metrics ? { relay: meteredRelay(downstream, metrics), box: box && meteredBox(box, metrics), ledger } : { relay: downstream, box, ledger },
@@ -79,8 +84,8 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     relay,
     box,
     ledger,
-    filterTo,
-    filter: filterTo(reinjection),
+    filterTo: (downstream) => filterWith(downstream, undefined),
+    filter: filterWith(reinjection, ledger),
     health,
     metrics,
     mailer,

@@ -58,6 +58,26 @@ describe('one-shot modes: lacre encrypt and lacre pipe', () => {
     assert.deepEqual(await decrypt(home, armoredBlock(bobCopy)), contentEntity(message));
   });
 
+  it('encrypt records nothing in the delivery ledger: a message Postfix still holds is delivered whole afterwards', async () => {
+    // The bytes of a message in Postfix's queue (its Received field names the queue id), encrypted twice by hand.
+    const queued = Buffer.concat([Buffer.from('Received: by mx.example.test (Postfix) with ESMTP id 4QLedgerQ1\r\n\tfor <alice@example.test>; Mon, 1 Jan 2024 10:00:00 +0000\r\n'), message]);
+    const recipients = ['alice@example.test', 'bob@example.test', 'carol@example.test'];
+    for (const run of [1, 2]) {
+      const out = join(dir, `ledger-${run}`);
+      const result = await runLacre(['encrypt', '--from', 's@example.net', ...recipients.flatMap((to) => ['--to', to]), '--output-dir', out], env, queued);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal((await readdir(out)).length, 3, `run ${run}: a file per recipient`);
+    }
+    const sink = await SmtpSink.start();
+    try {
+      const piped = await runLacre(['pipe', '-f', 's@example.net', '--', ...recipients], { ...env, LACRE_RELAY_PORT: String(sink.port) }, queued);
+      assert.equal(piped.code, 0, piped.stderr);
+      assert.deepEqual(sink.messages.flatMap((m) => m.to).sort(), recipients, 'Postfix\'s delivery is not skipped');
+    } finally {
+      await sink.stop();
+    }
+  });
+
   it('pipe reinjects and exits 0, or exits 75 (EX_TEMPFAIL) when the relay is down', async () => {
     const sink = await SmtpSink.start();
     try {
