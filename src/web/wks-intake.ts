@@ -8,13 +8,13 @@
 import { PassThrough, pipeline, type Readable } from 'node:stream';
 import { readKey, type PrivateKey } from 'openpgp';
 import type { Config } from '../config/schema.js';
-import { DatabaseUnavailableError, errorMessage, LacreError } from '../errors.js';
+import { errorMessage, LacreError } from '../errors.js';
 import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/ports.js';
 import { canonicalAddress } from '../keys/address.js';
 import type { Logger } from '../log/logger.js';
 import { WebError } from './errors.js';
 import type { Catalogs } from './i18n.js';
-import { MailNotSentError, type Mailer } from './mailer.js';
+import type { Mailer } from './mailer.js';
 import type { KeyService } from './service.js';
 import { wkdLocalPart } from './wkd-format.js';
 import { confirmationRequestEntity, readWksMail, WKS_DRAFT_VERSION, WksMessageError, type WksMessage } from './wks.js';
@@ -145,9 +145,8 @@ class WksHandler {
       if (message.kind === 'submission') await this.submission(message.key, signingKey);
       else await this.confirmation(message.address, message.nonce);
     } catch (error) {
-      if (isTemporary(error)) throw error;
-      // Anything else is this mail's doing: dropped with its reason, not retried by Postfix until it expires.
-      return this.drop(message.kind, error instanceof WebError ? error.code : errorName(error));
+      if (!isTheMails(error)) throw error;
+      return this.drop(message.kind, error.code);
     }
   }
 
@@ -163,8 +162,8 @@ class WksHandler {
       try {
         await this.requestConfirmation(armored, email, signingKey);
       } catch (error) {
-        if (isTemporary(error)) throw error;
-        this.drop('submission', error instanceof WebError ? error.code : errorName(error));
+        if (!isTheMails(error)) throw error;
+        this.drop('submission', error.code);
       }
     }
   }
@@ -230,11 +229,12 @@ class WksHandler {
   }
 }
 
-/** Failures that pass: Postfix keeps the mail and tries again. */
-function errorName(error: unknown): string {
-  return error instanceof Error ? error.name : 'error';
-}
-
-function isTemporary(error: unknown): boolean {
-  return error instanceof DatabaseUnavailableError || error instanceof MailNotSentError || (error instanceof WebError && error.status >= 500);
+/**
+ * A refusal this mail earned (a weak key, a used or unknown nonce...): dropped with its reason, since a retry would
+ * be refused alike. Anything else (the database or the mailer failing, a statement timeout, a fault of Lacre's)
+ * fails the copy for now, so Postfix keeps the mail and retries it, and bounces it to its sender when it expires:
+ * never dropped unread.
+ */
+function isTheMails(error: unknown): error is WebError {
+  return error instanceof WebError && error.status < 500;
 }

@@ -236,6 +236,25 @@ describe('WKS with the real gpg-wks-client', () => {
       });
     }));
 
+  test('a failure that is not the mail\'s (a statement timeout, a fault) fails the copy for a retry: nothing is dropped', () =>
+    onOneBackend(async (db) => {
+      // The server cancels the statements on key requests, as with a statement_timeout the DBA set.
+      const timingOut: Database = Object.assign(Object.create(db) as Database, {
+        query: (sql: string, params?: unknown[]) =>
+          /lacre_key_requests/.test(sql) ? Promise.reject(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' })) : db.query(sql, params),
+        queryInTransaction: (statements: readonly { sql: string }[]) =>
+          statements.some((statement) => /lacre_key_requests/.test(statement.sql))
+            ? Promise.reject(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }))
+            : db.queryInTransaction(statements as never),
+      });
+      const created = await wksClient(world.home, ['--create', world.alice.fingerprint, ALICE]);
+      await withWks(timingOut, {}, async ({ downstream }) => {
+        await assert.rejects(deliver(downstream, [SUBMISSION], created.stdout), /statement timeout/);
+        await assert.rejects(deliver(downstream, [SUBMISSION], clearResponse(ALICE, 'n'.repeat(32))), /statement timeout/);
+      });
+      assert.deepEqual(await keyStatus(db, ALICE), []);
+    }));
+
   test('a submission Postfix retries asks each address once: only the one whose request failed is asked again', () =>
     onOneBackend(async (db) => {
       let refuseSecond = true;
