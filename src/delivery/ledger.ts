@@ -22,7 +22,11 @@ export class DeliveredCopies implements DeliveryLedger {
   private readonly reads = new Grouped<CopyKey, ReadonlySet<string>>((keys) => this.select(keys));
   private readonly writes = new Grouped<CopyKey, void>((records) => this.insert(records));
 
-  constructor(private readonly db: Database) {}
+  /** @param purgeBatch rows deleted per purge statement: one statement never holds the table (or, embedded, Lacre's thread) for long */
+  constructor(
+    private readonly db: Database,
+    private readonly purgeBatch = 5000,
+  ) {}
 
   /** The recipients of this message (queue id and header digest) whose copies a downstream already accepted. */
   delivered(queueId: string, digest: string, recipients: readonly string[]): Promise<ReadonlySet<string>> {
@@ -35,14 +39,17 @@ export class DeliveredCopies implements DeliveryLedger {
   }
 
   /**
-   * One indexed read for the group, by queue id alone: the rows of a queue id are the few copies of one message
-   * (or of an older one under a reused id, which the digest tells apart here). Matching (queue id, digest) pairs
-   * in SQL through unnest cost three times as much per statement, for the same index scan.
+   * One indexed read for the group: the rows of its queue ids, digests and recipients, matched to each message here.
+   * Matching (queue id, digest) pairs in SQL through unnest cost three times as much per statement, for the same
+   * index scan; the recipients bound the rows read to this transaction's (Postfix splits a message to many
+   * recipients into transactions of 50, and each would otherwise read every row its predecessors wrote).
    */
   private async select(keys: readonly CopyKey[]): Promise<ReadonlySet<string>[]> {
+    const distinct = (values: string[]) => [...new Set(values)];
     const rows = await this.db.query<{ queue_id: string; digest: string; recipient: string }>(
-      'select queue_id, digest, recipient from lacre_delivered_copies where queue_id = any($1::text[])',
-      [[...new Set(keys.map((key) => key.queueId))]],
+      `select queue_id, digest, recipient from lacre_delivered_copies
+        where queue_id = any($1::text[]) and recipient = any($2::text[]) and digest = any($3::text[])`,
+      [distinct(keys.map((key) => key.queueId)), distinct(keys.flatMap((key) => [...key.recipients])), distinct(keys.map((key) => key.digest))],
     );
     return keys.map((key) => {
       const wanted = new Set(key.recipients);
@@ -73,14 +80,25 @@ export class DeliveredCopies implements DeliveryLedger {
     return records.map(() => undefined);
   }
 
-  /** Forgets copies delivered more than `hours` ago; resolves to how many. */
+  /**
+   * Forgets copies delivered more than `hours` ago, `purgeBatch` rows per statement, letting other work in between
+   * (a backlog after a long stop would otherwise be one long DELETE); resolves to how many.
+   */
   async purge(hours: number): Promise<number> {
-    const rows = await this.db.query<{ purged: number | string }>(
-      `with gone as (delete from lacre_delivered_copies where delivered_at < now() - $1::double precision * interval '1 hour' returning 1)
-       select count(*)::int as purged from gone`,
-      [hours],
-    );
-    return Number(rows[0]?.purged ?? 0);
+    let purged = 0;
+    for (;;) {
+      const rows = await this.db.query<{ purged: number | string }>(
+        `with gone as (delete from lacre_delivered_copies where ctid in (
+           select ctid from lacre_delivered_copies where delivered_at < now() - $1::double precision * interval '1 hour' limit $2)
+         returning 1)
+         select count(*)::int as purged from gone`,
+        [hours, this.purgeBatch],
+      );
+      const batch = Number(rows[0]?.purged ?? 0);
+      purged += batch;
+      if (batch < this.purgeBatch) return purged;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 }
 

@@ -110,6 +110,38 @@ describe('delivery ledger', () => {
           assert.equal(await rowCount(db), 42);
         }));
 
+      it('purges a backlog in statements of a bounded size', () =>
+        withDatabase(backend, async (db) => {
+          let deletes = 0;
+          const counted: Database = Object.assign(Object.create(db) as Database, {
+            query: (sql: string, params?: unknown[]) => ((deletes += /delete from lacre_delivered_copies/.test(sql) ? 1 : 0), db.query(sql, params)),
+          });
+          const ledger = new DeliveredCopies(counted, 2);
+          await ledger.record('QOLD', DIGEST_A, ['a@x.test', 'b@x.test', 'c@x.test', 'd@x.test', 'e@x.test']);
+          await ledger.record('QNEW', DIGEST_A, ['f@x.test']);
+          await db.query(`update lacre_delivered_copies set delivered_at = now() - interval '3 hours' where queue_id = 'QOLD'`);
+          assert.equal(await ledger.purge(2), 5);
+          assert.equal(deletes, 3, '2 + 2 + 1 rows');
+          assert.equal(await rowCount(db), 1, 'the recent copy stays');
+        }));
+
+      it('reads only the rows of the recipients asked about: a transaction of a message to many reads no more than its own', () =>
+        withDatabase(backend, async (db) => {
+          let rowsRead = 0;
+          const counted: Database = Object.assign(Object.create(db) as Database, {
+            query: async (sql: string, params?: unknown[]) => {
+              const rows = await db.query(sql, params);
+              if (/^\s*select .* from lacre_delivered_copies/s.test(sql)) rowsRead += rows.length;
+              return rows;
+            },
+          });
+          const ledger = new DeliveredCopies(counted);
+          const many = Array.from({ length: 200 }, (_, n) => `r${n}@example.test`);
+          await ledger.record('QMANY', DIGEST_A, many);
+          assert.deepEqual(await ledger.delivered('QMANY', DIGEST_A, ['r7@example.test', 'new@example.test']), new Set(['r7@example.test']));
+          assert.equal(rowsRead, 1, 'one row read, not the 200 of the queue id');
+        }));
+
       for (const [path, bufferLimit] of [['in memory', undefined], ['streamed', -1]] as const) {
         it(`${path}: a retried message skips the recipients already accepted; another digest with the same queue id does not`, () =>
           withDatabase(backend, async (db) => {
