@@ -9,6 +9,7 @@ import type { Config } from '../config/schema.js';
 import type { FilterOutcome } from '../filter/filter.js';
 import type { Downstream, OutboundEnvelope, RecipientRejections } from '../filter/ports.js';
 import { errorReply, exitCodeFor, replyText, type SmtpReply } from '../filter/reply.js';
+import { errorMessage } from '../errors.js';
 import type { RoutedRecipient } from '../filter/plan.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import type { CliContext } from './context.js';
@@ -49,7 +50,7 @@ export function registerMessageCommands(program: Command, context: CliContext): 
       const logger = context.createConfiguredLogger(config.log, 'none');
       // Not on stderr: pipe(8) puts stdout and stderr alike into the delivery status, which can reach the sender.
       logger.debug({ database: describeDatabase(config.database) }, 'using database');
-      const outcome = await runOne(config, logger, options.from, recipients, createFrom(command), (runtime) => runtime.filter).catch(
+      const outcome = await runOne(config, logger, options.from, recipients, createFrom(command), (runtime) => runtime.filter, purgeSomeCopies).catch(
         (error: unknown): Pick<FilterOutcome, 'reply'> => {
           logger.error({ err: error }, 'pipe: could not process the message');
           return { reply: errorReply(error) };
@@ -70,6 +71,7 @@ async function runOne(
   to: string[],
   createDatabase: boolean,
   filterOf: (runtime: Runtime) => Runtime['filter'],
+  afterMessage?: (runtime: Runtime, logger: Logger) => Promise<void>,
 ): Promise<Pick<FilterOutcome, 'reply'>> {
   const runtime = await openRuntime(config, logger, { createDatabase });
   try {
@@ -87,10 +89,25 @@ async function runOne(
     const body = process.stdin.pipe(new PassThrough()).on('data', (chunk: Buffer) => (bytes += chunk.length));
     const log = logger.child({ mode: 'cli' });
     // One exit code (pipe) or one outcome (encrypt) for the whole message.
-    return await filter.process({ from, recipients, body, use8BitMime: true, bytesRead: () => bytes, log, perRecipientReplies: false });
+    const outcome = await filter.process({ from, recipients, body, use8BitMime: true, bytesRead: () => bytes, log, perRecipientReplies: false });
+    await afterMessage?.(runtime, logger);
+    return outcome;
   } finally {
     await runtime.close();
   }
+}
+
+/**
+ * Expired copies a pipe(8) run forgets after its message: no lacre serve runs to purge the delivery ledger hourly
+ * on a pipe-only site, and this many per message outpaces what messages of fewer recipients add.
+ */
+export const PIPE_PURGE_PER_MESSAGE = 200;
+
+async function purgeSomeCopies(runtime: Runtime, logger: Logger): Promise<void> {
+  if (!runtime.ledger) return;
+  await runtime.ledger.purgeSome(runtime.config.relay.delivered_retention_hours, PIPE_PURGE_PER_MESSAGE).catch((error: unknown) => {
+    logger.warn({ error: errorMessage(error) }, 'delivery ledger purge failed, trying again with the next message');
+  });
 }
 
 function fail(reply: SmtpReply): void {

@@ -87,18 +87,23 @@ export class DeliveredCopies implements DeliveryLedger {
   async purge(hours: number): Promise<number> {
     let purged = 0;
     for (;;) {
-      const rows = await this.db.query<{ purged: number | string }>(
-        `with gone as (delete from lacre_delivered_copies where ctid in (
-           select ctid from lacre_delivered_copies where delivered_at < now() - $1::double precision * interval '1 hour' limit $2)
-         returning 1)
-         select count(*)::int as purged from gone`,
-        [hours, this.purgeBatch],
-      );
-      const batch = Number(rows[0]?.purged ?? 0);
+      const batch = await this.purgeSome(hours, this.purgeBatch);
       purged += batch;
       if (batch < this.purgeBatch) return purged;
       await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  /** Forgets at most `limit` of the copies delivered more than `hours` ago, in one statement; resolves to how many. */
+  async purgeSome(hours: number, limit: number): Promise<number> {
+    const rows = await this.db.query<{ purged: number | string }>(
+      `with gone as (delete from lacre_delivered_copies where ctid in (
+         select ctid from lacre_delivered_copies where delivered_at < now() - $1::double precision * interval '1 hour' limit $2)
+       returning 1)
+       select count(*)::int as purged from gone`,
+      [hours, limit],
+    );
+    return Number(rows[0]?.purged ?? 0);
   }
 }
 

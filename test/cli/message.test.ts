@@ -7,6 +7,9 @@ import { createGpgHome, decrypt, generateKey, listPacketsKeyIds, type GpgHome, t
 import { armoredBlock, contentEntity, corpus } from '../helpers/corpus.js';
 import { SmtpSink } from '../helpers/smtp-sink.js';
 import { runLacre } from '../helpers/lacre.js';
+import { loadConfig } from '../../src/config/load.js';
+import { openDatabase } from '../../src/db/open.js';
+import type { Database } from '../../src/db/types.js';
 
 describe('one-shot modes: lacre encrypt and lacre pipe', () => {
   let home: GpgHome;
@@ -76,6 +79,33 @@ describe('one-shot modes: lacre encrypt and lacre pipe', () => {
     } finally {
       await sink.stop();
     }
+  });
+
+  it('pipe forgets up to 200 expired copies of the delivery ledger after its message: no lacre serve purges a pipe-only site', async () => {
+    const config = loadConfig({ env: { LACRE_DATABASE_DATA_DIR: join(dir, 'db') } }).database;
+    const withDb = async (use: (db: Database) => Promise<void>) => {
+      const db = await openDatabase(config);
+      try {
+        await use(db);
+      } finally {
+        await db.close();
+      }
+    };
+    await withDb(async (db) => {
+      await db.query(`insert into lacre_delivered_copies (queue_id, recipient, digest, delivered_at)
+                select 'QEXPIRED' || n, 'r@example.test', repeat('a', 64), now() - interval '200 hours' from generate_series(1, 250) n`);
+    });
+    const sink = await SmtpSink.start();
+    try {
+      const piped = await runLacre(['pipe', '-f', 's@example.net', '--', 'carol@example.test'], { ...env, LACRE_RELAY_PORT: String(sink.port) }, message);
+      assert.equal(piped.code, 0, piped.stderr);
+    } finally {
+      await sink.stop();
+    }
+    await withDb(async (db) => {
+      const [row] = await db.query<{ n: number }>(`select count(*)::int as n from lacre_delivered_copies where queue_id like 'QEXPIRED%'`);
+      assert.equal(row!.n, 50);
+    });
   });
 
   it('pipe reinjects and exits 0, or exits 75 (EX_TEMPFAIL) when the relay is down', async () => {
