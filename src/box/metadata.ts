@@ -155,8 +155,9 @@ export class BlobMetadata {
         WHERE ${PK}
           AND (state = 'PENDING'
                OR (state = 'PROCESSING' AND (reserved_at < now() - make_interval(secs => $5::double precision) OR reserved_by = $4)))
-          -- A token revoked since this request passed ownerOnly reserves nothing (lacre inbox token revoke).
-          AND EXISTS (SELECT 1 FROM lacre_box_tokens WHERE token_hash = $4)
+          -- A token revoked since this request passed ownerOnly reserves nothing (lacre inbox token revoke); held
+          -- FOR SHARE, so a revoke racing this statement waits for it, then releases what it reserved.
+          AND EXISTS (SELECT 1 FROM lacre_box_tokens WHERE token_hash = $4 FOR SHARE)
         RETURNING 1 AS reserved`,
       [key.user, key.namespace, key.id, credentialHash, this.thresholdSeconds],
     );

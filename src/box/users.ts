@@ -158,22 +158,27 @@ export class BoxUserStore {
     const user = await this.#existingUser(userOrAddress);
     const known = tokenEntries(await this.#tokenRows(user));
     const hash = 'all' in selector ? null : selectedHash(user, [...known.keys()], selector.reference);
-    const rows = await this.db.query<TokenRow & { released: number }>(
-      `WITH revoked AS (
-         DELETE FROM lacre_box_tokens WHERE user_uuid = $1 AND ($2::text IS NULL OR token_hash = $2) RETURNING token_hash, created_at
-       ), released AS (
-         UPDATE lacre_blobs SET state = 'PENDING', reserved_at = NULL, reserved_by = NULL
-          WHERE user_uuid = $1 AND state = 'PROCESSING' AND reserved_by IN (SELECT token_hash FROM revoked)
-          RETURNING 1
-       )
-       SELECT token_hash, created_at, (SELECT count(*) FROM released)::int AS released FROM revoked ORDER BY created_at, token_hash`,
+    const rows = await this.db.query<TokenRow>(
+      `DELETE FROM lacre_box_tokens WHERE user_uuid = $1 AND ($2::text IS NULL OR token_hash = $2)
+       RETURNING token_hash, created_at`,
       [user, hash],
     );
     // Revoked meanwhile by another command: as unknown as if it had never been there.
     if (hash !== null && rows.length === 0) throw new BoxUserError(`user ${user} has no token ${known.get(hash)?.id} (any more)`);
     // Named as `list` named them (one created meanwhile and taken by --all: by its first 12 digits).
-    const tokens = rows.map((row) => known.get(row.token_hash) ?? tokenEntries([row]).get(row.token_hash)!);
-    return { user, tokens, releasedBlobs: Number(rows[0]?.released ?? 0) };
+    const tokens = rows.map((row) => known.get(row.token_hash) ?? tokenEntries([row]).get(row.token_hash)!).sort(byCreation);
+    // A statement of its own, after the DELETE committed: a reservation that held the token FOR SHARE (reserveFor)
+    // made the DELETE wait for it, and is seen here.
+    const [released] = await this.db.query<{ released: number }>(
+      `WITH released AS (
+         UPDATE lacre_blobs SET state = 'PENDING', reserved_at = NULL, reserved_by = NULL
+          WHERE user_uuid = $1 AND state = 'PROCESSING' AND reserved_by = ANY($2::text[])
+          RETURNING 1
+       )
+       SELECT count(*)::int AS released FROM released`,
+      [user, rows.map((row) => row.token_hash)],
+    );
+    return { user, tokens, releasedBlobs: Number(released?.released ?? 0) };
   }
 
   /** True when `token` is one of the user's tokens; hashes are compared in constant time. */
@@ -213,6 +218,10 @@ export class BoxUserStore {
 /** What an error may repeat of a user argument: an address or a user id, never what may be a token given in its place. */
 function nameable(userOrAddress: string): string {
   return userOrAddress.includes('@') || isUserId(canonicalUserId(userOrAddress.toLowerCase()) ?? userOrAddress) ? userOrAddress : '(not an address or a user id)';
+}
+
+function byCreation(a: BoxTokenEntry, b: BoxTokenEntry): number {
+  return a.createdAt.getTime() - b.createdAt.getTime();
 }
 
 interface TokenRow {

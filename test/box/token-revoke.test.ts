@@ -184,6 +184,28 @@ for (const backend of await databaseBackends()) {
     );
 
     it(
+      'a reservation in flight when the token is revoked is released once it commits',
+      { skip: backend.name !== 'postgres' && 'needs two connections: the embedded database has one' },
+      () =>
+        withBox(backend, { processing_threshold_seconds: 600 }, async (box) => {
+          const { id: alice, token: phone } = await box.createUser('alice@example.org');
+          assert.equal((await box.deliver(alice, 'm1', 'sealed m1')).status, 200);
+          const hash = createHash('sha256').update(phone).digest('hex');
+          // What reserveFor does, held open: the token FOR SHARE, the blob PROCESSING, then a while before commit.
+          const reserving = box.db.queryInTransaction([
+            { sql: 'SELECT 1 FROM lacre_box_tokens WHERE token_hash = $1 FOR SHARE', params: [hash] },
+            { sql: `UPDATE lacre_blobs SET state = 'PROCESSING', reserved_at = now(), reserved_by = $1 WHERE blob_id = 'm1'`, params: [hash] },
+            { sql: 'SELECT pg_sleep(0.6)' },
+          ]);
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          const revoked = await box.users.revokeTokens(alice, { reference: phone });
+          await reserving;
+          assert.equal(revoked.releasedBlobs, 1, 'the revoke waited for the reservation and released it');
+          assert.deepEqual(await stateOf(box, 'm1'), { state: 'PENDING', reserved_by: null });
+        }),
+    );
+
+    it(
       backend.name === 'postgres'
         ? 'a revoked token gets 401 from a running lacre inbox serve (its own process) at the next request'
         : 'refuses to revoke while lacre inbox serve holds the embedded database, and says to stop it',
