@@ -58,6 +58,19 @@ export interface CorpusCase {
 
 export const corpusDir = join(findPackageRoot(), 'test', 'fuzz', 'corpus');
 
+/**
+ * Whether the runs are as many as the property's default (not lowered through LACRE_FUZZ_RUNS to replay one
+ * case): then a property may also check that its inputs reached every outcome it is there to exercise.
+ */
+export function coverageExpected(defaultRuns: number): boolean {
+  return fuzzRuns(defaultRuns) >= defaultRuns;
+}
+
+/** The kept files for a target, by name (<target>-*.json): what a replay must have replayed, all of it. */
+export function corpusFiles(target: string): string[] {
+  return readdirSync(corpusDir).filter((file) => file.startsWith(`${target}-`) && file.endsWith('.json'));
+}
+
 export function corpusCases(target: string): CorpusCase[] {
   return readdirSync(corpusDir)
     .filter((file) => file.endsWith('.json'))
