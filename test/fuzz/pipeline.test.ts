@@ -28,8 +28,8 @@ const BEGIN = '-----BEGIN PGP MESSAGE-----';
 const ENVELOPED_DATA_OID = Buffer.from([0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03]);
 /** DER of OID 1.2.840.113549.1.9.16.1.23, authEnvelopedData (RFC 5083), which Lacre passes too. */
 const AUTH_ENVELOPED_DATA_OID = Buffer.from([0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17]);
-const RUNS = 60;
 const END = '-----END PGP MESSAGE-----';
+const RUNS = 60;
 
 const ALICE = 'alice@example.test'; // PGP/MIME
 const BOB = 'bob@example.test'; // inline PGP when the message can carry it
