@@ -54,6 +54,7 @@ describe('the delivery ledger across a kill -9', async () => {
           LACRE_RELAY_DELIVERED_RETENTION_HOURS: ledger ? '120' : '0',
         };
         let server: LacreServer | undefined;
+        let stopCode: number | undefined;
         try {
           assert.equal((await runLacre(['keys', 'import', keyFile], env)).code, 0);
           server = await LacreServer.start(env);
@@ -77,10 +78,12 @@ describe('the delivery ledger across a kill -9', async () => {
           assert.equal(forCarol.length, ledger ? 1 : 2, ledger ? 'carol\u2019s copy is not sent twice' : 'without the ledger, the retry re-sends it');
           if (ledger) assert.ok(server.logs.some((line) => JSON.stringify(line).includes('already-delivered')), 'the log line says why');
         } finally {
-          assert.equal(await server?.stop(), 0);
+          // Asserted after the try: an assert here would replace the failure the test body threw.
+          stopCode = await server?.stop();
           await sink.stop();
           await database.cleanup();
         }
+        assert.equal(stopCode, 0, 'the restarted server stops cleanly');
       });
     }
   }

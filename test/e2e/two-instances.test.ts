@@ -115,7 +115,15 @@ describe('two lacre serve instances on one PostgreSQL database', { skip }, () =>
     const cwd = join(work, name);
     await mkdir(cwd, { mode: 0o700 });
     return LacreServer.start(
-      { ...databaseEnv(database.config), LACRE_RELAY_PORT: String(sink.port), LACRE_ADMIN_SOCKET: adminSocket, LACRE_LOG_LEVEL: 'info' },
+      {
+        ...databaseEnv(database.config),
+        LACRE_RELAY_PORT: String(sink.port),
+        LACRE_ADMIN_SOCKET: adminSocket,
+        LACRE_LOG_LEVEL: 'info',
+        // Far longer than the test: B sees A's key changes only through LISTEN/NOTIFY, never because its cached
+        // keys expired (the default TTL, 300 s, would be just as long, but this does not hang on a default).
+        LACRE_KEYS_CACHE_TTL_SECONDS: '3600',
+      },
       { cwd },
     );
   }

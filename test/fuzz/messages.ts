@@ -84,3 +84,29 @@ export function messageBytes(armored: readonly string[]): fc.Arbitrary<Buffer> {
   const random = fc.uint8Array({ maxLength: 300 }).map((bytes) => Buffer.from(bytes));
   return fc.oneof({ weight: 4, arbitrary: structured }, { weight: 1, arbitrary: random });
 }
+
+/** Real encrypted content to build well-formed already-encrypted messages from (CRLF line endings). */
+export interface EncryptedContent {
+  /** One armored encrypted OpenPGP message. */
+  readonly armor: string;
+  /** The body of a PGP/MIME message (boundary "b"): the version part, then the armored part. */
+  readonly pgpMimeBody: string;
+  /** A base64 CMS EnvelopedData. */
+  readonly smimeBody: string;
+}
+
+/**
+ * Messages Lacre must pass untouched: PGP/MIME, S/MIME, inline PGP (white space around the block) and a top-level
+ * application/pgp-encrypted, under a few ordinary header fields. Random bytes seldom build one.
+ */
+export function encryptedMessages(content: EncryptedContent): fc.Arbitrary<Buffer> {
+  const fields = fc.subarray(['From: a@example.test', 'Subject: fuzz', 'MIME-Version: 1.0']).map((lines) => lines.map((line) => `${line}\r\n`).join(''));
+  const space = fc.constantFrom('', '\r\n', ' \r\n', '\r\n\r\n', '\t');
+  const encrypted = fc.oneof(
+    fc.constant(`Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary="b"\r\n\r\n${content.pgpMimeBody}`),
+    fc.constant(`Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n${content.smimeBody}`),
+    fc.tuple(fc.constantFrom('', 'Content-Type: text/plain\r\n'), space, space).map(([type, before, after]) => `${type}\r\n${before}${content.armor}${after}`),
+    fc.tuple(space, space).map(([before, after]) => `Content-Type: application/pgp-encrypted\r\n\r\n${before}${content.armor}${after}`),
+  );
+  return fc.tuple(fields, encrypted).map(([header, rest]) => Buffer.from(header + rest, 'latin1'));
+}

@@ -20,11 +20,16 @@ import type { RecipientKeys } from '../../src/keys/types.js';
 import { MessageRejectedError } from '../../src/errors.js';
 import { contentEntity, smimeMessage, splitRaw } from '../helpers/corpus.js';
 import { restoreOriginal, unwrap } from '../../src/mime/unwrap.js';
-import { messageBytes } from './messages.js';
-import { checkProperty, corpusCases, cutInto, cuts } from './settings.js';
+import { encryptedMessages, messageBytes, type EncryptedContent } from './messages.js';
+import { checkProperty, corpusCases, corpusFiles, coverageExpected, cutInto, cuts } from './settings.js';
 
 const BEGIN = '-----BEGIN PGP MESSAGE-----';
+/** DER of OID 1.2.840.113549.1.7.3, envelopedData: what a CMS ContentInfo of an S/MIME encrypted message names. */
+const ENVELOPED_DATA_OID = Buffer.from([0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03]);
+/** DER of OID 1.2.840.113549.1.9.16.1.23, authEnvelopedData (RFC 5083), which Lacre passes too. */
+const AUTH_ENVELOPED_DATA_OID = Buffer.from([0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17]);
 const END = '-----END PGP MESSAGE-----';
+const RUNS = 60;
 
 const ALICE = 'alice@example.test'; // PGP/MIME
 const BOB = 'bob@example.test'; // inline PGP when the message can carry it
@@ -88,6 +93,7 @@ describe('fuzz: the message path (split, read, detect, assemble)', () => {
   let key: openpgp.PrivateKey;
   let publicKey: openpgp.PublicKey;
   let armored: string[] = [];
+  let encrypted: EncryptedContent;
   const spoolDir = mkdtempSync(join(tmpdir(), 'lacre-fuzz-spool-'));
   after(() => rmSync(spoolDir, { recursive: true, force: true }));
 
@@ -96,7 +102,9 @@ describe('fuzz: the message path (split, read, detect, assemble)', () => {
     const block = await openpgp.encrypt({ message: await openpgp.createMessage({ text: 'already secret' }), encryptionKeys: publicKey });
     const crlf = block.replace(/\r?\n/g, '\r\n');
     const pgpMime = ['--b', 'Content-Type: application/pgp-encrypted', '', 'Version: 1', '', '--b', 'Content-Type: application/octet-stream', '', crlf, '--b--', ''].join('\r\n');
-    armored = [block, crlf, pgpMime, smimeMessage.toString('latin1').split('\r\n\r\n')[1]!];
+    const smimeBody = smimeMessage.toString('latin1').split('\r\n\r\n')[1]!;
+    armored = [block, crlf, pgpMime, smimeBody];
+    encrypted = { armor: crlf, pgpMimeBody: pgpMime, smimeBody };
   });
 
   const usable = (address: string, style: 'mime' | 'inline'): RecipientKeys => ({ kind: 'usable', address, style, keys: [publicKey] });
@@ -153,7 +161,14 @@ describe('fuzz: the message path (split, read, detect, assemble)', () => {
 
   /** A message passed as already encrypted holds a real encrypted OpenPGP message (or CMS): no plaintext passes. */
   async function reallyEncrypted(raw: Buffer, reason: string): Promise<void> {
-    if (reason.startsWith('S/MIME')) return;
+    if (reason.startsWith('S/MIME')) {
+      // A ContentInfo: a SEQUENCE whose first element (right after its tag and length) is the content type OID.
+      const der = decodedBody(raw);
+      const at = 2 + (der[1]! & 0x80 ? der[1]! & 0x7f : 0);
+      const names = (oid: Buffer) => der[0] === 0x30 && der.subarray(at, at + oid.length).equals(oid);
+      assert.ok(names(ENVELOPED_DATA_OID) || names(AUTH_ENVELOPED_DATA_OID), `passed as "${reason}" without CMS (auth)enveloped data in its body`);
+      return;
+    }
     const text = raw.toString('latin1');
     for (let at = text.indexOf(BEGIN); at !== -1; at = text.indexOf(BEGIN, at + 1)) {
       const end = text.indexOf(END, at);
@@ -201,23 +216,57 @@ describe('fuzz: the message path (split, read, detect, assemble)', () => {
     return checkCopies(raw, done);
   }
 
+  /** How often each kind of outcome came out of the property's runs: each must, or the property proves little. */
+  const outcomes = new Map<string, number>();
+
+  function outcomeClass(whole: string): string {
+    if (whole.startsWith('passed: S/MIME')) return 'passed: S/MIME';
+    if (whole.startsWith('passed: ')) return whole;
+    if (whole.startsWith('refused: ')) return 'refused';
+    return whole.slice(0, whole.indexOf(')') + 1);
+  }
+
   async function property(raw: Buffer, cutsAt: number[], bufferLimit: number | undefined, maxHeaderSize = 64 * 1024): Promise<void> {
     const whole = await outcome(raw, raw.length === 0 ? [] : [raw], undefined, maxHeaderSize);
-    const cut = await outcome(raw, cutInto(raw, cutsAt), bufferLimit, maxHeaderSize);
+    const chunks = cutInto(raw, cutsAt);
+    if (raw.length >= 2) assert.ok(chunks.length >= 2, 'the cut input comes in two chunks at least');
+    const cut = await outcome(raw, chunks, bufferLimit, maxHeaderSize);
     assert.equal(cut, whole, 'the outcome does not depend on the chunks nor on the path');
+    const kind = outcomeClass(whole);
+    outcomes.set(kind, (outcomes.get(kind) ?? 0) + 1);
   }
 
   const bufferLimit = fc.constantFrom(undefined, -1, 0, 16, 100);
   const headerLimit = fc.oneof({ weight: 4, arbitrary: fc.constant(64 * 1024) }, { weight: 1, arbitrary: fc.nat({ max: 200 }) });
 
-  it('any input, any cut: passed byte for byte or decrypts exactly, whatever the chunks', () =>
-    checkProperty('message path', fc.asyncProperty(messageBytes(armored), cuts, bufferLimit, headerLimit, property), 40));
+  const EXPECTED_OUTCOMES = [
+    'passed: PGP/MIME',
+    'passed: S/MIME',
+    'passed: inline PGP',
+    'passed: application/pgp-encrypted',
+    'encrypted (encrypted-mime)',
+    'encrypted (encrypted-inline)',
+    'refused',
+  ];
+
+  it('any input, any cut: passed byte for byte or decrypts exactly, whatever the chunks', async () => {
+    outcomes.clear();
+    const message = fc.oneof({ weight: 3, arbitrary: messageBytes(armored) }, { weight: 2, arbitrary: encryptedMessages(encrypted) });
+    await checkProperty('message path', fc.asyncProperty(message, cuts, bufferLimit, headerLimit, property), RUNS);
+    console.log(`message path outcomes: ${JSON.stringify(Object.fromEntries([...outcomes].sort()))}`);
+    if (!coverageExpected(RUNS)) return;
+    for (const kind of EXPECTED_OUTCOMES) assert.ok((outcomes.get(kind) ?? 0) > 0, `some run came out "${kind}"`);
+  });
 
   it('replays the kept counterexamples (test/fuzz/corpus/pipeline-*.json)', async () => {
+    let replayed = 0;
     for (const entry of corpusCases('pipeline')) {
       const input = entry.input as { raw: string; cuts: number[]; bufferLimit?: number; maxHeaderSize?: number };
       await property(Buffer.from(input.raw, 'base64'), input.cuts, input.bufferLimit, input.maxHeaderSize);
+      replayed += 1;
     }
+    assert.equal(replayed, corpusFiles('pipeline').length, 'every kept file replayed');
+    assert.ok(replayed > 0, 'pipeline cases are kept: none replayed means the corpus was not found');
   });
 });
 

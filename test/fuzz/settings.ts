@@ -58,6 +58,21 @@ export interface CorpusCase {
 
 export const corpusDir = join(findPackageRoot(), 'test', 'fuzz', 'corpus');
 
+/**
+ * Whether every seed runs (LACRE_FUZZ_SEED unset) as many times as the property's default (not lowered through
+ * LACRE_FUZZ_RUNS): then a property may also check that its inputs reached every outcome it is there to
+ * exercise. A replay of one seed is about one counterexample, and is not held to that.
+ */
+export function coverageExpected(defaultRuns: number): boolean {
+  const seed = process.env.LACRE_FUZZ_SEED;
+  return (seed === undefined || seed === '') && fuzzRuns(defaultRuns) >= defaultRuns;
+}
+
+/** The kept files for a target, by name (<target>-*.json): what a replay must have replayed, all of it. */
+export function corpusFiles(target: string): string[] {
+  return readdirSync(corpusDir).filter((file) => file.startsWith(`${target}-`) && file.endsWith('.json'));
+}
+
 export function corpusCases(target: string): CorpusCase[] {
   return readdirSync(corpusDir)
     .filter((file) => file.endsWith('.json'))
@@ -68,14 +83,20 @@ export function corpusCases(target: string): CorpusCase[] {
 /**
  * The chunks of `raw` for a list of cuts: positions (any naturals, taken modulo the length), or a single negative
  * number -n for chunks of n bytes (as a stream delivers them). Never an empty chunk, as a byte stream never has.
+ * Two chunks at least when `raw` has two bytes, so that chunk-boundary independence is never checked vacuously:
+ * a size of the whole length or more is taken below it, and cuts that all fall on 0 (or none) cut once inside.
  */
 export function cutInto(raw: Buffer, cuts: readonly number[]): Buffer[] {
   if (raw.length === 0) return [];
+  if (raw.length === 1) return [raw];
   if (cuts.length === 1 && cuts[0]! < 0) {
-    const size = -cuts[0]!;
+    const given = -cuts[0]!;
+    const size = given < raw.length ? given : 1 + ((given - 1) % (raw.length - 1));
     return Array.from({ length: Math.ceil(raw.length / size) }, (_, i) => raw.subarray(i * size, (i + 1) * size));
   }
-  const at = [...new Set(cuts.map((cut) => Math.abs(cut) % raw.length).filter((cut) => cut > 0))].sort((a, b) => a - b);
+  const positions = cuts.map((cut) => Math.abs(cut) % raw.length).filter((cut) => cut > 0);
+  if (positions.length === 0) positions.push(1 + (Math.abs(cuts[0] ?? raw.length >> 1) % (raw.length - 1)));
+  const at = [...new Set(positions)].sort((a, b) => a - b);
   const chunks: Buffer[] = [];
   let start = 0;
   for (const cut of [...at, raw.length]) {
@@ -87,6 +108,6 @@ export function cutInto(raw: Buffer, cuts: readonly number[]): Buffer[] {
 
 /** Any split of a byte string: cut anywhere, or into chunks of one size (sizes near Lacre's own bounds among them). */
 export const cuts = fc.oneof(
-  { weight: 3, arbitrary: fc.array(fc.nat({ max: 1 << 20 }), { maxLength: 12 }) },
+  { weight: 3, arbitrary: fc.array(fc.nat({ max: 1 << 20 }), { minLength: 1, maxLength: 12 }) },
   { weight: 1, arbitrary: fc.constantFrom(1, 2, 3, 7, 100, 1000, 4096, 8191, 8192, 8200, 16384).map((size) => [-size]) },
 );

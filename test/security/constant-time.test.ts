@@ -37,6 +37,17 @@ function counted<T>(check: () => T): { result: T; compared: Buffer[][] } {
   return { result, compared };
 }
 
+/** Each comparison is of two SHA-256 digests: a stored hash (every one, once) against the candidate's digest. */
+function assertDigestsCompared(compared: Buffer[][], candidate: string, storedHashes: readonly string[]): void {
+  assert.equal(compared.length, storedHashes.length, 'every stored hash is compared');
+  for (const [a, b] of compared) {
+    assert.equal(a!.length, 32, 'a digest, not the token');
+    assert.equal(b!.length, 32, 'a digest, not the token');
+    assert.deepEqual(b, Buffer.from(hashToken(candidate), 'hex'), "the candidate's digest");
+  }
+  assert.deepEqual(compared.map(([a]) => a!.toString('hex')).sort(), [...storedHashes].sort(), 'each stored hash once');
+}
+
 const backends = await databaseBackends();
 
 describe('secrets are compared in constant time', () => {
@@ -58,7 +69,11 @@ describe('secrets are compared in constant time', () => {
     const { result, compared } = counted(() => trusted.accepts({ name: 'lacre-mx', secret: 'one' }));
     assert.equal(result, true);
     assert.equal(compared.length, 2);
-    assert.equal(counted(() => trusted.accepts({ name: 'lacre-mx', secret: 'two' })).result, false);
+    const storedHashes = ['lacre-mx:one', 'other:two'].map(hashToken);
+    assertDigestsCompared(compared, 'lacre-mx:one', storedHashes);
+    const rejected = counted(() => trusted.accepts({ name: 'lacre-mx', secret: 'two' }));
+    assert.equal(rejected.result, false);
+    assertDigestsCompared(rejected.compared, 'lacre-mx:two', storedHashes);
   });
 
   for (const backend of backends) {
@@ -67,11 +82,12 @@ describe('secrets are compared in constant time', () => {
       try {
         const users = new BoxUserStore(database.db);
         const { user, token } = await users.createToken((await users.add('alice@example.org')).user);
-        await users.createToken(user);
+        const second = await users.createToken(user);
         for (const [candidate, expected] of [[token, true], [`${token}x`, false]] as const) {
           const { result, compared } = counted(() => users.verifyToken(user, candidate));
           assert.equal(await result, expected);
           assert.equal(compared.length, 2, 'both of the user\'s tokens compared');
+          assertDigestsCompared(compared, candidate, [hashToken(token), hashToken(second.token)]);
         }
       } finally {
         await database.cleanup();

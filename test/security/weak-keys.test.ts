@@ -46,6 +46,7 @@ describe('lacre keys import refuses weak keys, saying why', () => {
       assert.match(imported.stderr, /refused .* has no usable encryption \(sub\)key/);
       assert.match(imported.stderr, reason);
       const listed = await runLacre(['keys', 'list'], env);
+      assert.equal(listed.code, 0, `keys list ran (else "not listed" proves nothing): ${listed.stderr}`);
       assert.doesNotMatch(listed.stdout.toString('utf8') + listed.stderr, new RegExp(email));
     });
   }

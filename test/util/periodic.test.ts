@@ -10,21 +10,39 @@ describe('runPeriodically', () => {
     let most = 0;
     let runs = 0;
     const errors: unknown[] = [];
+    // close() is called while the second run sleeps (not after a guessed delay): it must wait for that sleep to end.
+    let secondRunSleeps!: () => void;
+    const secondRunSleeping = new Promise<void>((resolve) => {
+      secondRunSleeps = resolve;
+    });
+    let secondRunSlept = false;
     const job = runPeriodically(
       async () => {
         runs += 1;
+        const run = runs;
         active += 1;
         most = Math.max(most, active);
+        if (run === 2) secondRunSleeps();
         await sleep(60);
+        if (run === 2) secondRunSlept = true;
         active -= 1;
-        if (runs === 1) throw new Error('first run fails');
+        if (run === 1) throw new Error('first run fails');
       },
       10,
       (error) => errors.push(error),
     );
     assert.equal(runs, 1, 'the first run starts at once');
-    await sleep(200);
+    // The job's timer is unref'd: this one keeps the process alive until the second run starts (or fails the test).
+    let deadline: NodeJS.Timeout | undefined;
+    await Promise.race([
+      secondRunSleeping,
+      new Promise((_, reject) => {
+        deadline = setTimeout(() => reject(new Error('no second run within 5 s')), 5_000);
+      }),
+    ]);
+    clearTimeout(deadline);
     await job.close();
+    assert.ok(secondRunSlept, 'close resolved only once the run in progress had finished its sleep');
     assert.equal(active, 0, 'close waited for the run in progress');
     const after = runs;
     await sleep(50);
