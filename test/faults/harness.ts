@@ -14,7 +14,7 @@ import { LacreServer, runLacre } from '../helpers/lacre.js';
 import { startPostfix, type PostfixInstance } from '../helpers/postfix.js';
 import { freePort } from '../helpers/ports.js';
 import { MAILBOXES, makeMessage, sendLoad, sleep } from './load.js';
-import { CountingSink, Tally, type CountingSinkOptions, type Figures } from './tally.js';
+import { CountingSink, LARGE_MESSAGE_BYTES, Tally, type CountingSinkOptions, type Figures } from './tally.js';
 
 export interface Keys {
   home: GpgHome;
@@ -38,8 +38,22 @@ export interface FaultContext {
   note(text: string): void;
 }
 
+/** What a scenario must show beyond "nothing lost, no plaintext to a keyed recipient, no wrong copy". */
+export interface Expectations {
+  /**
+   * 'none': duplicated must be 0 (ledger on and no crash: nothing else makes one); 'some': more than 0 (ledger off
+   * while Postfix retries messages with copies already reinjected); 'unasserted': depends on where random kills fall.
+   */
+  duplicates: 'none' | 'some' | 'unasserted';
+  /** Proof that the fault bit: at least this many deferrals by Postfix of mail to Lacre. */
+  minDeferrals: number;
+  /** kill -9 scenarios: the restarts of lacre serve that must have happened (one per kill requested). */
+  restarts?: number;
+}
+
 export interface Scenario {
   name: string;
+  expect: Expectations;
   count: number;
   perSecond: number;
   backend?: TestBackend;
@@ -58,9 +72,22 @@ export interface Scenario {
   cleanup?: () => Promise<void>;
 }
 
+/** Figures that show the run tested what it claims to, checked against the scenario's Expectations. */
+export interface Proof {
+  /** Deferrals by Postfix of mail to Lacre. */
+  deferrals: number;
+  /** Restarts of lacre serve after a kill -9. */
+  restarts: number;
+  /** Messages over LARGE_MESSAGE_BYTES with a keyed recipient in the load. */
+  largeKeyedMessages: number;
+  /** Keyed copies of those messages decrypted with gpg and found right (sampled relay copies and box blobs). */
+  largeDecrypted: number;
+}
+
 export interface Outcome {
   row: Row;
   problems: string[];
+  proof: Proof;
 }
 
 const DRAIN_TIMEOUT_MS = 240_000;
@@ -110,12 +137,22 @@ export async function runScenario(scenario: Scenario, keys: Keys): Promise<Outco
     await drain(postfix, tally);
     const drainSeconds = (Date.now() - started) / 1000;
     await sleep(SETTLE_MS);
-    const problems = [...tally.problems, ...(await checkSamples(tally, keys)), ...((await scenario.verify?.(postfix, tally)) ?? [])];
+    // verify first: the box blobs it hands to the tally may add to tally.problems.
+    const verified = (await scenario.verify?.(postfix, tally)) ?? [];
+    const samples = await checkSamples(tally, keys);
+    const problems = [...tally.problems, ...samples.problems, ...verified];
     const figures = tally.figures();
     // Proof that the fault bit: how often Postfix had to retry a delivery to Lacre.
-    notes.push(`${countDeferrals(await postfix.log())} deferrals by Postfix`);
+    const deferrals = countDeferrals(await postfix.log());
+    notes.push(`${deferrals} deferrals by Postfix`);
     if (figures.lost > 0) problems.push(`lost, e.g.: ${tally.missing().join(', ')}\n--- queue ---\n${JSON.stringify(await postfix.queue())}`);
-    return { row: { scenario: scenario.name, ...figures, peakRssMiB: lacre.peakRssMiB, drainSeconds, note: notes.join('; ') }, problems };
+    const proof: Proof = {
+      deferrals,
+      restarts: lacre.restarts,
+      largeKeyedMessages: tally.largeKeyedMessages(),
+      largeDecrypted: samples.largeDecrypted + tally.largeBoxCopiesDecrypted,
+    };
+    return { row: { scenario: scenario.name, ...figures, peakRssMiB: lacre.peakRssMiB, drainSeconds, note: notes.join('; ') }, problems, proof };
   } finally {
     await lacre?.stop();
     await postfix?.stop();
@@ -142,19 +179,36 @@ export function countDeferrals(maillog: string): number {
   return maillog.split('\n').filter((line) => /postfix\/lacre\/smtp\[\d+\]: .*status=deferred/.test(line)).length;
 }
 
+/** What a run showed against what its scenario expects; empty when every expectation holds. */
+export function unmetExpectations(expect: Expectations, row: Row, proof: Proof): string[] {
+  const unmet: string[] = [];
+  if (expect.duplicates === 'none' && row.duplicated !== 0) unmet.push(`${row.duplicated} duplicated, expected none`);
+  if (expect.duplicates === 'some' && row.duplicated === 0) unmet.push('0 duplicated, expected some (the duplicates "before")');
+  if (proof.deferrals < expect.minDeferrals) unmet.push(`${proof.deferrals} deferrals by Postfix, expected at least ${expect.minDeferrals}: the fault did not bite`);
+  if (expect.restarts !== undefined && proof.restarts !== expect.restarts) unmet.push(`${proof.restarts} restarts of lacre serve, expected ${expect.restarts}`);
+  if (proof.largeKeyedMessages > 0 && proof.largeDecrypted === 0) {
+    unmet.push(`none of the keyed copies of the ${proof.largeKeyedMessages} message(s) over ${LARGE_MESSAGE_BYTES} bytes was decrypted`);
+  }
+  return unmet;
+}
+
 /** Decrypts the sampled keyed copies with gpg: each names only its recipient's key and gives the exact content entity. */
-async function checkSamples(tally: Tally, keys: Keys): Promise<string[]> {
+async function checkSamples(tally: Tally, keys: Keys): Promise<{ problems: string[]; largeDecrypted: number }> {
   const problems: string[] = [];
+  let largeDecrypted = 0;
   if (tally.samples.length === 0) problems.push('no keyed copy was sampled for decryption');
   for (const sample of tally.samples) {
     const key = keys.byRecipient.get(sample.recipient)!;
     const block = armoredBlock(sample.copy);
     const keyIds = await listPacketsKeyIds(keys.home, block);
-    if (keyIds.join() !== key.encryptionKeyId) problems.push(`${sample.recipient}: copy encrypted to ${keyIds.join()}, not ${key.encryptionKeyId}`);
+    const toRecipientAlone = keyIds.join() === key.encryptionKeyId;
+    if (!toRecipientAlone) problems.push(`${sample.recipient}: copy encrypted to ${keyIds.join()}, not ${key.encryptionKeyId}`);
     const plain = await decrypt(keys.home, block);
-    if (!plain.equals(contentEntity(sample.original))) problems.push(`${sample.recipient}: a sampled copy does not decrypt to the content entity`);
+    const exact = plain.equals(contentEntity(sample.original));
+    if (!exact) problems.push(`${sample.recipient}: a sampled copy does not decrypt to the content entity`);
+    if (toRecipientAlone && exact && sample.original.length > LARGE_MESSAGE_BYTES) largeDecrypted += 1;
   }
-  return problems;
+  return { problems, largeDecrypted };
 }
 
 /** A fresh database on `backend` holding the keyed recipients' public keys, imported by the CLI as an admin would. */

@@ -8,6 +8,7 @@ import { KEYED, sha256, type FaultMessage } from './load.js';
 interface Expected {
   readonly to: ReadonlySet<string>;
   readonly digest: string;
+  readonly size: number;
   readonly marker: string;
   /** Kept for a few messages only: their keyed copies are decrypted after the drain. */
   readonly raw: Buffer | undefined;
@@ -36,19 +37,31 @@ export interface Figures {
 }
 
 const SAMPLE_EVERY = 25;
-const SAMPLES_KEPT = 6;
+/** Messages over this size (the load's 3 MiB ones) are always sampled, with a cap of their own. */
+export const LARGE_MESSAGE_BYTES = 2 * 1024 * 1024;
+/** Caps on the samples held in memory until the drain: the small ones arrive first and must not crowd out the large. */
+const SMALL_SAMPLES_KEPT = 6;
+const LARGE_SAMPLES_KEPT = 4;
 
 export class Tally {
   private readonly expected = new Map<string, Expected>();
   private readonly arrivals = new Map<string, number>();
   private plaintextToKeyed = 0;
   private wrong = 0;
+  /** Box blobs of messages over LARGE_MESSAGE_BYTES decrypted, encrypted to their recipient alone and exact. */
+  largeBoxCopiesDecrypted = 0;
   readonly problems: string[] = [];
   readonly samples: KeyedSample[] = [];
 
   sent(message: FaultMessage, index: number): void {
-    const keep = index % SAMPLE_EVERY === 0 || message.raw.length > 2 * 1024 * 1024;
-    this.expected.set(message.id, { to: new Set(message.to), digest: sha256(message.raw), marker: message.marker, raw: keep ? message.raw : undefined });
+    const keep = index % SAMPLE_EVERY === 0 || message.raw.length > LARGE_MESSAGE_BYTES;
+    this.expected.set(message.id, {
+      to: new Set(message.to),
+      digest: sha256(message.raw),
+      size: message.raw.length,
+      marker: message.marker,
+      raw: keep ? message.raw : undefined,
+    });
   }
 
   /** One copy as the downstream accepted it, for these envelope recipients. */
@@ -66,10 +79,11 @@ export class Tally {
   }
 
   /**
-   * One blob found in a recipient's Incoming Box: `blob` as stored (must not hold the plaintext marker) and what
-   * it decrypts to (the message as Lacre received it).
+   * One blob found in a recipient's Incoming Box: `blob` as stored (must not hold the plaintext marker), the key IDs
+   * it is encrypted to (must be the recipient's encryption key alone: the gpg home holds every recipient's secret
+   * key, so decrypting proves nothing about who else could) and what it decrypts to (the message as Lacre received it).
    */
-  arrivedInBox(recipient: string, blob: Buffer, plaintext: Buffer): void {
+  arrivedInBox(recipient: string, blob: Buffer, plaintext: Buffer, encryptedTo: { keyIds: readonly string[]; recipientKeyId: string }): void {
     const id = faultId(plaintext);
     const expected = id === undefined ? undefined : this.expected.get(id);
     if (id === undefined || expected === undefined) return this.problem(`a box blob of an unknown message (${id ?? 'no X-Fault-Id'})`);
@@ -78,7 +92,17 @@ export class Tally {
     if (blob.includes(expected.marker)) {
       this.plaintextToKeyed += 1;
       this.problem(`${pair}: plaintext in the box`);
+    } else if (encryptedTo.keyIds.join() !== encryptedTo.recipientKeyId) {
+      this.problem(`${pair}: box blob encrypted to ${encryptedTo.keyIds.join() || 'no key'}, not ${encryptedTo.recipientKeyId} alone`);
     } else if (sha256(withoutReceived(plaintext)) !== expected.digest) this.problem(`${pair}: the box copy does not decrypt to the message`);
+    else if (expected.size > LARGE_MESSAGE_BYTES) this.largeBoxCopiesDecrypted += 1;
+  }
+
+  /** Messages sent over LARGE_MESSAGE_BYTES with at least one keyed recipient: each scenario must decrypt one. */
+  largeKeyedMessages(): number {
+    let large = 0;
+    for (const expected of this.expected.values()) if (expected.size > LARGE_MESSAGE_BYTES && [...expected.to].some(isKeyed)) large += 1;
+    return large;
   }
 
   figures(): Figures {
@@ -112,9 +136,14 @@ export class Tally {
       this.problem(`${pair}: plaintext to a keyed recipient`);
       return;
     }
-    if (expected.raw && this.samples.length < SAMPLES_KEPT && !this.samples.some((sample) => sample.original === expected.raw && sample.recipient === recipient)) {
+    if (expected.raw && this.roomForSample(expected.size > LARGE_MESSAGE_BYTES) && !this.samples.some((sample) => sample.original === expected.raw && sample.recipient === recipient)) {
       this.samples.push({ recipient, original: expected.raw, copy: data });
     }
+  }
+
+  private roomForSample(large: boolean): boolean {
+    const kept = this.samples.filter((sample) => sample.original.length > LARGE_MESSAGE_BYTES === large).length;
+    return kept < (large ? LARGE_SAMPLES_KEPT : SMALL_SAMPLES_KEPT);
   }
 
   private problem(text: string): void {
