@@ -10,9 +10,23 @@ export interface PeriodicJob {
 
 export function runPeriodically(task: () => Promise<void>, intervalMs: number, onError: (error: unknown) => void): PeriodicJob {
   let running: Promise<void> | undefined;
+  const startTask = (): Promise<void> => {
+    try {
+      return task();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  };
   const run = () => {
-    running ??= task()
-      .catch(onError)
+    // A task that throws before its first await, or an onError that throws, stays in here.
+    running ??= startTask()
+      .catch((error: unknown) => {
+        try {
+          onError(error);
+        } catch {
+          // Reporting failed: the next run tries again all the same.
+        }
+      })
       .finally(() => {
         running = undefined;
       });

@@ -51,4 +51,21 @@ describe('runPeriodically', () => {
     assert.ok(runs >= 2, 'a failed run does not stop the next');
     assert.deepEqual(errors.map((error) => (error as Error).message), ['first run fails']);
   });
+
+  it('a task that throws before its first await, or an error report that throws, stops neither the process nor the next run', async () => {
+    let runs = 0;
+    const job = runPeriodically(
+      (() => {
+        runs += 1;
+        throw new Error('thrown at once');
+      }) as () => Promise<void>,
+      10,
+      () => {
+        throw new Error('the report fails too');
+      },
+    );
+    await sleep(60);
+    await job.close();
+    assert.ok(runs >= 2, `${runs} runs`);
+  });
 });
